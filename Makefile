@@ -1,0 +1,40 @@
+# Two commands: `make up` runs the fabric on this machine, `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+
+.PHONY: up test install install-dev system-deps lint fuzz clean
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null || (apt-get update && apt-get install -y python3 python3-venv python3-pip)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(STAMP)
+
+install: $(STAMP)
+install-dev: $(DEV_STAMP)
+
+# PostgreSQL from Debian's packages, for the tests that run the same suite on it.
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+up: install
+	$(BIN)/ceti up
+
+test: install-dev system-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: install-dev
+	$(BIN)/ruff check src tests
+
+clean:
+	rm -rf $(VENV) .ceti build *.egg-info

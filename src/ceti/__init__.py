@@ -1,0 +1,3 @@
+"""ceτi Compute Fabric."""
+
+__version__ = "0.1.0"

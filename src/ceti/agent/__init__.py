@@ -1,0 +1,1 @@
+"""The provider agent: discovery, the reconcile loop, executors."""

@@ -1,0 +1,21 @@
+"""The pure scheduling core: snapshot in, decisions out. No I/O, no clock, no database."""
+
+from ceti.fabric.decisions import Decisions, Preempt, Start, Unschedulable, Wait
+from ceti.fabric.model import GPU, WHOLE_GPU_MILLI, Allocation, Demand, Job, Node, Snapshot
+from ceti.fabric.schedule import schedule
+
+__all__ = [
+    "GPU",
+    "WHOLE_GPU_MILLI",
+    "Allocation",
+    "Decisions",
+    "Demand",
+    "Job",
+    "Node",
+    "Preempt",
+    "Snapshot",
+    "Start",
+    "Unschedulable",
+    "Wait",
+    "schedule",
+]

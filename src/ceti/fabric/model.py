@@ -1,0 +1,106 @@
+"""The fabric's view of the world: plain, immutable values built from a snapshot of the store or a trace.
+
+Units are integers where the fabric does arithmetic: milli-CPU, MiB, milli-GPU (1000 = one whole GPU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+WHOLE_GPU_MILLI = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class GPU:
+    index: int
+    model: str
+    vram_mib: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    id: str
+    cpu_milli: int
+    memory_mib: int
+    gpus: tuple[GPU, ...] = ()
+    region: str = ""
+    disk_mib: int = 0
+    price_per_gpu_hour: float = 0.0
+    price_per_cpu_hour: float = 0.0
+    reliability: float = 1.0  # probability that work placed here finishes (observed)
+    schedulable: bool = True  # False while draining or lost: keeps its running work, takes no new
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """What one task of a job needs from one node.
+
+    GPUs: `gpu_count` whole GPUs, or, when `gpu_share_milli` is set, a share of a single GPU
+    (the trace's GPU sharing: 0 < share < 1000 with gpu_count == 1).
+    """
+
+    cpu_milli: int
+    memory_mib: int
+    gpu_count: int = 0
+    gpu_share_milli: int = 0  # 0 = whole GPUs
+    gpu_models: frozenset[str] = frozenset()  # empty = any model
+    min_vram_mib: int = 0
+    disk_mib: int = 0
+    regions: frozenset[str] = frozenset()  # empty = any region
+    node_ids: frozenset[str] = frozenset()  # empty = any node
+
+    @property
+    def gpu_milli_per_gpu(self) -> int:
+        return self.gpu_share_milli if self.gpu_share_milli else WHOLE_GPU_MILLI
+
+    @property
+    def gpu_milli_total(self) -> int:
+        return self.gpu_count * self.gpu_milli_per_gpu
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A pending job. `order` is its place in the queue (submission order; a retried job keeps it)."""
+
+    id: str
+    demand: Demand
+    order: int
+    priority: int = 50
+    gang_size: int = 1  # tasks placed all together or not at all
+    bid_per_hour: float | None = None
+    interruptible: bool = False
+    # relative speed of this job on each GPU model (1.0 = reference); unknown models count as 1.0
+    speed_by_model: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """Work that holds resources on a node now."""
+
+    id: str
+    job_id: str
+    node_id: str
+    cpu_milli: int
+    memory_mib: int
+    gpu_indices: tuple[int, ...] = ()
+    gpu_share_milli: int = 0  # 0 = the listed GPUs are held whole
+    priority: int = 50
+    interruptible: bool = False
+    value_per_hour: float = 0.0
+    lost_work_hours: float = 0.0  # work thrown away if pre-empted now (since its last checkpoint)
+    disk_mib: int = 0
+
+    @property
+    def gpu_milli_per_gpu(self) -> int:
+        return self.gpu_share_milli if self.gpu_share_milli else WHOLE_GPU_MILLI
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything one scheduling round may look at. `now` is passed in: the fabric has no clock."""
+
+    nodes: tuple[Node, ...]
+    running: tuple[Allocation, ...] = ()
+    pending: tuple[Job, ...] = ()
+    now: float = 0.0

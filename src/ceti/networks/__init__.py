@@ -1,0 +1,1 @@
+"""Decentralized AI networks as demand sources."""

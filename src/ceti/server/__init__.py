@@ -1,0 +1,1 @@
+"""The control plane: FastAPI app, routers, services, the scheduling loop."""

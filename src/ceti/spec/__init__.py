@@ -1,0 +1,33 @@
+"""The vocabulary shared by the CLI, SDK, server, agent and fabric."""
+
+from ceti.spec.job import (
+    GPURequest,
+    JobSpec,
+    JobSpecError,
+    Placement,
+    Resources,
+    RetryOn,
+    RetryPolicy,
+    check_relative_path,
+    load_job_spec_yaml,
+    parse_job_spec,
+)
+from ceti.spec.node import GPUInfo, NodeInfo
+from ceti.spec.states import AllocationState, JobState
+
+__all__ = [
+    "AllocationState",
+    "GPUInfo",
+    "GPURequest",
+    "JobSpec",
+    "JobSpecError",
+    "JobState",
+    "NodeInfo",
+    "Placement",
+    "Resources",
+    "RetryOn",
+    "RetryPolicy",
+    "check_relative_path",
+    "load_job_spec_yaml",
+    "parse_job_spec",
+]

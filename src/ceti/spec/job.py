@@ -1,0 +1,199 @@
+"""The job spec a developer writes (YAML) and the API accepts (JSON)."""
+
+from __future__ import annotations
+
+import enum
+import re
+from pathlib import PurePosixPath
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from ceti.spec.units import parse_duration_s, parse_size_mib
+
+SizeMiB = Annotated[int, BeforeValidator(parse_size_mib)]
+DurationS = Annotated[int, BeforeValidator(parse_duration_s)]
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$")
+MAX_FILE_BYTES = 1024 * 1024
+
+
+class JobSpecError(ValueError):
+    """A job spec that cannot be accepted; `errors` lists (field path, reason)."""
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        self.errors = errors
+        super().__init__("; ".join(f"{path}: {reason}" if path else reason for path, reason in errors))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GPURequest(_Strict):
+    """GPUs a job needs. `count` whole GPUs, or a share of one GPU in `milli` (1000 = a whole GPU)."""
+
+    count: int = Field(0, ge=0, le=64)
+    milli: int | None = Field(None, ge=1, le=1000, description="share of one GPU when count is 0 or 1")
+    models: list[str] = Field(default_factory=list, description="allowed GPU models; empty = any")
+    min_vram_mib: SizeMiB = 0
+
+    @field_validator("models")
+    @classmethod
+    def _models_known_shape(cls, models: list[str]) -> list[str]:
+        return [m.strip() for m in models if m.strip()]
+
+    @property
+    def gpu_milli_total(self) -> int:
+        if self.count == 0 and self.milli is None:
+            return 0
+        if self.milli is not None and self.count <= 1:
+            return self.milli
+        return self.count * 1000
+
+
+def _gpus_shorthand(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("gpus must be a count or a mapping")
+    if isinstance(value, int):
+        return {"count": value}
+    if isinstance(value, float):
+        if 0 < value < 1:
+            return {"milli": round(value * 1000)}
+        if value.is_integer():
+            return {"count": int(value)}
+        raise ValueError("a fractional GPU request must be below 1 (use milli for a share)")
+    return value
+
+
+class Resources(_Strict):
+    cpus: float = Field(1.0, gt=0, le=4096)
+    memory: SizeMiB = Field(512, description="MiB, or a string such as '4Gi'")
+    disk: SizeMiB = Field(0, description="MiB of scratch disk")
+    gpus: Annotated[GPURequest, BeforeValidator(_gpus_shorthand)] = Field(default_factory=GPURequest)
+
+    @property
+    def cpu_milli(self) -> int:
+        return int(round(self.cpus * 1000))
+
+    @property
+    def memory_mib(self) -> int:
+        return self.memory
+
+    @property
+    def disk_mib(self) -> int:
+        return self.disk
+
+
+class Placement(_Strict):
+    regions: list[str] = Field(default_factory=list, description="allowed regions; empty = anywhere")
+    nodes: list[str] = Field(default_factory=list, description="allowed node ids; empty = any")
+
+
+class RetryOn(str, enum.Enum):
+    failure = "failure"
+    preemption = "preemption"
+    node_lost = "node_lost"
+
+
+class RetryPolicy(_Strict):
+    limit: int = Field(0, ge=0, le=100)
+    on: list[RetryOn] = Field(default_factory=lambda: [RetryOn.preemption, RetryOn.node_lost])
+    exit_codes: list[int] = Field(default_factory=list, description="retry only these exit codes; empty = any")
+
+    def allows(self, cause: RetryOn, exit_code: int | None = None) -> bool:
+        if cause not in self.on:
+            return False
+        if cause is RetryOn.failure and self.exit_codes and exit_code not in self.exit_codes:
+            return False
+        return True
+
+
+class JobSpec(_Strict):
+    name: str = Field("job", description="a short name, letters, digits, . _ -")
+    command: list[str] = Field(..., min_length=1, max_length=1000)
+    env: dict[str, str] = Field(default_factory=dict)
+    files: dict[str, str] = Field(default_factory=dict, description="relative path -> text content")
+    resources: Resources = Field(default_factory=Resources)
+    placement: Placement = Field(default_factory=Placement)
+    max_price_per_hour: float | None = Field(None, ge=0, le=1_000_000)
+    priority: int = Field(50, ge=0, le=100, description="higher runs first and may pre-empt lower")
+    max_duration: DurationS | None = None
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not NAME_RE.match(name):
+            raise ValueError("use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return name
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _command(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                raise ValueError("command is empty")
+            return ["/bin/sh", "-c", value]
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, env: dict[str, str]) -> dict[str, str]:
+        for key in env:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+            if key.startswith("CETI_"):
+                raise ValueError(f"{key!r}: names starting with CETI_ are reserved")
+        return env
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, files: dict[str, str]) -> dict[str, str]:
+        for path, content in files.items():
+            check_relative_path(path)
+            if len(content.encode()) > MAX_FILE_BYTES:
+                raise ValueError(f"{path!r} is larger than {MAX_FILE_BYTES} bytes")
+        return files
+
+
+def check_relative_path(path: str) -> PurePosixPath:
+    """A working-directory path that cannot escape it: relative, no '..', no empty parts."""
+    pure = PurePosixPath(path)
+    if not path or pure.is_absolute() or "\\" in path or "\x00" in path:
+        raise ValueError(f"{path!r} must be a relative path inside the job's working directory")
+    if any(part in ("..", "") for part in pure.parts) or pure.parts[0] == ".":
+        raise ValueError(f"{path!r} must not contain '..' or '.' parts")
+    return pure
+
+
+def _error_list(exc: ValidationError) -> list[tuple[str, str]]:
+    out = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        out.append((path, message))
+    return out
+
+
+def parse_job_spec(data: Any) -> JobSpec:
+    """Validate a parsed document; raise JobSpecError with every field's path and reason."""
+    if not isinstance(data, dict):
+        raise JobSpecError([("", "a job spec must be a mapping of fields")])
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise JobSpecError(_error_list(exc)) from None
+
+
+def load_job_spec_yaml(text: str, max_bytes: int = 1024 * 1024) -> JobSpec:
+    if len(text.encode()) > max_bytes:
+        raise JobSpecError([("", f"the spec is larger than {max_bytes} bytes")])
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise JobSpecError([("", f"malformed YAML{where}: {getattr(exc, 'problem', exc)}")]) from None
+    return parse_job_spec(data)
