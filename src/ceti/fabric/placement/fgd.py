@@ -1,0 +1,172 @@
+"""Fragmentation Gradient Descent (FGD, ATC'23) and the measure it descends.
+
+A node's fragmentation against a target workload is the expected idle GPU milli the next task cannot use:
+for each task class, weighted by its popularity, all idle GPU milli count when the class cannot run on the
+node at all (wrong GPU model, too little CPU, too few GPUs with enough free), and only the GPUs too small
+for it count when it can. CPU-only classes count every idle GPU. Memory is not in the measure.
+
+The node score is an integer, floor(100 * sigmoid(-dF / 1000)) with dF the change in milli-GPU; the
+integer steps make many nodes tie, and ties go to the smallest name. Those steps are part of why FGD works
+so well: among the nodes that add no fragmentation it keeps filling the same (first-named) ones.
+
+Per-node terms are cached and updated for the one node a placement touches, and a hypothetical placement
+is scored from the cached terms plus the change on the touched GPUs, so a decision costs O(classes x
+candidates) NumPy work.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ceti.fabric.placement.policies import MAX_NODE_SCORE, Placement, PlacementPolicy
+from ceti.fabric.placement.state import WHOLE_GPU_MILLI, ClusterState, PodRequest, exclusive_gpus
+from ceti.fabric.placement.workload import TargetWorkload, WorkloadArrays
+
+
+class FragCache:
+    """Per-class, per-node terms of the fragmentation measure for one cluster state."""
+
+    def __init__(self, state: ClusterState, workload: WorkloadArrays) -> None:
+        self.wl = workload
+        self.state = state
+        self.recompute(state)
+
+    def recompute(self, state: ClusterState) -> None:
+        self.version = state.version
+        gpu = state.gpu_free
+        milli = self.wl.milli[:, None, None]
+        self.ge = (gpu[None, :, :] >= milli).sum(axis=2)  # [K, N] GPUs with room for the class
+        self.small = (gpu[None, :, :] * (gpu[None, :, :] < milli)).sum(axis=2)  # [K, N] milli too small
+        self.total = gpu.sum(axis=1)
+        self.access = self.wl.access[:, state.model_idx]  # [K, N]
+        self.frag = self.frag_of(
+            self.ge, self.small, self.total, state.cpu_free, self.access
+        )
+
+    def update_node(self, state: ClusterState, node: int) -> None:
+        row = state.gpu_free[node]
+        milli = self.wl.milli[:, None]
+        self.ge[:, node] = (row[None, :] >= milli).sum(axis=1)
+        self.small[:, node] = (row[None, :] * (row[None, :] < milli)).sum(axis=1)
+        self.total[node] = row.sum()
+        self.frag[node] = self.frag_of(
+            self.ge[:, node : node + 1],
+            self.small[:, node : node + 1],
+            self.total[node : node + 1],
+            state.cpu_free[node : node + 1],
+            self.access[:, node : node + 1],
+        )[0]
+        self.version = state.version
+
+    def sync(self, state: ClusterState) -> None:
+        if state is not self.state:
+            self.state = state
+            self.recompute(state)
+        elif state.version == self.version + 1 and state.last_changed >= 0:
+            self.update_node(state, state.last_changed)
+        elif state.version != self.version:
+            self.recompute(state)
+
+    def frag_of(
+        self, ge: np.ndarray, small: np.ndarray, total: np.ndarray, cpu: np.ndarray, access: np.ndarray
+    ) -> np.ndarray:
+        """Expected fragmented milli-GPU per column, from the per-class terms."""
+        wl = self.wl
+        fits = (
+            access
+            & wl.is_gpu[:, None]
+            & (cpu[None, :] >= wl.cpu[:, None])
+            & (ge >= wl.count[:, None])
+        )
+        return wl.prob @ np.where(fits, small, total[None, :])
+
+    def options(
+        self, state: ClusterState, pod: PodRequest, nodes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every way to place `pod` on `nodes`: (node, gpu or -1, fragmentation after), in (node, gpu) order.
+
+        A share may go on any GPU with room; whole GPUs go on the lowest-index free ones.
+        """
+        cpu_after = state.cpu_free[nodes] - pod.cpu_milli
+        if not pod.is_share:
+            n = pod.gpu_count
+            ge = self.ge[:, nodes] - (n if pod.gpu_milli > 0 else 0)
+            total = self.total[nodes] - pod.gpu_milli_total
+            after = self.frag_of(ge, self.small[:, nodes], total, cpu_after, self.access[:, nodes])
+            return nodes, np.full(len(nodes), -1), after
+        m = pod.gpu_milli
+        free = state.gpu_free[nodes]
+        rows, gpus = np.nonzero(free >= m)  # row-major: (node, gpu) order
+        a = free[rows, gpus]
+        a2 = a - m
+        milli = self.wl.milli[:, None]
+        opt_nodes = nodes[rows]
+        ge = self.ge[:, opt_nodes] - (a[None, :] >= milli) + (a2[None, :] >= milli)
+        small = (
+            self.small[:, opt_nodes]
+            - a[None, :] * (a[None, :] < milli)
+            + a2[None, :] * (a2[None, :] < milli)
+        )
+        total = self.total[opt_nodes] - m
+        after = self.frag_of(ge, small, total, cpu_after[rows], self.access[:, opt_nodes])
+        return opt_nodes, gpus, after
+
+
+def fgd_score(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """floor(100 * sigmoid((before - after) / 1000)): 50 = no change, higher = less fragmentation."""
+    sig = 1.0 / (1.0 + np.exp(-((before - after) / 1000)))
+    return (sig * MAX_NODE_SCORE).astype(np.int64)
+
+
+class FGDPolicy(PlacementPolicy):
+    name = "fgd"
+    needs_workload = True
+
+    def __init__(self, workload: TargetWorkload | None = None) -> None:
+        super().__init__(workload)
+        self._cache: FragCache | None = None
+        self._models: list[str] | None = None
+
+    def cache(self, state: ClusterState, pod: PodRequest) -> FragCache:
+        workload = self.workload
+        if workload is None or len(workload) == 0:  # no trace to learn from: the task itself is the target
+            from ceti.fabric.placement.workload import TaskClass
+
+            spec = "|".join(m for m, ok in zip(state.models, pod.model_ok, strict=True) if ok and m) if (
+                pod.model_ok is not None and pod.gpu_count
+            ) else ""
+            workload = TargetWorkload((TaskClass(pod.cpu_milli, pod.gpu_milli, pod.gpu_count, spec),), (1.0,))
+            return FragCache(state, WorkloadArrays.build(workload, state.models))
+        if self._cache is None or self._models is not state.models:
+            self._models = state.models
+            self._cache = FragCache(state, WorkloadArrays.build(workload, state.models))
+        else:
+            self._cache.sync(state)
+        return self._cache
+
+    def option_scores(
+        self, cache: FragCache, state: ClusterState, pod: PodRequest, nodes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        opt_nodes, gpus, after = cache.options(state, pod, nodes)
+        return opt_nodes, gpus, fgd_score(cache.frag[opt_nodes], after)
+
+    def place(self, state: ClusterState, pod: PodRequest, rng: np.random.Generator) -> Placement | None:
+        nodes = np.flatnonzero(self.filter(state, pod))
+        if len(nodes) == 0:
+            return None
+        cache = self.cache(state, pod)
+        opt_nodes, gpus, scores = self.option_scores(cache, state, pod, nodes)
+        best = int(np.argmax(scores))  # first max: smallest name, then lowest GPU index
+        node = int(opt_nodes[best])
+        if pod.is_share:
+            return node, (int(gpus[best]),)
+        if pod.gpu_count == 0:
+            return node, ()
+        return node, exclusive_gpus(state.gpu_free[node], pod.gpu_count)
+
+    def score(self, state: ClusterState, pod: PodRequest, nodes: np.ndarray) -> np.ndarray:
+        cache = self.cache(state, pod)
+        opt_nodes, _, scores = self.option_scores(cache, state, pod, nodes)
+        best = np.full(state.size, -1, dtype=np.int64)
+        np.maximum.at(best, opt_nodes, scores)
+        return best[nodes]

@@ -1,0 +1,153 @@
+"""The FGD paper's workload-inflation experiment.
+
+Every pod of a trace arrives once, in shuffled order; random copies of trace pods follow until the
+requested GPUs reach `inflation` (130%) of the cluster's GPU capacity (a trace above that has pods removed
+at random). Pods arrive one at a time and never leave; a pod that fits nowhere is not placed but still
+counts as arrived. After every arrival the allocated GPU milli is recorded; the headline number is the
+unallocated GPUs when the arrived GPU requests equal 100% of capacity, read as the Go analysis does: the
+mean allocation over the arrivals whose arrived share rounds to 100%.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ceti.fabric.placement.registry import make_policy
+from ceti.fabric.placement.state import ClusterState, PodRequest
+from ceti.fabric.placement.workload import TargetWorkload
+from ceti.sim.trace import TraceNode, TracePod
+
+
+def cluster_from_nodes(nodes: Sequence[TraceNode]) -> ClusterState:
+    return ClusterState.build(
+        names=[n.name for n in nodes],
+        cpu_milli=[n.cpu_milli for n in nodes],
+        memory_mib=[n.memory_mib for n in nodes],
+        gpu_models=[n.gpu_model for n in nodes],
+        gpu_free_milli=[[1000] * n.gpu_count for n in nodes],
+    )
+
+
+def target_workload(pods: Sequence[TracePod], coverage: float = 0.95) -> TargetWorkload:
+    return TargetWorkload.from_tasks(
+        ((p.cpu_milli, p.gpu_milli, p.gpu_count, p.gpu_spec) for p in pods), coverage
+    )
+
+
+def pod_requests(state: ClusterState, pods: Sequence[TracePod]) -> list[PodRequest]:
+    masks: dict[frozenset[str], np.ndarray] = {}
+    out = []
+    for p in pods:
+        mask = None
+        if p.gpu_count and p.gpu_models:
+            mask = masks.get(p.gpu_models)
+            if mask is None:
+                mask = masks[p.gpu_models] = state.model_mask(p.gpu_models)
+        out.append(PodRequest(p.cpu_milli, p.memory_mib, p.gpu_count, p.gpu_milli, mask))
+    return out
+
+
+def arrival_order(n_pods: int, gpu_milli: np.ndarray, capacity_milli: int, inflation: float, seed: int) -> list[int]:
+    """Indices into the trace: a shuffle of all pods, then random copies up to `inflation` x capacity."""
+    rng = np.random.default_rng(seed)
+    order = [int(i) for i in rng.permutation(n_pods)]
+    target = inflation * capacity_milli
+    requested = int(gpu_milli.sum())
+    if requested > target:
+        while requested > target and order:
+            requested -= int(gpu_milli[order.pop(int(rng.integers(len(order))))])
+        return order
+    while True:
+        i = int(rng.integers(n_pods))
+        if requested + int(gpu_milli[i]) > target:
+            break
+        requested += int(gpu_milli[i])
+        order.append(i)
+    return order
+
+
+@dataclass(slots=True)
+class RunResult:
+    policy: str
+    seed: int
+    total_gpus: int
+    arrived_milli: np.ndarray  # after each arrival
+    used_milli: np.ndarray  # after each arrival
+    placed: int
+    failed: int
+
+    def alloc_ratio_at(self, percent: float) -> float:
+        """Mean allocated share (%) over arrivals whose arrived share rounds to `percent`, as the Go analysis."""
+        cap = self.total_gpus * 1000
+        arrived = np.round(self.arrived_milli / cap * 100)
+        alloc = np.round(self.used_milli / cap * 100, 2)
+        sel = arrived == percent
+        if not sel.any():
+            sel = (arrived >= percent - 1) & (arrived <= percent + 1)
+        if not sel.any():
+            return float("nan")
+        return float(np.round(alloc[sel].mean(), 2))
+
+    def unallocated_gpus_at(self, percent: float = 100) -> float:
+        return self.total_gpus * (1 - self.alloc_ratio_at(percent) / 100)
+
+
+@dataclass(slots=True)
+class InflationSetup:
+    cluster: ClusterState
+    pods: list[TracePod]
+    requests: list[PodRequest]
+    workload: TargetWorkload
+    gpu_milli: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @classmethod
+    def build(cls, nodes: Sequence[TraceNode], pods: Sequence[TracePod]) -> InflationSetup:
+        cluster = cluster_from_nodes(nodes)
+        pod_list = list(pods)
+        return cls(
+            cluster=cluster,
+            pods=pod_list,
+            requests=pod_requests(cluster, pod_list),
+            workload=target_workload(pod_list),
+            gpu_milli=np.asarray([p.gpu_milli_total for p in pod_list], dtype=np.int64),
+        )
+
+
+def run_inflation(
+    setup: InflationSetup,
+    policy_name: str,
+    seed: int,
+    *,
+    inflation: float = 1.3,
+    stop_at_percent: float | None = None,
+) -> RunResult:
+    """One seed of one policy. `stop_at_percent` ends the run once arrivals pass that share of capacity."""
+    state = setup.cluster.copy_empty()
+    capacity = state.total_gpu_milli()
+    order = arrival_order(len(setup.pods), setup.gpu_milli, capacity, inflation, seed)
+    policy = make_policy(policy_name, setup.workload)
+    rng = np.random.default_rng([seed, 7])
+    arrived = np.zeros(len(order), dtype=np.int64)
+    used = np.zeros(len(order), dtype=np.int64)
+    arrived_milli = used_milli = placed = failed = 0
+    stop = None if stop_at_percent is None else stop_at_percent / 100 * capacity
+    n = 0
+    for i in order:
+        pod = setup.requests[i]
+        arrived_milli += pod.gpu_milli_total
+        choice = policy.place(state, pod, rng)
+        if choice is None:
+            failed += 1
+        else:
+            state.allocate(choice[0], pod, choice[1])
+            used_milli += pod.gpu_milli_total
+            placed += 1
+        arrived[n] = arrived_milli
+        used[n] = used_milli
+        n += 1
+        if stop is not None and arrived_milli > stop:
+            break
+    return RunResult(policy_name, seed, int(state.gpu_count.sum()), arrived[:n], used[:n], placed, failed)
