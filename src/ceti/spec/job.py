@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ceti.spec.units import parse_duration_s, parse_size_mib
 
@@ -98,9 +98,17 @@ class RetryOn(str, enum.Enum):
 
 
 class RetryPolicy(_Strict):
-    limit: int = Field(0, ge=0, le=100)
+    limit: int = Field(3, ge=0, le=100, description="how many times the job may be retried")
     on: list[RetryOn] = Field(default_factory=lambda: [RetryOn.preemption, RetryOn.node_lost])
     exit_codes: list[int] = Field(default_factory=list, description="retry only these exit codes; empty = any")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on_key(cls, data: Any) -> Any:
+        # YAML 1.1 reads a bare `on:` key as the boolean true
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
 
     def allows(self, cause: RetryOn, exit_code: int | None = None) -> bool:
         if cause not in self.on:
@@ -119,6 +127,7 @@ class JobSpec(_Strict):
     placement: Placement = Field(default_factory=Placement)
     max_price_per_hour: float | None = Field(None, ge=0, le=1_000_000)
     priority: int = Field(50, ge=0, le=100, description="higher runs first and may pre-empt lower")
+    interruptible: bool = Field(False, description="may be pre-empted by higher-priority work")
     max_duration: DurationS | None = None
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
 

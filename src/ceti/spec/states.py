@@ -7,7 +7,8 @@ import enum
 
 class JobState(str, enum.Enum):
     pending = "pending"  # waiting for a place
-    running = "running"  # has a live allocation
+    starting = "starting"  # placed on a node; its agent has not confirmed the start yet
+    running = "running"  # its agent runs it
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"

@@ -1,0 +1,194 @@
+"""The agent's reconcile loop: heartbeat with what runs, receive what should run, make it so.
+
+The agent only makes outbound HTTP calls, so it works behind NAT. Lost messages heal on the next heartbeat:
+the server's answer is the whole desired state of this node, never a delta.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ceti.agent.executor import ProcessExecutor
+from ceti.agent.state import AgentState
+from ceti.client import CetiError, Client
+from ceti.spec import NodeInfo
+
+log = logging.getLogger("ceti.agent")
+STREAMS = ("stdout", "stderr")
+
+
+@dataclass
+class AgentConfig:
+    servers: list[str]
+    token: str
+    data_dir: Path
+    info: NodeInfo
+    heartbeat_s: float = 2.0
+    log_chunk_bytes: int = 64 * 1024
+    ca_cert: str | None = None
+
+
+class Agent:
+    def __init__(self, config: AgentConfig):
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._state_path = config.data_dir / "agent.json"
+        self.state = AgentState.load(self._state_path)
+        self.executor = ProcessExecutor(config.data_dir / "executor")
+        self.client = Client(config.servers, config.token, timeout_s=15.0, ca_cert=config.ca_cert, retries=0)
+        self._stop = threading.Event()
+        self._stopping: set[str] = set()
+        self._offline_since: float | None = None
+
+    # -- life cycle --------------------------------------------------------------------------------
+
+    def run(self, max_iterations: int | None = None) -> None:
+        adopted = self.executor.adopt()
+        if adopted:
+            log.info("adopted %d allocation(s) left running by an earlier agent: %s", len(adopted), adopted)
+        self._register_until_done()
+        n = 0
+        while not self._stop.is_set():
+            self.tick()
+            n += 1
+            if max_iterations is not None and n >= max_iterations:
+                return
+            self._stop.wait(self.config.heartbeat_s)
+
+    def shutdown(self) -> None:
+        self._stop.set()
+
+    def _register_until_done(self) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                answer = self.client.register_node(self.config.info, self.state.node_id)
+            except CetiError as exc:
+                if exc.status in (400, 401, 403, 422):
+                    raise SystemExit(f"the server refused this agent: {exc.message}") from None
+                log.warning("cannot register yet (%s); retrying in %.1fs", exc.message, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            self.state.node_id = answer["node_id"]
+            self.config.heartbeat_s = min(self.config.heartbeat_s, answer.get("heartbeat_interval_s", 2.0))
+            self._save()
+            log.info("registered as node %s", self.state.node_id)
+            return
+
+    # -- one reconcile step ------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        for f in self.executor.poll():
+            self.state.unreported[f.alloc_id] = {
+                "allocation_id": f.alloc_id,
+                "exit_code": f.exit_code,
+                "stopped": f.stopped,
+                "cpu_seconds": f.cpu_seconds,
+                "peak_memory_mib": f.peak_memory_mib,
+                "wall_s": f.wall_s,
+                "reason": getattr(f, "reason", "") or "",
+            }
+            self._stopping.discard(f.alloc_id)
+        self._save()
+        try:
+            # every byte of output goes up before the exit is reported, so a finished job has all its logs
+            for alloc_id in list(self.executor.running()) + list(self.state.unreported):
+                self._ship_logs(alloc_id)
+            answer = self.client.heartbeat(
+                self.state.node_id, self.executor.running(), list(self.state.unreported.values())
+            )
+        except CetiError as exc:
+            self._offline(exc)
+            return
+        if self._offline_since is not None:
+            log.info("server reachable again after %.0fs", time.time() - self._offline_since)
+            self._offline_since = None
+        for alloc_id in list(self.state.unreported):
+            self.executor.forget(alloc_id)
+            self.state.log_offsets.pop(alloc_id, None)
+        self.state.unreported.clear()
+        self._save()
+        self._reconcile(answer)
+
+    def _offline(self, exc: CetiError) -> None:
+        if exc.status == 404 and "node" in exc.message:
+            log.warning("the server no longer knows this node; registering again")
+            self.state.node_id = None
+            self._register_until_done()
+            return
+        if self._offline_since is None:
+            self._offline_since = time.time()
+            log.warning("heartbeat failed (%s); work keeps running, retrying", exc.message)
+
+    def _reconcile(self, answer: dict[str, Any]) -> None:
+        running = set(self.executor.running())
+        desired = {item["allocation_id"]: item for item in answer["run"]}
+        for alloc_id, item in desired.items():
+            if alloc_id in running or alloc_id in self.state.unreported:
+                continue
+            try:
+                self.executor.start(alloc_id, item["command"], item["env"], item["files"], item["gpu_indices"])
+                log.info("started allocation %s (job %s)", alloc_id, item["job_id"])
+            except (OSError, ValueError) as exc:
+                log.error("cannot start allocation %s: %s", alloc_id, exc)
+                self.state.unreported[alloc_id] = {"allocation_id": alloc_id, "exit_code": 127, "stopped": False,
+                                                   "reason": f"the agent could not start it: {exc}"}
+        stops = {item["allocation_id"]: item for item in answer["stop"]}
+        for alloc_id in running:
+            if alloc_id in stops:
+                self._stop_async(alloc_id, stops[alloc_id]["grace_s"])
+            elif alloc_id not in desired:
+                # fencing: whatever the server no longer wants here (an attempt it gave up on) must stop
+                log.warning("allocation %s is not desired by the server; stopping it", alloc_id)
+                self._stop_async(alloc_id, 10.0)
+        for alloc_id in stops:
+            if alloc_id not in running and alloc_id not in self.state.unreported:
+                # asked to stop something never started here: report it stopped so the server can close it
+                self.state.unreported[alloc_id] = {"allocation_id": alloc_id, "exit_code": None, "stopped": True,
+                                                   "reason": "never started on this node"}
+        self._save()
+
+    def _stop_async(self, alloc_id: str, grace_s: float) -> None:
+        if alloc_id in self._stopping:
+            return
+        self._stopping.add(alloc_id)
+        threading.Thread(target=self.executor.stop, args=(alloc_id, grace_s), daemon=True,
+                         name=f"stop-{alloc_id[:8]}").start()
+
+    def _ship_logs(self, alloc_id: str) -> None:
+        offsets = self.state.log_offsets.setdefault(alloc_id, {s: 0 for s in STREAMS})
+        for stream in STREAMS:
+            while True:
+                offset = offsets.get(stream, 0)
+                data = self.executor.read_logs(alloc_id, stream, offset, self.config.log_chunk_bytes)
+                if not data:
+                    break
+                text, used = _decode_prefix(data)
+                if used == 0:
+                    break
+                answer = self.client.upload_logs(alloc_id, [{"stream": stream, "offset": offset, "data": text}])
+                offsets[stream] = offset + used
+                self._save()
+                if answer.get("truncated"):
+                    return
+                if len(data) < self.config.log_chunk_bytes:
+                    break
+
+    def _save(self) -> None:
+        self.state.save(self._state_path)
+
+
+def _decode_prefix(data: bytes) -> tuple[str, int]:
+    """Decode as much UTF-8 as is complete; a character split across reads waits for the next read."""
+    for cut in range(len(data), max(len(data) - 4, 0) - 1, -1):
+        try:
+            return data[:cut].decode("utf-8"), cut
+        except UnicodeDecodeError:
+            continue
+    return data.decode("utf-8", errors="replace"), len(data)

@@ -1,0 +1,184 @@
+"""The Python SDK: every operation of the REST API, typed with the `ceti.spec` models. The CLI is built on it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import httpx
+
+from ceti.spec import JobSpec, NodeInfo
+
+
+class CetiError(Exception):
+    """An answer the server refused (status >= 400) or a server that cannot be reached (status 0)."""
+
+    def __init__(self, status: int, message: str, errors: list[dict[str, str]] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.errors = errors or []
+
+
+class Client:
+    """Talks to one or more server addresses; on a connection failure it moves on to the next one."""
+
+    def __init__(
+        self,
+        server: str | Sequence[str],
+        token: str | None = None,
+        timeout_s: float = 30.0,
+        ca_cert: str | None = None,
+        retries: int = 2,
+    ):
+        self.servers = [server] if isinstance(server, str) else list(server)
+        if not self.servers:
+            raise ValueError("no server address given")
+        self._current = 0
+        self._retries = retries
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(timeout=timeout_s, headers=headers, verify=ca_cert if ca_cert else True)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport ---------------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        last: Exception | None = None
+        for attempt in range(len(self.servers) * (self._retries + 1)):
+            base = self.servers[self._current].rstrip("/")
+            try:
+                response = self._http.request(method, base + path, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadTimeout, httpx.RemoteProtocolError) as exc:
+                last = exc
+                self._current = (self._current + 1) % len(self.servers)
+                if attempt + 1 >= len(self.servers):
+                    time.sleep(min(0.2 * (attempt + 1), 2.0))
+                continue
+            if response.status_code == 503 and len(self.servers) > 1:
+                self._current = (self._current + 1) % len(self.servers)
+                last = CetiError(503, _detail(response))
+                continue
+            if response.status_code >= 400:
+                body = _json(response)
+                raise CetiError(response.status_code, _detail(response), body.get("errors") if body else None)
+            return response.json() if response.content else None
+        raise CetiError(0, f"cannot reach the server at {', '.join(self.servers)}: {last}")
+
+    # -- developers --------------------------------------------------------------------------------
+
+    def whoami(self) -> dict[str, Any]:
+        return self._request("GET", "/v1/whoami")
+
+    def health(self) -> dict[str, Any]:
+        return self._request("GET", "/healthz")
+
+    def submit(self, spec: JobSpec | dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        """Submit a job. A key is made if none is given, so the client's own retries never create two jobs."""
+        body = spec.model_dump(mode="json") if isinstance(spec, JobSpec) else spec
+        key = idempotency_key or str(uuid.uuid4())
+        return self._request("POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key})
+
+    def jobs(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if state:
+            params["state"] = state
+        return self._request("GET", "/v1/jobs", params=params)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{job_id}")
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/jobs/{job_id}/cancel")
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        return self._request("GET", f"/v1/jobs/{job_id}/events")
+
+    def logs(self, job_id: str, after_id: int = 0, limit: int = 1000) -> dict[str, Any]:
+        return self._request("GET", f"/v1/jobs/{job_id}/logs", params={"after_id": after_id, "limit": limit})
+
+    def follow_logs(self, job_id: str, poll_s: float = 0.5, timeout_s: float | None = None) -> Iterator[dict]:
+        """Yield log chunks as they arrive until the job has finished and everything it wrote is read."""
+        after = 0
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            page = self.logs(job_id, after_id=after)
+            yield from page["chunks"]
+            after = page["next_after_id"]
+            if page["finished"] and not page["chunks"]:
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            if not page["chunks"]:
+                time.sleep(poll_s)
+
+    def wait(self, job_id: str, timeout_s: float = 60.0, poll_s: float = 0.3) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job = self.job(job_id)
+            if job["state"] in ("succeeded", "failed", "cancelled", "unschedulable"):
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['state']} after {timeout_s}s")
+            time.sleep(poll_s)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/nodes")
+
+    # -- operators ---------------------------------------------------------------------------------
+
+    def create_project(self, name: str) -> dict[str, Any]:
+        return self._request("POST", "/v1/projects", json={"name": name})
+
+    def create_provider(self, name: str) -> dict[str, Any]:
+        return self._request("POST", "/v1/providers", json={"name": name})
+
+    def create_token(
+        self, kind: str, name: str = "", project: str | None = None, provider: str | None = None
+    ) -> dict[str, Any]:
+        body = {"kind": kind, "name": name, "project": project, "provider": provider}
+        return self._request("POST", "/v1/tokens", json=body)
+
+    def tokens(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/tokens")
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/v1/tokens/{token_id}")
+
+    # -- the agent protocol ------------------------------------------------------------------------
+
+    def register_node(self, info: NodeInfo, node_id: str | None = None) -> dict[str, Any]:
+        return self._request("POST", "/v1/agent/register", json={"node_id": node_id, "info": info.model_dump(mode="json")})
+
+    def heartbeat(self, node_id: str, running: list[str], finished: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._request(
+            "POST", f"/v1/agent/nodes/{node_id}/heartbeat", json={"running": running, "finished": finished}
+        )
+
+    def upload_logs(self, allocation_id: str, chunks: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._request("POST", f"/v1/agent/allocations/{allocation_id}/logs", json={"chunks": chunks})
+
+
+def _json(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _detail(response: httpx.Response) -> str:
+    body = _json(response)
+    if body and "detail" in body:
+        detail = body["detail"]
+        return detail if isinstance(detail, str) else str(detail)
+    return f"HTTP {response.status_code}: {response.text[:200]}"

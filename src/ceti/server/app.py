@@ -1,0 +1,132 @@
+"""The FastAPI application: settings, database, first admin token, routers and the scheduling loop."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from ceti import __version__
+from ceti.server import schemas
+from ceti.server.background.scheduler_loop import SchedulerLoop
+from ceti.server.errors import install_error_handlers
+from ceti.server.routers import admin, agent, jobs
+from ceti.server.services.tokens import bootstrap_admin
+from ceti.server.settings import Settings
+from ceti.store.db import make_engine, migrate, session_factory
+
+log = logging.getLogger("ceti.server")
+
+
+class SingleReplicaLock:
+    """SQLite serves one replica: a second server on the same data directory refuses to start."""
+
+    def __init__(self, data_dir: Path):
+        self.path = data_dir / "server.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RuntimeError(
+                f"another ceti server already uses {self.path.parent} (SQLite allows one replica; "
+                "use PostgreSQL for several)"
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def create_app(settings: Settings | None = None, admin_token_file: Path | None = None,
+               run_scheduler: bool = True) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        lock = SingleReplicaLock(settings.data_dir) if settings.is_sqlite else None
+        if lock:
+            lock.acquire()
+        engine = make_engine(settings.url)
+        migrate(engine)
+        sessions = session_factory(engine)
+        with sessions() as s:
+            secret = bootstrap_admin(s, time.time())
+            s.commit()
+        if secret:
+            announce_admin_token(secret, admin_token_file)
+        app.state.engine, app.state.sessions = engine, sessions
+        loop = SchedulerLoop(sessions, settings)
+        app.state.scheduler = loop
+        if run_scheduler:
+            loop.start()
+        try:
+            yield
+        finally:
+            loop.stop()
+            engine.dispose()
+            if lock:
+                lock.release()
+
+    app = FastAPI(title="ceτi Compute Fabric", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
+            return JSONResponse(
+                {"detail": f"request body larger than {settings.max_body_bytes} bytes"}, status_code=413
+            )
+        if length is None and request.method in ("POST", "PUT", "PATCH"):
+            body = await request.body()  # chunked upload: measure what actually came
+            if len(body) > settings.max_body_bytes:
+                return JSONResponse(
+                    {"detail": f"request body larger than {settings.max_body_bytes} bytes"}, status_code=413
+                )
+        response = await call_next(request)
+        if request.url.path.startswith("/v1/jobs") and request.method == "POST" and response.status_code < 300:
+            app.state.scheduler.poke()
+        return response
+
+    @app.get("/healthz", response_model=schemas.HealthOut, tags=["health"])
+    def health(request: Request):
+        try:
+            with request.app.state.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            db = "ok"
+        except Exception as exc:  # report, do not crash: the database may be restarting
+            db = f"unavailable: {type(exc).__name__}"
+        body = {"status": "ok" if db == "ok" else "unhealthy", "database": db,
+                "scheduler_last_round_at": request.app.state.scheduler.last_round_at}
+        return JSONResponse(body, status_code=200 if db == "ok" else 503)
+
+    app.include_router(jobs.router)
+    app.include_router(agent.router)
+    app.include_router(admin.router)
+    return app
+
+
+def announce_admin_token(secret: str, token_file: Path | None) -> None:
+    if token_file is not None:
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
+        log.warning("first admin token written to %s", token_file)
+    else:
+        print(f"First admin token (shown once, store it now): {secret}", flush=True)

@@ -1,0 +1,1 @@
+"""Background loops of the server, one file per loop."""

@@ -1,0 +1,64 @@
+"""The scheduling loop: a thread of its own, so a slow round never blocks the request path."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from ceti.server.services.scheduling import RoundReport, run_round
+from ceti.server.settings import Settings
+
+log = logging.getLogger("ceti.server.scheduler")
+
+
+class SchedulerLoop:
+    def __init__(self, sessions: sessionmaker[Session], settings: Settings, clock: Callable[[], float] = time.time):
+        self._sessions = sessions
+        self._settings = settings
+        self._clock = clock
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_round_at: float | None = None
+        self.last_round_s: float | None = None
+        self.last_report: RoundReport | None = None
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="ceti-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def poke(self) -> None:
+        """Run the next round now (a job was submitted), not at the next tick."""
+        self._wake.set()
+
+    def run_once(self) -> RoundReport:
+        started = time.perf_counter()
+        with self._sessions() as s:
+            report = run_round(s, self._settings, self._clock())
+            s.commit()
+        self.last_round_s = time.perf_counter() - started
+        self.last_round_at = self._clock()
+        self.last_report = report
+        return report
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+                self.last_error = None
+            except Exception as exc:  # the loop must survive a bad round (database restarting, ...)
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("scheduling round failed; retrying next tick")
+            self._wake.wait(self._settings.schedule_interval_s)
+            self._wake.clear()

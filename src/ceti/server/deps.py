@@ -1,0 +1,44 @@
+"""FastAPI dependencies: a database session per request and the caller's principal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session
+
+from ceti.server.errors import Forbidden
+from ceti.server.services.tokens import Principal, authenticate
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.sessions() as s:
+        try:
+            yield s
+            s.commit()
+        except Exception:
+            s.rollback()
+            raise
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_principal(s: SessionDep, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    token = None
+    if authorization and authorization.lower().startswith("bearer "):
+        token = authorization[7:].strip()
+    return authenticate(s, token)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_admin(who: PrincipalDep) -> Principal:
+    if not who.is_admin:
+        raise Forbidden("this needs an admin token")
+    return who
+
+
+AdminDep = Annotated[Principal, Depends(require_admin)]

@@ -1,0 +1,196 @@
+"""Request and response bodies of the REST API (what the OpenAPI schema shows)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ceti.spec import NodeInfo
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NameIn(_Body):
+    name: str = Field(..., min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$")
+
+
+class NamedOut(BaseModel):
+    id: str
+    name: str
+    created_at: float
+
+
+class TokenIn(_Body):
+    kind: str = Field(..., pattern="^(admin|provider|project)$")
+    name: str = Field("", max_length=128)
+    project: str | None = Field(None, max_length=64, description="project name (project tokens)")
+    provider: str | None = Field(None, max_length=64, description="provider name (provider tokens)")
+
+
+class TokenOut(BaseModel):
+    id: str
+    kind: str
+    name: str
+    project_id: str | None
+    provider_id: str | None
+    created_at: float
+    revoked_at: float | None
+    token: str | None = Field(None, description="the secret, shown only when the token is created")
+
+
+class WhoAmI(BaseModel):
+    kind: str
+    project_id: str | None
+    provider_id: str | None
+
+
+class JobOut(BaseModel):
+    id: str
+    project_id: str
+    name: str
+    state: str
+    reason: str
+    priority: int
+    attempts: int
+    retries: int
+    exit_code: int | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    log_truncated: bool
+    node_id: str | None = None
+    spec: dict[str, Any]
+
+
+class AllocationOut(BaseModel):
+    id: str
+    node_id: str
+    attempt: int
+    state: str
+    gpu_indices: list[int]
+    gpu_share_milli: int
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    exit_code: int | None
+    stop_reason: str
+    cpu_seconds: float | None
+    peak_memory_mib: float | None
+    wall_s: float | None
+
+
+class JobDetailOut(JobOut):
+    allocations: list[AllocationOut]
+
+
+class EventOut(BaseModel):
+    id: int
+    kind: str
+    from_state: str | None
+    to_state: str | None
+    reason: str
+    at: float
+    node_id: str | None
+    allocation_id: str | None
+
+
+class LogChunkOut(BaseModel):
+    id: int
+    allocation_id: str
+    stream: str
+    offset: int
+    data: str
+
+
+class LogsOut(BaseModel):
+    chunks: list[LogChunkOut]
+    next_after_id: int
+    truncated: bool
+    finished: bool
+
+
+class NodeOut(BaseModel):
+    id: str
+    provider_id: str
+    hostname: str
+    region: str
+    state: str
+    registered_at: float
+    last_heartbeat_at: float
+    info: dict[str, Any]
+    allocations: int = 0
+
+
+class RegisterIn(_Body):
+    node_id: str | None = Field(None, max_length=36, description="the id a restarted agent had")
+    info: NodeInfo
+
+
+class RegisterOut(BaseModel):
+    node_id: str
+    heartbeat_interval_s: float
+
+
+class FinishedIn(_Body):
+    allocation_id: str = Field(..., max_length=36)
+    exit_code: int | None = Field(None, ge=-1000, le=1000)
+    stopped: bool = False
+    cpu_seconds: float | None = Field(None, ge=0)
+    peak_memory_mib: float | None = Field(None, ge=0)
+    wall_s: float | None = Field(None, ge=0)
+    reason: str = Field("", max_length=1000)
+
+
+class HeartbeatIn(_Body):
+    running: list[str] = Field(default_factory=list, max_length=10_000)
+    finished: list[FinishedIn] = Field(default_factory=list, max_length=10_000)
+
+
+class RunItem(BaseModel):
+    allocation_id: str
+    job_id: str
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    files: dict[str, str]
+    gpu_indices: list[int]
+    gpu_share_milli: int
+    cpu_milli: int
+    memory_mib: int
+
+
+class StopItem(BaseModel):
+    allocation_id: str
+    grace_s: float
+    reason: str
+
+
+class HeartbeatOut(BaseModel):
+    node_state: str
+    run: list[RunItem]
+    stop: list[StopItem]
+
+
+class LogChunkIn(_Body):
+    stream: str = Field(..., pattern="^(stdout|stderr)$")
+    offset: int = Field(..., ge=0)
+    data: str
+
+
+class LogUploadIn(_Body):
+    chunks: list[LogChunkIn] = Field(..., max_length=1000)
+
+
+class LogUploadOut(BaseModel):
+    accepted: int
+    duplicates: int
+    truncated: bool
+
+
+class HealthOut(BaseModel):
+    status: str
+    database: str
+    scheduler_last_round_at: float | None

@@ -1,0 +1,211 @@
+"""The agent protocol: register a node, heartbeat with what runs, get back what should run; ship logs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ceti.server.errors import BadRequest, Forbidden, NotFound, TooLarge
+from ceti.server.services.events import record, set_job_state
+from ceti.server.services.lifecycle import end_attempt
+from ceti.server.services.tokens import Principal, new_id
+from ceti.server.settings import Settings
+from ceti.spec import AllocationState, JobSpec, JobState, NodeInfo, RetryOn
+from ceti.store import models as m
+
+ACTIVE = [s.value for s in AllocationState if s.active]
+
+
+def _provider_of(who: Principal) -> str:
+    if who.kind != "provider" or not who.provider_id:
+        raise Forbidden("only provider tokens can register nodes and heartbeat")
+    return who.provider_id
+
+
+def register(s: Session, who: Principal, info: NodeInfo, node_id: str | None, now: float) -> m.Node:
+    """Register a node, or update a known one (an agent restarting on the same data directory)."""
+    provider_id = _provider_of(who)
+    node = s.get(m.Node, node_id) if node_id else None
+    if node is not None and node.provider_id != provider_id:
+        raise Forbidden("this node belongs to another provider")
+    if node is None:
+        node = m.Node(
+            id=node_id or new_id(), provider_id=provider_id, hostname=info.hostname, region=info.region,
+            info=info.model_dump(mode="json"), state="online", registered_at=now, last_heartbeat_at=now,
+        )
+        s.add(node)
+        s.flush()
+        record(s, "node_registered", now, f"{info.hostname} in {info.region}", node_id=node.id, to_state="online")
+        return node
+    if node.info != info.model_dump(mode="json"):
+        record(s, "node_updated", now, "hardware or terms changed", node_id=node.id)
+    node.info = info.model_dump(mode="json")
+    node.hostname, node.region = info.hostname, info.region
+    _mark_alive(s, node, now)
+    return node
+
+
+def _mark_alive(s: Session, node: m.Node, now: float) -> None:
+    node.last_heartbeat_at = now
+    if node.state != "online":
+        record(s, "node_state", now, "heartbeat received again", node_id=node.id, from_state=node.state,
+               to_state="online")
+        node.state = "online"
+        node.lost_at = None
+
+
+def own_node(s: Session, who: Principal, node_id: str) -> m.Node:
+    provider_id = _provider_of(who)
+    node = s.get(m.Node, node_id)
+    if node is None:
+        raise NotFound(f"no node {node_id}")
+    if node.provider_id != provider_id:
+        raise Forbidden("a provider may act only on its own nodes")
+    return node
+
+
+@dataclass
+class Finished:
+    allocation_id: str
+    exit_code: int | None
+    stopped: bool = False
+    cpu_seconds: float | None = None
+    peak_memory_mib: float | None = None
+    wall_s: float | None = None
+    reason: str = ""
+
+
+@dataclass
+class HeartbeatAnswer:
+    node_state: str
+    run: list[dict[str, Any]] = field(default_factory=list)
+    stop: list[dict[str, Any]] = field(default_factory=list)
+
+
+def heartbeat(
+    s: Session, who: Principal, node_id: str, running: list[str], finished: list[Finished], settings: Settings,
+    now: float,
+) -> HeartbeatAnswer:
+    node = own_node(s, who, node_id)
+    _mark_alive(s, node, now)
+    for report in finished:
+        _apply_finished(s, node, report, now)
+    for alloc_id in running:
+        alloc = s.get(m.Allocation, alloc_id)
+        if alloc is None or alloc.node_id != node.id or alloc.state != AllocationState.assigned.value:
+            continue
+        alloc.state = AllocationState.running.value
+        alloc.started_at = now
+        job = s.get(m.Job, alloc.job_id)
+        if job is not None and job.state == JobState.starting.value:
+            job.attempts += 1
+            set_job_state(s, job, JobState.running, f"running on {node.hostname}", now, node.id, alloc.id)
+    return _desired(s, node, settings)
+
+
+def _apply_finished(s: Session, node: m.Node, report: Finished, now: float) -> None:
+    alloc = s.get(m.Allocation, report.allocation_id)
+    if alloc is None or alloc.node_id != node.id or alloc.state not in ACTIVE:
+        return  # stale: the server already closed it (lost node, an older attempt); the report changes nothing
+    alloc.cpu_seconds = report.cpu_seconds
+    alloc.peak_memory_mib = report.peak_memory_mib
+    alloc.wall_s = report.wall_s
+    if alloc.started_at is None:
+        alloc.started_at = now
+    job = s.get(m.Job, alloc.job_id)
+    code = report.exit_code
+    if alloc.state == AllocationState.stopping.value:
+        why = alloc.stop_reason or "stopped"
+        if why == "cancelled":
+            end_attempt(s, job, alloc, AllocationState.stopped, now, cause=None, exit_code=code, reason="cancelled")
+            set_job_state(s, job, JobState.cancelled, "cancelled by the user", now, node.id, alloc.id)
+        elif why.startswith("preempted"):
+            end_attempt(s, job, alloc, AllocationState.stopped, now, cause=RetryOn.preemption, exit_code=code,
+                        reason=why)
+        else:
+            end_attempt(s, job, alloc, AllocationState.stopped, now, cause=None, exit_code=code, reason=why)
+            if job.state == JobState.succeeded.value:  # stopped for a limit even if the process exited 0
+                set_job_state(s, job, JobState.failed, why, now, node.id, alloc.id)
+        return
+    if code == 0:
+        end_attempt(s, job, alloc, AllocationState.exited, now, cause=None, exit_code=0, reason="exited with code 0")
+        return
+    detail = f"exited with code {code}" if code is not None else (report.reason or "the process vanished")
+    end_attempt(s, job, alloc, AllocationState.exited, now, cause=RetryOn.failure, exit_code=code, reason=detail)
+
+
+def _desired(s: Session, node: m.Node, settings: Settings) -> HeartbeatAnswer:
+    answer = HeartbeatAnswer(node_state=node.state)
+    allocs = s.scalars(select(m.Allocation).where(m.Allocation.node_id == node.id, m.Allocation.state.in_(ACTIVE)))
+    for alloc in allocs:
+        if alloc.state == AllocationState.stopping.value:
+            answer.stop.append({"allocation_id": alloc.id, "grace_s": settings.stop_grace_s,
+                                "reason": alloc.stop_reason})
+            continue
+        job = s.get(m.Job, alloc.job_id)
+        spec = JobSpec.model_validate(job.spec)
+        answer.run.append({
+            "allocation_id": alloc.id,
+            "job_id": job.id,
+            "name": job.name,
+            "command": spec.command,
+            "env": spec.env,
+            "files": spec.files,
+            "gpu_indices": list(alloc.gpu_indices),
+            "gpu_share_milli": alloc.gpu_share_milli,
+            "cpu_milli": alloc.cpu_milli,
+            "memory_mib": alloc.memory_mib,
+        })
+    return answer
+
+
+def upload_logs(
+    s: Session, who: Principal, allocation_id: str, chunks: list[tuple[str, int, str]], settings: Settings,
+    now: float,
+) -> dict[str, Any]:
+    """Store chunks idempotently (a chunk is identified by allocation, stream and byte offset)."""
+    alloc = s.get(m.Allocation, allocation_id)
+    if alloc is None:
+        raise NotFound(f"no allocation {allocation_id}")
+    own_node(s, who, alloc.node_id)
+    job = s.get(m.Job, alloc.job_id)
+    accepted = duplicates = 0
+    for stream, offset, data in chunks:
+        size = len(data.encode())
+        if stream not in ("stdout", "stderr"):
+            raise BadRequest(f"unknown stream {stream!r}")
+        if offset < 0:
+            raise BadRequest("a chunk offset cannot be negative")
+        if size > settings.max_log_chunk_bytes:
+            raise TooLarge(f"a log chunk is {size} bytes; the limit is {settings.max_log_chunk_bytes}")
+        exists = s.scalar(
+            select(m.LogChunk.id).where(
+                m.LogChunk.allocation_id == alloc.id, m.LogChunk.stream == stream, m.LogChunk.offset == offset
+            )
+        )
+        if exists is not None:
+            duplicates += 1
+            continue
+        if (job.log_bytes + size > settings.max_log_bytes_per_job
+                or job.log_chunks + 1 > settings.max_log_chunks_per_job):
+            if not job.log_truncated:
+                job.log_truncated = True
+                record(s, "logs_truncated", now,
+                       f"log limit reached ({settings.max_log_bytes_per_job} bytes or "
+                       f"{settings.max_log_chunks_per_job} chunks per job); later output is not stored",
+                       job_id=job.id, allocation_id=alloc.id)
+            break
+        s.add(m.LogChunk(job_id=job.id, allocation_id=alloc.id, stream=stream, offset=offset, data=data,
+                         created_at=now))
+        job.log_bytes += size
+        job.log_chunks += 1
+        accepted += 1
+    try:
+        s.flush()
+    except IntegrityError:  # the same chunk raced in from a retried upload
+        raise BadRequest("duplicate chunk in one upload") from None
+    return {"accepted": accepted, "duplicates": duplicates, "truncated": job.log_truncated}

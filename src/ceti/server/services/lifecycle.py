@@ -1,0 +1,52 @@
+"""How an attempt ends and what that means for its job: done, failed, or retried under the job's policy."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from ceti.server.services.events import record, set_job_state
+from ceti.spec import AllocationState, JobSpec, JobState, RetryOn
+from ceti.store import models as m
+
+
+def retry_policy(job: m.Job):
+    return JobSpec.model_validate(job.spec).retry
+
+
+def end_attempt(
+    s: Session,
+    job: m.Job,
+    alloc: m.Allocation,
+    alloc_state: AllocationState,
+    now: float,
+    *,
+    cause: RetryOn | None,
+    exit_code: int | None = None,
+    reason: str,
+) -> None:
+    """Close `alloc` and move `job` on. `cause` None means the job's own end: success or a final verdict."""
+    alloc.state = alloc_state.value
+    alloc.ended_at = now
+    if exit_code is not None:
+        alloc.exit_code = exit_code
+    record(s, "allocation_ended", now, reason, job_id=job.id, node_id=alloc.node_id, allocation_id=alloc.id,
+           to_state=alloc_state.value)
+    if JobState(job.state).finished:
+        return
+    job.exit_code = exit_code
+    if cause is None:
+        final = JobState.succeeded if exit_code == 0 else JobState.failed
+        set_job_state(s, job, final, reason, now, alloc.node_id, alloc.id)
+        return
+    policy = retry_policy(job)
+    if policy.allows(cause, exit_code) and job.retries < policy.limit:
+        job.retries += 1
+        # the job keeps its queue_order: a retry never falls behind newer jobs of its priority
+        set_job_state(s, job, JobState.pending, f"retry {job.retries}/{policy.limit}: {reason}", now,
+                      alloc.node_id, alloc.id)
+        return
+    if policy.allows(cause, exit_code):
+        why = f"{reason} (retry limit {policy.limit} reached)"
+    else:
+        why = f"{reason} (the retry policy does not retry {cause.value})"
+    set_job_state(s, job, JobState.failed, why, now, alloc.node_id, alloc.id)

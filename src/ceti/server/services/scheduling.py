@@ -1,0 +1,198 @@
+"""One scheduling round against the store: housekeeping, snapshot, the pure fabric, and one transaction."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ceti import fabric
+from ceti.server.services.events import record, set_job_state
+from ceti.server.services.lifecycle import end_attempt
+from ceti.server.services.tokens import new_id
+from ceti.server.settings import Settings
+from ceti.spec import AllocationState, JobSpec, JobState, NodeInfo, RetryOn
+from ceti.store import models as m
+
+log = logging.getLogger("ceti.server.scheduler")
+ACTIVE = [s.value for s in AllocationState if s.active]
+
+
+@dataclass
+class RoundReport:
+    lost_nodes: int = 0
+    timed_out: int = 0
+    started: int = 0
+    preempted: int = 0
+    unschedulable: int = 0
+    waiting: int = 0
+    pending_reasons: dict[str, int] = field(default_factory=dict)
+
+
+def detect_lost_nodes(s: Session, settings: Settings, now: float) -> int:
+    """Nodes silent past the timeout are lost; their work ends and is retried under each job's policy."""
+    deadline = now - settings.node_lost_after_s
+    lost = s.scalars(select(m.Node).where(m.Node.state == "online", m.Node.last_heartbeat_at < deadline)).all()
+    for node in lost:
+        node.state = "lost"
+        node.lost_at = now
+        silent = now - node.last_heartbeat_at
+        record(s, "node_state", now, f"no heartbeat for {silent:.0f}s", node_id=node.id, from_state="online",
+               to_state="lost")
+        for alloc in s.scalars(select(m.Allocation).where(m.Allocation.node_id == node.id,
+                                                          m.Allocation.state.in_(ACTIVE))):
+            job = s.get(m.Job, alloc.job_id)
+            if alloc.stop_reason == "cancelled":
+                end_attempt(s, job, alloc, AllocationState.lost, now, cause=None, reason="node lost while cancelling")
+                set_job_state(s, job, JobState.cancelled, "cancelled by the user", now, node.id, alloc.id)
+            else:
+                end_attempt(s, job, alloc, AllocationState.lost, now, cause=RetryOn.node_lost,
+                            reason=f"node {node.hostname} lost")
+    return len(lost)
+
+
+def enforce_max_duration(s: Session, now: float) -> int:
+    count = 0
+    rows = s.execute(
+        select(m.Allocation, m.Job).join(m.Job, m.Job.id == m.Allocation.job_id).where(
+            m.Allocation.state == AllocationState.running.value
+        )
+    ).all()
+    for alloc, job in rows:
+        limit = job.spec.get("max_duration")
+        if limit and alloc.started_at is not None and now - alloc.started_at > limit:
+            alloc.state = AllocationState.stopping.value
+            alloc.stop_reason = f"exceeded max_duration of {limit}s"
+            record(s, "allocation_stopping", now, alloc.stop_reason, job_id=job.id, allocation_id=alloc.id)
+            count += 1
+    return count
+
+
+def _model_matches(requested: str, model: str) -> bool:
+    r, n = requested.upper(), model.upper()
+    return n == r or n.startswith(r + "-")
+
+
+def demand_of(spec: JobSpec, known_models: set[str]) -> fabric.Demand:
+    g = spec.resources.gpus
+    models: frozenset[str] = frozenset()
+    if g.models:
+        # "A100" means every A100 variant the network has ("A100-40GB", "A100-80GB")
+        matched = {k for k in known_models for r in g.models if _model_matches(r, k)}
+        models = frozenset(matched or g.models)
+    share = g.milli if (g.milli is not None and g.count <= 1 and g.milli < 1000) else 0
+    count = g.count if g.count else (1 if g.milli else 0)
+    return fabric.Demand(
+        cpu_milli=spec.resources.cpu_milli,
+        memory_mib=spec.resources.memory_mib,
+        gpu_count=count,
+        gpu_share_milli=share,
+        gpu_models=models,
+        min_vram_mib=g.min_vram_mib,
+        disk_mib=spec.resources.disk_mib,
+        regions=frozenset(spec.placement.regions),
+        node_ids=frozenset(spec.placement.nodes),
+    )
+
+
+def node_of(row: m.Node) -> fabric.Node:
+    info = NodeInfo.model_validate(row.info)
+    return fabric.Node(
+        id=row.id,
+        cpu_milli=info.cpus * 1000,
+        memory_mib=info.memory_mib,
+        gpus=tuple(fabric.GPU(g.index, g.model, g.vram_mib) for g in info.gpus),
+        region=info.region,
+        disk_mib=info.disk_mib,
+        price_per_gpu_hour=info.price_per_gpu_hour,
+        price_per_cpu_hour=info.price_per_cpu_hour,
+        schedulable=row.state == "online",
+    )
+
+
+def build_snapshot(s: Session, now: float) -> fabric.Snapshot:
+    nodes = [node_of(n) for n in s.scalars(select(m.Node).order_by(m.Node.id))]
+    known_models = {g.model for n in nodes for g in n.gpus}
+    running = []
+    for alloc, job in s.execute(
+        select(m.Allocation, m.Job).join(m.Job, m.Job.id == m.Allocation.job_id).where(m.Allocation.state.in_(ACTIVE))
+    ):
+        running.append(fabric.Allocation(
+            id=alloc.id, job_id=job.id, node_id=alloc.node_id, cpu_milli=alloc.cpu_milli,
+            memory_mib=alloc.memory_mib, gpu_indices=tuple(alloc.gpu_indices), gpu_share_milli=alloc.gpu_share_milli,
+            priority=job.priority, interruptible=bool(job.spec.get("interruptible")), disk_mib=alloc.disk_mib,
+        ))
+    pending = []
+    for job in s.scalars(select(m.Job).where(m.Job.state == JobState.pending.value).order_by(m.Job.queue_order)):
+        spec = JobSpec.model_validate(job.spec)
+        pending.append(fabric.Job(
+            id=job.id, demand=demand_of(spec, known_models), order=job.queue_order, priority=job.priority,
+            bid_per_hour=spec.max_price_per_hour, interruptible=spec.interruptible,
+        ))
+    return fabric.Snapshot(nodes=tuple(nodes), running=tuple(running), pending=tuple(pending), now=now)
+
+
+def apply_decisions(s: Session, snapshot: fabric.Snapshot, decisions: fabric.Decisions, now: float) -> RoundReport:
+    report = RoundReport()
+    jobs = {j.id: j for j in snapshot.pending}
+    for p in decisions.preemptions:
+        alloc = s.get(m.Allocation, p.allocation_id)
+        if alloc is None or alloc.state not in ACTIVE or alloc.state == AllocationState.stopping.value:
+            continue
+        alloc.state = AllocationState.stopping.value
+        alloc.stop_reason = f"preempted: {p.reason}"
+        record(s, "preempted", now, p.reason, job_id=alloc.job_id, node_id=alloc.node_id, allocation_id=alloc.id)
+        report.preempted += 1
+    for start in decisions.starts:
+        job = s.get(m.Job, start.job_id)
+        if job is None or job.state != JobState.pending.value and start.task_index == 0:
+            continue  # changed since the snapshot (cancelled); the next round sees it as it is
+        d = jobs[start.job_id].demand
+        alloc = m.Allocation(
+            id=new_id(), job_id=job.id, node_id=start.node_id, attempt=job.retries + 1,
+            state=AllocationState.assigned.value, gpu_indices=list(start.gpu_indices),
+            gpu_share_milli=start.gpu_share_milli, cpu_milli=d.cpu_milli, memory_mib=d.memory_mib,
+            disk_mib=d.disk_mib, created_at=now,
+        )
+        s.add(alloc)
+        if start.task_index == 0:
+            gpus = f" GPUs {list(start.gpu_indices)}" if start.gpu_indices else ""
+            set_job_state(s, job, JobState.starting, f"placed on node {start.node_id}{gpus}", now,
+                          start.node_id, alloc.id)
+        report.started += 1
+    has_nodes = bool(snapshot.nodes)
+    for u in decisions.unschedulable:
+        job = s.get(m.Job, u.job_id)
+        if job is None or job.state != JobState.pending.value:
+            continue
+        if not has_nodes:  # an empty network is not proof: nodes may still join
+            _set_wait_reason(job, "waiting for nodes to register", now, report)
+            continue
+        set_job_state(s, job, JobState.unschedulable, u.reason, now)
+        report.unschedulable += 1
+    for w in decisions.waiting:
+        job = s.get(m.Job, w.job_id)
+        if job is not None and job.state == JobState.pending.value:
+            _set_wait_reason(job, w.reason, now, report)
+    return report
+
+
+def _set_wait_reason(job: m.Job, reason: str, now: float, report: RoundReport) -> None:
+    report.waiting += 1
+    report.pending_reasons[reason] = report.pending_reasons.get(reason, 0) + 1
+    if job.reason != reason:  # reasons are state, not events: no event per round
+        job.reason = reason
+        job.updated_at = now
+
+
+def run_round(s: Session, settings: Settings, now: float) -> RoundReport:
+    """Everything one tick does, in one transaction the caller commits."""
+    lost = detect_lost_nodes(s, settings, now)
+    timed_out = enforce_max_duration(s, now)
+    snapshot = build_snapshot(s, now)
+    decisions = fabric.schedule(snapshot)
+    report = apply_decisions(s, snapshot, decisions, now)
+    report.lost_nodes, report.timed_out = lost, timed_out
+    return report

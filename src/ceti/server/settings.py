@@ -1,0 +1,41 @@
+"""Server settings: flags override environment (CETI_*), which overrides defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+@dataclass
+class Settings:
+    data_dir: Path = field(default_factory=lambda: Path(os.environ.get("CETI_DATA_DIR", "~/.ceti/server")).expanduser())
+    database_url: str | None = field(default_factory=lambda: os.environ.get("CETI_DATABASE_URL") or None)
+    schedule_interval_s: float = field(default_factory=lambda: _env_float("CETI_SCHEDULE_INTERVAL_S", 1.0))
+    heartbeat_interval_s: float = field(default_factory=lambda: _env_float("CETI_HEARTBEAT_INTERVAL_S", 2.0))
+    # a node silent this long is declared lost and its work rescheduled
+    node_lost_after_s: float = field(default_factory=lambda: _env_float("CETI_NODE_LOST_AFTER_S", 30.0))
+    stop_grace_s: float = field(default_factory=lambda: _env_float("CETI_STOP_GRACE_S", 10.0))
+    max_body_bytes: int = field(default_factory=lambda: _env_int("CETI_MAX_BODY_BYTES", 2 * 1024 * 1024))
+    max_log_chunk_bytes: int = field(default_factory=lambda: _env_int("CETI_MAX_LOG_CHUNK_BYTES", 256 * 1024))
+    max_log_bytes_per_job: int = field(default_factory=lambda: _env_int("CETI_MAX_LOG_BYTES_PER_JOB", 16 * 1024 * 1024))
+    max_log_chunks_per_job: int = field(default_factory=lambda: _env_int("CETI_MAX_LOG_CHUNKS_PER_JOB", 20_000))
+    max_jobs_per_project: int = field(default_factory=lambda: _env_int("CETI_MAX_ACTIVE_JOBS_PER_PROJECT", 100_000))
+
+    @property
+    def url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'ceti.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")

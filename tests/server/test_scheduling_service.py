@@ -1,0 +1,125 @@
+"""The scheduling round against a real database, with the clock passed in: no sleeping."""
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from ceti.server.services import agents, jobs, scheduling
+from ceti.server.services.tokens import Principal, bootstrap_admin, ensure_provider
+from ceti.server.settings import Settings
+from ceti.spec import GPUInfo, NodeInfo, parse_job_spec
+from ceti.store import models as m
+from ceti.store.db import make_engine, migrate, session_factory
+
+ADMIN = Principal("t", "admin")
+
+
+@pytest.fixture
+def db(tmp_path: Path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'ceti.db'}")
+    migrate(engine)
+    sessions = session_factory(engine)
+    with sessions() as s:
+        bootstrap_admin(s, 0.0)
+        provider = ensure_provider(s, "p", 0.0)
+        s.commit()
+    yield sessions, Principal("pt", "provider", provider_id=provider.id)
+    engine.dispose()
+
+
+def settings(**kw) -> Settings:
+    s = Settings()
+    s.node_lost_after_s = kw.get("lost", 1000.0)
+    return s
+
+
+def node(s, who, name: str, gpus: int = 0, now: float = 0.0) -> str:
+    info = NodeInfo(hostname=name, cpus=8, memory_mib=32000,
+                    gpus=[GPUInfo(index=i, model="A100-40GB", vram_mib=40960) for i in range(gpus)])
+    return agents.register(s, who, info, None, now).id
+
+
+def submit(s, doc: dict, now: float) -> str:
+    job, _ = jobs.submit(s, ADMIN, parse_job_spec(doc), now, None, 1000)
+    return job.id
+
+
+def test_priority_then_submission_order(db):
+    sessions, provider = db
+    with sessions() as s:
+        node(s, provider, "n1", gpus=1)
+        low = submit(s, {"command": ["x"], "priority": 10, "resources": {"gpus": 1}}, 1.0)
+        first = submit(s, {"command": ["x"], "priority": 90, "resources": {"gpus": 1}}, 2.0)
+        second = submit(s, {"command": ["x"], "priority": 90, "resources": {"gpus": 1}}, 3.0)
+        scheduling.run_round(s, settings(), 4.0)
+        states = {j: s.get(m.Job, j).state for j in (low, first, second)}
+        assert states == {low: "pending", first: "starting", second: "pending"}
+        assert "waiting" in s.get(m.Job, second).reason
+
+
+def test_lost_node_reschedules_and_retry_keeps_queue_place(db):
+    sessions, provider = db
+    with sessions() as s:
+        n1 = node(s, provider, "n1", gpus=1, now=0.0)
+        old = submit(s, {"command": ["x"], "resources": {"gpus": 1}, "retry": {"limit": 1}}, 1.0)
+        scheduling.run_round(s, settings(), 2.0)
+        assert s.get(m.Job, old).state == "starting"
+        newer = submit(s, {"command": ["x"], "resources": {"gpus": 1}}, 3.0)
+        n2 = node(s, provider, "n2", gpus=1, now=3.0)
+        scheduling.run_round(s, settings(), 3.5)  # newer takes n2
+        assert s.get(m.Job, newer).state == "starting"
+        # n1 silent past the timeout (clock passed in), n2 heartbeats
+        agents.heartbeat(s, provider, n2, [], [], settings(), 40.0)
+        report = scheduling.run_round(s, settings(lost=30.0), 40.0)
+        assert report.lost_nodes == 1
+        assert s.get(m.Node, n1).state == "lost"
+        job = s.get(m.Job, old)
+        assert job.state == "pending" and job.retries == 1
+        events = s.scalars(select(m.Event).where(m.Event.job_id == old).order_by(m.Event.id)).all()
+        assert any(e.to_state == "pending" and "retry 1/1: node n1 lost" in e.reason for e in events)
+        assert job.queue_order == 1_000_000  # kept its place
+        allocs = s.scalars(select(m.Allocation).where(m.Allocation.job_id == old)).all()
+        assert [a.state for a in allocs] == ["lost"]
+
+
+def test_retry_limit_then_failed(db):
+    sessions, provider = db
+    with sessions() as s:
+        n1 = node(s, provider, "n1")
+        j = submit(s, {"command": ["x"], "retry": {"limit": 1, "on": ["failure"]}}, 1.0)
+        for attempt, now in ((1, 2.0), (2, 4.0)):
+            scheduling.run_round(s, settings(), now)
+            alloc = s.scalars(select(m.Allocation).where(m.Allocation.job_id == j, m.Allocation.state == "assigned")).one()
+            agents.heartbeat(s, provider, n1, [alloc.id], [], settings(), now + 0.1)
+            agents.heartbeat(s, provider, n1, [], [agents.Finished(alloc.id, 3)], settings(), now + 0.5)
+        job = s.get(m.Job, j)
+        assert job.state == "failed" and job.exit_code == 3 and "retry limit 1 reached" in job.reason
+
+
+def test_unschedulable_needs_a_reason_but_not_on_an_empty_network(db):
+    sessions, provider = db
+    with sessions() as s:
+        j = submit(s, {"command": ["x"], "resources": {"gpus": 2}}, 1.0)
+        scheduling.run_round(s, settings(), 2.0)
+        assert s.get(m.Job, j).state == "pending"
+        node(s, provider, "n1", gpus=1)
+        scheduling.run_round(s, settings(), 3.0)
+        job = s.get(m.Job, j)
+        assert job.state == "unschedulable" and "gpu" in job.reason
+
+
+def test_max_duration_stops_and_fails(db):
+    sessions, provider = db
+    with sessions() as s:
+        n1 = node(s, provider, "n1")
+        j = submit(s, {"command": ["x"], "max_duration": 60}, 1.0)
+        scheduling.run_round(s, settings(), 2.0)
+        alloc = s.scalars(select(m.Allocation).where(m.Allocation.job_id == j)).one()
+        agents.heartbeat(s, provider, n1, [alloc.id], [], settings(), 3.0)
+        scheduling.run_round(s, settings(), 70.0)
+        answer = agents.heartbeat(s, provider, n1, [alloc.id], [], settings(), 70.5)
+        assert [x["allocation_id"] for x in answer.stop] == [alloc.id]
+        agents.heartbeat(s, provider, n1, [], [agents.Finished(alloc.id, 143, stopped=True)], settings(), 72.0)
+        job = s.get(m.Job, j)
+        assert job.state == "failed" and "max_duration" in job.reason
