@@ -41,7 +41,7 @@ from typing import Any, Literal
 import psutil
 
 import ceti
-from ceti.agent.runner import EXIT_FILE, WORK_DIR, group_members, write_json_atomic
+from ceti.agent.runner import EXIT_FILE, WORK_DIR, group_members, job_processes, write_json_atomic
 from ceti.spec.job import check_relative_path
 
 logger = logging.getLogger("ceti.agent")
@@ -178,8 +178,8 @@ class ProcessExecutor:
         """Send SIGTERM to the job's process group now; poll() sends SIGKILL once grace_s has passed."""
         alloc_dir = self._existing_dir(alloc_id)
         state = self._state(alloc_id)
-        if state is None or alloc_id in self._finished:
-            return
+        if state is None or not self._runner_alive(alloc_id, state):
+            return  # already ended on its own: poll() reports it (and ends any leftovers)
         now = time.time()
         previous = _read_json(alloc_dir / STOP_FILE)
         deadline = now + max(0.0, grace_s)
@@ -218,7 +218,7 @@ class ProcessExecutor:
         now = time.time()
         if now >= stop["deadline"]:
             # The job's processes first, so the runner survives to record the exit (and its CPU time).
-            for pid in group_members(state["pgid"], exclude=state["pid"]):
+            for pid in job_processes(state["pid"], state["pgid"]):
                 _kill(pid, signal.SIGKILL)
         if now >= stop["deadline"] + RUNNER_EXIT_GRACE_S and self._group_is_ours(state):
             _killpg(state["pgid"], signal.SIGKILL)
@@ -285,7 +285,8 @@ class ProcessExecutor:
             return b""
 
     def usage(self, alloc_id: str) -> dict[str, float]:
-        """cpu_seconds, memory_mib (resident, summed over the group) and wall_s; the recorded totals once ended."""
+        """cpu_seconds, memory_mib (resident, summed over the job's processes) and wall_s while it runs; the
+        recorded totals once it has ended."""
         alloc_dir = self._existing_dir(alloc_id)
         state = self._state(alloc_id)
         if state is None:
@@ -298,7 +299,8 @@ class ProcessExecutor:
                 "wall_s": float(done.get("wall_s") or 0.0),
             }
         cpu = rss = 0.0
-        for pid in group_members(state["pgid"]):
+        # The job's processes, not the runner: the same processes exit.json's totals count.
+        for pid in job_processes(state["pid"], state["pgid"]):
             try:
                 p = psutil.Process(pid)
                 with p.oneshot():
@@ -367,6 +369,8 @@ class ProcessExecutor:
             record["reason"] = "the agent died while starting the job"
         elif not self._same_boot(state):
             record["reason"] = "the machine restarted while the job ran"
+        elif psutil.pid_exists(state["pid"]) and not self._same_process(state):
+            record["reason"] = f"the runner is gone (pid {state['pid']} now belongs to another process)"
         elif stopped:
             record.update(
                 exit_code=128 + signal.SIGKILL,
@@ -374,8 +378,6 @@ class ProcessExecutor:
                 lost=False,
                 reason="killed after the stop grace period; its usage was not recorded",
             )
-        elif psutil.pid_exists(state["pid"]) and not self._same_process(state):
-            record["reason"] = f"the runner is gone (pid {state['pid']} now belongs to another process)"
         else:
             record["reason"] = f"the runner (pid {state['pid']}) ended without recording an exit"
         return record

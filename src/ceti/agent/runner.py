@@ -11,7 +11,9 @@ the runner records that and runs nothing.
 
 The runner then starts the command as a child in the same process group, waits for it, and writes
 `exit.json` atomically (temp file + os.replace), so a reader sees the whole result or none. Afterwards it
-terminates whatever the job left behind in the group: a job is over when its command is.
+terminates whatever the job left behind: a job is over when its command is. On Linux the runner is a
+"child subreaper", so a job's orphaned processes, even ones that left the process group with setsid(),
+stay its descendants: it reaps them (their CPU time counts) and finds them to kill.
 
 Stopping: SIGTERM to the runner makes it send SIGTERM once to the whole group (the executor signals the
 runner, not the group, so each process of the job gets SIGTERM exactly once). The executor escalates to
@@ -20,6 +22,7 @@ SIGKILL after the grace period.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import resource
@@ -64,6 +67,32 @@ def group_members(pgid: int, exclude: int | None = None) -> list[int]:
     return members
 
 
+def job_processes(runner_pid: int, pgid: int) -> list[int]:
+    """Every live process of a job but the runner: its process group and the runner's descendants."""
+    pids = set(group_members(pgid, exclude=runner_pid))
+    try:
+        for p in psutil.Process(runner_pid).children(recursive=True):
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    pids.add(p.pid)
+            except psutil.Error:
+                continue
+    except psutil.Error:
+        pass
+    return sorted(pids)
+
+
+def become_subreaper() -> bool:
+    """Linux prctl(PR_SET_CHILD_SUBREAPER): orphans below us are re-parented to us, not to init."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(36, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
 class _Runner:
     def __init__(self, alloc_dir: Path, command: list[str]):
         self.alloc_dir = alloc_dir
@@ -105,6 +134,7 @@ class _Runner:
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.on_sigterm)
+        become_subreaper()
         handshake = self.read_handshake()
         if handshake is None:
             self.finish(exit_code=None, lost=True, reason="the agent died before the job was started")
@@ -131,7 +161,10 @@ class _Runner:
         self.child_pid = child.pid
         if self.stop_requested:  # SIGTERM arrived while the child was being spawned
             self.forward_stop()
-        _, status, _ = os.wait4(child.pid, 0)
+        while True:  # reap orphans re-parented to us as they end, until the command itself ends
+            pid, status, _ = os.wait4(-1, 0)
+            if pid == child.pid:
+                break
         child.returncode = os.waitstatus_to_exitcode(status)  # already reaped: keep Popen from waiting again
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         code = child.returncode
@@ -162,26 +195,44 @@ class _Runner:
         return handshake
 
     def end_leftovers(self) -> None:
-        """The command has exited: whatever it left in the group gets SIGTERM, then SIGKILL after a grace."""
+        """The command has exited: whatever it left behind gets SIGTERM, then SIGKILL after a short grace."""
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if not group_members(self.pgid, exclude=os.getpid()):
+        me = os.getpid()
+        self.reap()
+        left = job_processes(me, self.pgid)
+        if not left:
             return
-        os.killpg(self.pgid, signal.SIGTERM)
+        _send(left, signal.SIGTERM)
         deadline = time.monotonic() + LEFTOVER_GRACE_S
         while time.monotonic() < deadline:
             time.sleep(0.05)
-            if not group_members(self.pgid, exclude=os.getpid()):
+            self.reap()
+            if not job_processes(me, self.pgid):
                 return
-        for _ in range(3):  # a forking leftover may add members while we kill
-            members = group_members(self.pgid, exclude=os.getpid())
-            if not members:
+        for _ in range(20):  # a forking leftover may add processes while we kill
+            self.reap()
+            left = job_processes(me, self.pgid)
+            if not left:
                 return
-            for pid in members:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            _send(left, signal.SIGKILL)
             time.sleep(0.05)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+
+
+def _send(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:
