@@ -106,7 +106,7 @@ def test_unschedulable_needs_a_reason_but_not_on_an_empty_network(db):
         node(s, provider, "n1", gpus=1)
         scheduling.run_round(s, settings(), 3.0)
         job = s.get(m.Job, j)
-        assert job.state == "unschedulable" and "gpu" in job.reason
+        assert job.state == "unschedulable" and "gpu" in job.reason.lower()
 
 
 def test_max_duration_stops_and_fails(db):
@@ -123,3 +123,12 @@ def test_max_duration_stops_and_fails(db):
         agents.heartbeat(s, provider, n1, [], [agents.Finished(alloc.id, 143, stopped=True)], settings(), 72.0)
         job = s.get(m.Job, j)
         assert job.state == "failed" and "max_duration" in job.reason
+
+
+def test_silence_while_the_server_was_down_does_not_lose_nodes(db):
+    sessions, provider = db
+    with sessions() as s:
+        node(s, provider, "n1", now=0.0)
+        # the server restarted at t=100 after being down since t=1: the node's silence is the server's fault
+        assert scheduling.detect_lost_nodes(s, settings(lost=30.0), 110.0, listening_since=100.0) == 0
+        assert scheduling.detect_lost_nodes(s, settings(lost=30.0), 131.0, listening_since=100.0) == 1

@@ -42,7 +42,6 @@ class Agent:
         self.executor = ProcessExecutor(config.data_dir / "executor")
         self.client = Client(config.servers, config.token, timeout_s=15.0, ca_cert=config.ca_cert, retries=0)
         self._stop = threading.Event()
-        self._stopping: set[str] = set()
         self._offline_since: float | None = None
 
     # -- life cycle --------------------------------------------------------------------------------
@@ -92,9 +91,8 @@ class Agent:
                 "cpu_seconds": f.cpu_seconds,
                 "peak_memory_mib": f.peak_memory_mib,
                 "wall_s": f.wall_s,
-                "reason": getattr(f, "reason", "") or "",
+                "reason": f.reason,
             }
-            self._stopping.discard(f.alloc_id)
         self._save()
         try:
             # every byte of output goes up before the exit is reported, so a finished job has all its logs
@@ -142,24 +140,17 @@ class Agent:
         stops = {item["allocation_id"]: item for item in answer["stop"]}
         for alloc_id in running:
             if alloc_id in stops:
-                self._stop_async(alloc_id, stops[alloc_id]["grace_s"])
+                self.executor.request_stop(alloc_id, stops[alloc_id]["grace_s"])
             elif alloc_id not in desired:
                 # fencing: whatever the server no longer wants here (an attempt it gave up on) must stop
                 log.warning("allocation %s is not desired by the server; stopping it", alloc_id)
-                self._stop_async(alloc_id, 10.0)
+                self.executor.request_stop(alloc_id, 10.0)
         for alloc_id in stops:
             if alloc_id not in running and alloc_id not in self.state.unreported:
                 # asked to stop something never started here: report it stopped so the server can close it
                 self.state.unreported[alloc_id] = {"allocation_id": alloc_id, "exit_code": None, "stopped": True,
                                                    "reason": "never started on this node"}
         self._save()
-
-    def _stop_async(self, alloc_id: str, grace_s: float) -> None:
-        if alloc_id in self._stopping:
-            return
-        self._stopping.add(alloc_id)
-        threading.Thread(target=self.executor.stop, args=(alloc_id, grace_s), daemon=True,
-                         name=f"stop-{alloc_id[:8]}").start()
 
     def _ship_logs(self, alloc_id: str) -> None:
         offsets = self.state.log_offsets.setdefault(alloc_id, {s: 0 for s in STREAMS})

@@ -27,6 +27,7 @@ class SchedulerLoop:
         self.last_round_s: float | None = None
         self.last_report: RoundReport | None = None
         self.last_error: str | None = None
+        self.listening_since = clock()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="ceti-scheduler", daemon=True)
@@ -45,7 +46,7 @@ class SchedulerLoop:
     def run_once(self) -> RoundReport:
         started = time.perf_counter()
         with self._sessions() as s:
-            report = run_round(s, self._settings, self._clock())
+            report = run_round(s, self._settings, self._clock(), self.listening_since)
             s.commit()
         self.last_round_s = time.perf_counter() - started
         self.last_round_at = self._clock()

@@ -31,8 +31,14 @@ class RoundReport:
     pending_reasons: dict[str, int] = field(default_factory=dict)
 
 
-def detect_lost_nodes(s: Session, settings: Settings, now: float) -> int:
-    """Nodes silent past the timeout are lost; their work ends and is retried under each job's policy."""
+def detect_lost_nodes(s: Session, settings: Settings, now: float, listening_since: float = 0.0) -> int:
+    """Nodes silent past the timeout are lost; their work ends and is retried under each job's policy.
+
+    Silence only counts from `listening_since` (when this server started): a node is not to blame for the
+    heartbeats it sent while the control plane itself was down or restarting.
+    """
+    if now - listening_since < settings.node_lost_after_s:
+        return 0
     deadline = now - settings.node_lost_after_s
     lost = s.scalars(select(m.Node).where(m.Node.state == "online", m.Node.last_heartbeat_at < deadline)).all()
     for node in lost:
@@ -187,9 +193,9 @@ def _set_wait_reason(job: m.Job, reason: str, now: float, report: RoundReport) -
         job.updated_at = now
 
 
-def run_round(s: Session, settings: Settings, now: float) -> RoundReport:
+def run_round(s: Session, settings: Settings, now: float, listening_since: float = 0.0) -> RoundReport:
     """Everything one tick does, in one transaction the caller commits."""
-    lost = detect_lost_nodes(s, settings, now)
+    lost = detect_lost_nodes(s, settings, now, listening_since)
     timed_out = enforce_max_duration(s, now)
     snapshot = build_snapshot(s, now)
     decisions = fabric.schedule(snapshot)
