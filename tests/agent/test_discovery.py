@@ -25,13 +25,13 @@ MIB = 1024 * 1024
 
 
 def _nvml_works() -> bool:
-    try:
-        import pynvml
+    import pynvml
 
+    try:
         pynvml.nvmlInit()
         pynvml.nvmlShutdown()
         return True
-    except Exception:
+    except pynvml.NVMLError:
         return False
 
 
@@ -121,7 +121,9 @@ def test_packaged_recordings_are_the_test_recordings():
 
 def test_a_malformed_inventory_is_an_error_not_zero_gpus(tmp_path: Path):
     bad = tmp_path / "bad.json"
-    bad.write_text('{"driver_version": "535.1", "gpus": [{"index": 0, "name": "Tesla T4", "memory_total": 1}]}')
+    bad.write_text(
+        '{"driver_version": "535.1", "gpus": [{"index": 0, "name": "Tesla T4", "memory_total": 1}]}'
+    )
     with pytest.raises(pydantic.ValidationError):
         discover(inventory_file=bad)
 

@@ -121,7 +121,13 @@ def test_job_environment_is_clean(ex: ProcessExecutor, monkeypatch):
     assert "CETI_TOKEN" not in seen and "AWS_SECRET_ACCESS_KEY" not in seen
     assert "provider-secret-token" not in json.dumps(seen)
     assert set(seen) == {
-        "PATH", "HOME", "LANG", "MY_VAR", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "CETI_ALLOCATION_ID",
+        "PATH",
+        "HOME",
+        "LANG",
+        "MY_VAR",
+        "CUDA_VISIBLE_DEVICES",
+        "CUDA_DEVICE_ORDER",
+        "CETI_ALLOCATION_ID",
     }
     assert seen["HOME"] == str((ex.alloc_dir("env") / "work").absolute())
     assert seen["CETI_ALLOCATION_ID"] == "env" and seen["MY_VAR"] == "x"
@@ -204,8 +210,16 @@ def test_stop_delivers_sigterm_once_and_a_graceful_job_exits_cleanly(ex: Process
 
 
 def test_request_stop_is_non_blocking_and_poll_escalates(ex: ProcessExecutor):
-    ex.start("ignore", py("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-                          "open('ready','w').write('1'); time.sleep(600)"), {}, {}, [])
+    ex.start(
+        "ignore",
+        py(
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "open('ready','w').write('1'); time.sleep(600)"
+        ),
+        {},
+        {},
+        [],
+    )
     wait_for(lambda: (ex.alloc_dir("ignore") / "work" / "ready").exists())
     pgid = state_of(ex, "ignore")["pgid"]
     t0 = time.monotonic()
@@ -343,7 +357,9 @@ def test_usage_is_positive_and_plausible(ex: ProcessExecutor):
     assert ex.usage("busy")["cpu_seconds"] == pytest.approx(f.cpu_seconds)
 
 
-@pytest.mark.parametrize("path", ["../escape.txt", "/etc/passwd", "a/../../escape.txt", "a/..", "", "a\\b", "a\x00b"])
+@pytest.mark.parametrize(
+    "path", ["../escape.txt", "/etc/passwd", "a/../../escape.txt", "a/..", "", "a\\b", "a\x00b"]
+)
 def test_paths_outside_the_work_dir_are_refused(ex: ProcessExecutor, path: str):
     with pytest.raises(UnsafePath):
         ex.start("bad", ["true"], {}, {"ok.txt": "fine", path: "x"}, [])
@@ -399,10 +415,13 @@ def test_runner_without_handshake_runs_nothing(tmp_path: Path):
     """The agent died between starting the runner and sending the job's environment."""
     alloc = tmp_path / "alloc"
     (alloc / "work").mkdir(parents=True)
-    subprocess.run(
+    runner = subprocess.run(
         [PY, "-m", "ceti.agent.runner", str(alloc), "--", "touch", "ran"],
-        stdin=subprocess.DEVNULL, timeout=30,
+        stdin=subprocess.DEVNULL,
+        timeout=30,
+        check=False,
     )
+    assert runner.returncode == 1
     result = json.loads((alloc / "exit.json").read_text())
     assert result["lost"] is True and result["exit_code"] is None
     assert not (alloc / "work" / "ran").exists()

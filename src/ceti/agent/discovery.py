@@ -256,9 +256,9 @@ def _cgroup_memory_limit() -> int | None:
 
 
 def _agent_version() -> str:
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         return version("ceti")[:64]
-    except Exception:  # not installed (running from a source tree)
+    except PackageNotFoundError:  # running from a source tree
         return ""

@@ -131,7 +131,10 @@ class ProcessExecutor:
         self, alloc_id: str, alloc_dir: Path, command: list[str], job_env: dict[str, str], gpus: list[int]
     ) -> None:
         argv = [self.python, "-P", "-m", "ceti.agent.runner", str(alloc_dir.absolute()), "--", *command]
-        with open(alloc_dir / LOG_FILES["stdout"], "ab") as out, open(alloc_dir / LOG_FILES["stderr"], "ab") as err:
+        with (
+            open(alloc_dir / LOG_FILES["stdout"], "ab") as out,
+            open(alloc_dir / LOG_FILES["stderr"], "ab") as err,
+        ):
             proc = subprocess.Popen(
                 argv,
                 cwd=alloc_dir / WORK_DIR,
@@ -248,7 +251,9 @@ class ProcessExecutor:
         alive = self.running()
         ended = [a for a in self._alloc_ids() if a not in alive]
         if alive or ended:
-            logger.info("adopted %d running allocation(s) %s; %d ended ones to report", len(alive), alive, len(ended))
+            logger.info(
+                "adopted %d running allocation(s) %s; %d ended ones to report", len(alive), alive, len(ended)
+            )
         return alive
 
     def forget(self, alloc_id: str) -> None:
@@ -554,7 +559,9 @@ def _check_env(env: dict[str, str]) -> None:
 
 def _check_gpu_indices(gpu_indices: list[int]) -> list[int]:
     gpus = list(gpu_indices)
-    if any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in gpus) or len(set(gpus)) != len(gpus):
+    if any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in gpus) or len(set(gpus)) != len(
+        gpus
+    ):
         raise ValueError(f"gpu_indices must be distinct non-negative integers, not {gpu_indices!r}")
     return gpus
 

@@ -104,7 +104,9 @@ def _with_size(family: GPUFamily, upper: str, vram_mib: int | None) -> str:
 
 
 def _fallback(upper: str) -> str:
-    words = [w for w in re.split(r"[\s-]+", upper) if w and w not in _NOISE_WORDS and not _NOISE_PARTS.match(w)]
+    words = [
+        w for w in re.split(r"[\s-]+", upper) if w and w not in _NOISE_WORDS and not _NOISE_PARTS.match(w)
+    ]
     model = "-".join(re.sub(r"[^A-Z0-9.]", "", w) for w in words).strip("-")
     model = re.sub(r"-{2,}", "-", model)
     if not model:

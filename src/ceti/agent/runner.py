@@ -140,7 +140,9 @@ class _Runner:
             self.finish(exit_code=None, lost=True, reason="the agent died before the job was started")
             return 1
         if self.stop_requested:
-            self.finish(exit_code=128 + signal.SIGTERM, signal=int(signal.SIGTERM), reason="stopped before start")
+            self.finish(
+                exit_code=128 + signal.SIGTERM, signal=int(signal.SIGTERM), reason="stopped before start"
+            )
             return 0
         try:
             child = subprocess.Popen(
