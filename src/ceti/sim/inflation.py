@@ -151,3 +151,91 @@ def run_inflation(
         if stop is not None and arrived_milli > stop:
             break
     return RunResult(policy_name, seed, int(state.gpu_count.sum()), arrived[:n], used[:n], placed, failed)
+
+
+@dataclass(slots=True)
+class PolicySummary:
+    policy: str
+    runs: list[RunResult]
+
+    def _values(self, percent: float) -> np.ndarray:
+        return np.asarray([r.unallocated_gpus_at(percent) for r in self.runs], dtype=np.float64)
+
+    def unallocated_gpus(self, percent: float = 100) -> tuple[float, float]:
+        """Mean and sample standard deviation over seeds."""
+        v = self._values(percent)
+        return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+    def allocation_ratio(self, percent: float = 100) -> float:
+        """Mean allocated share of GPU capacity (0-1) at `percent` arrived."""
+        return float(np.mean([r.alloc_ratio_at(percent) for r in self.runs]) / 100)
+
+    def curve(self, percents: Sequence[int]) -> np.ndarray:
+        """Mean allocated share (%) at each arrived share (%), NaN where no run reached it."""
+        out = []
+        for p in percents:
+            vals = [r.alloc_ratio_at(p) for r in self.runs]
+            vals = [v for v in vals if v == v]
+            out.append(np.mean(vals) if vals else np.nan)
+        return np.asarray(out)
+
+    def as_json(self) -> dict[str, object]:
+        mean, std = self.unallocated_gpus(100)
+        return {
+            "unallocated_gpus_at_100": round(mean, 2),
+            "unallocated_gpus_at_100_std": round(std, 2),
+            "allocation_ratio_at_100": round(self.allocation_ratio(100), 4),
+            "seeds": [r.seed for r in self.runs],
+            "unallocated_gpus_at_100_per_seed": [round(r.unallocated_gpus_at(100), 2) for r in self.runs],
+            "failed_pods_mean": float(np.mean([r.failed for r in self.runs])),
+            "total_gpus": self.runs[0].total_gpus if self.runs else 0,
+        }
+
+
+_WORKER_SETUP: InflationSetup | None = None
+
+
+def _init_worker(setup: InflationSetup) -> None:
+    global _WORKER_SETUP
+    _WORKER_SETUP = setup
+
+
+def _run_task(task: tuple[str, int, float, float | None]) -> RunResult:
+    assert _WORKER_SETUP is not None
+    policy, seed, inflation, stop = task
+    return run_inflation(_WORKER_SETUP, policy, seed, inflation=inflation, stop_at_percent=stop)
+
+
+def run_experiment(
+    setup: InflationSetup,
+    policies: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    inflation: float = 1.3,
+    stop_at_percent: float | None = None,
+    processes: int = 1,
+    on_result=None,  # called with each RunResult as it finishes (progress bars)
+) -> dict[str, PolicySummary]:
+    """Every policy x seed; runs in `processes` worker processes when more than one."""
+    tasks = [(p, s, inflation, stop_at_percent) for p in policies for s in seeds]
+    results: list[RunResult] = []
+    if processes > 1 and len(tasks) > 1:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        with ctx.Pool(processes, initializer=_init_worker, initargs=(setup,)) as pool:
+            for r in pool.imap_unordered(_run_task, tasks):
+                results.append(r)
+                if on_result:
+                    on_result(r)
+    else:
+        for policy, seed, infl, stop in tasks:
+            r = run_inflation(setup, policy, seed, inflation=infl, stop_at_percent=stop)
+            results.append(r)
+            if on_result:
+                on_result(r)
+    out: dict[str, PolicySummary] = {}
+    for p in policies:
+        runs = sorted((r for r in results if r.policy == p), key=lambda r: r.seed)
+        out[p] = PolicySummary(p, runs)
+    return out

@@ -39,11 +39,26 @@ class FragCache:
         self.small = (gpu[None, :, :] * (gpu[None, :, :] < milli)).sum(axis=2)  # [K, N] milli too small
         self.total = gpu.sum(axis=1)
         self.access = self.wl.access[:, state.model_idx]  # [K, N]
+        self.signature = np.asarray([self._signature(state, i) for i in range(state.size)], dtype=np.int64)
         self.frag = self.frag_of(
             self.ge, self.small, self.total, state.cpu_free, self.access
         )
 
+    @staticmethod
+    def _signature(state: ClusterState, node: int) -> int:
+        """Equal for nodes that any FGD score sees as the same (model, free CPU, free GPUs as a multiset)."""
+        gpus = tuple(sorted(state.gpu_free[node].tolist()))
+        return hash((int(state.model_idx[node]), int(state.cpu_free[node]), gpus))
+
+    def distinct(self, nodes: np.ndarray) -> np.ndarray:
+        """The first (smallest-name) node of each distinct signature, in order: the only ones a tie-break
+        to the smallest name can pick, so scoring the rest is wasted work."""
+        _, first = np.unique(self.signature[nodes], return_index=True)
+        first.sort()
+        return nodes[first]
+
     def update_node(self, state: ClusterState, node: int) -> None:
+        self.signature[node] = self._signature(state, node)
         row = state.gpu_free[node]
         milli = self.wl.milli[:, None]
         self.ge[:, node] = (row[None, :] >= milli).sum(axis=1)
@@ -85,7 +100,8 @@ class FragCache:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every way to place `pod` on `nodes`: (node, gpu or -1, fragmentation after), in (node, gpu) order.
 
-        A share may go on any GPU with room; whole GPUs go on the lowest-index free ones.
+        A share may go on any GPU with room (GPUs of a node with equal free milli are one option, the
+        lowest index); whole GPUs go on the lowest-index free ones.
         """
         cpu_after = state.cpu_free[nodes] - pod.cpu_milli
         if not pod.is_share:
@@ -98,6 +114,11 @@ class FragCache:
         free = state.gpu_free[nodes]
         rows, gpus = np.nonzero(free >= m)  # row-major: (node, gpu) order
         a = free[rows, gpus]
+        # GPUs of one node with the same free milli are the same option: keep the lowest index
+        key = rows * 2048 + a
+        _, first = np.unique(key, return_index=True)
+        first.sort()
+        rows, gpus, a = rows[first], gpus[first], a[first]
         a2 = a - m
         milli = self.wl.milli[:, None]
         opt_nodes = nodes[rows]
@@ -155,6 +176,7 @@ class FGDPolicy(PlacementPolicy):
         if len(nodes) == 0:
             return None
         cache = self.cache(state, pod)
+        nodes = cache.distinct(nodes)
         opt_nodes, gpus, scores = self.option_scores(cache, state, pod, nodes)
         best = int(np.argmax(scores))  # first max: smallest name, then lowest GPU index
         node = int(opt_nodes[best])

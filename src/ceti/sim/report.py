@@ -1,0 +1,59 @@
+"""Markdown report and plots for the inflation experiment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ceti.sim.inflation import PolicySummary
+
+PERCENTS = list(range(0, 131))
+
+
+def markdown_report(
+    summaries: Mapping[str, PolicySummary], *, nodes: str, pods: str, command: str, plot_name: str | None
+) -> str:
+    lines = [
+        "# Workload inflation",
+        "",
+        f"- nodes: `{nodes}`",
+        f"- pods: `{pods}`",
+        f"- command: `{command}`",
+        "",
+        "| policy | unallocated GPUs at 100% (mean ± std) | allocation ratio at 100% | seeds |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, s in summaries.items():
+        mean, std = s.unallocated_gpus(100)
+        lines.append(f"| {name} | {mean:.1f} ± {std:.1f} | {s.allocation_ratio(100):.4f} | {len(s.runs)} |")
+    if plot_name:
+        lines += ["", f"![allocated GPU share vs arrived workload]({plot_name})", ""]
+    return "\n".join(lines) + "\n"
+
+
+def plot_allocation(summaries: Mapping[str, PolicySummary], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(12, 4.5))
+    x = np.asarray(PERCENTS)
+    for name, s in summaries.items():
+        y = s.curve(PERCENTS)
+        ax.plot(x, y, label=name)
+        sel = x >= 80
+        zoom.plot(x[sel], y[sel], label=name)
+    for a in (ax, zoom):
+        a.set_xlabel("arrived workload (% of GPU capacity)")
+        a.set_ylabel("allocated GPUs (% of capacity)")
+        a.grid(alpha=0.3)
+    ax.plot(x, np.minimum(x, 100), color="grey", linestyle=":", linewidth=1)
+    zoom.set_title("80% and above")
+    ax.set_title(title)
+    zoom.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
