@@ -145,3 +145,13 @@ def test_log_limits_are_reported_not_silent(tmp_path):
         assert any(e["kind"] == "logs_truncated" for e in admin.events(job["id"]))
     finally:
         fabric.close()
+
+
+def test_short_ids_from_the_cli_tables_resolve_within_what_the_caller_sees(sqlite_fabric):
+    alice = sqlite_fabric.server.client(sqlite_fabric.project_token("alice"))
+    bob = sqlite_fabric.server.client(sqlite_fabric.project_token("bob"))
+    job = alice.submit(HELLO)
+    assert alice.job(job["id"][:8])["id"] == job["id"]
+    with pytest.raises(CetiError) as info:
+        bob.job(job["id"][:8])
+    assert info.value.status == 404

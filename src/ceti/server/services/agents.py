@@ -102,7 +102,6 @@ def heartbeat(
         alloc.started_at = now
         job = s.get(m.Job, alloc.job_id)
         if job is not None and job.state == JobState.starting.value:
-            job.attempts += 1
             set_job_state(s, job, JobState.running, f"running on {node.hostname}", now, node.id, alloc.id)
     return _desired(s, node, settings)
 

@@ -79,6 +79,14 @@ def submit(
 def get_visible(s: Session, who: Principal, job_id: str) -> m.Job:
     """A job the caller may see. Another project's job is reported as not found, so ids leak nothing."""
     job = s.get(m.Job, job_id)
+    if job is None and 4 <= len(job_id) < 36:  # the short ids the CLI prints
+        q = select(m.Job).where(m.Job.id.startswith(job_id, autoescape=True)).limit(2)
+        if who.kind == "project":
+            q = q.where(m.Job.project_id == who.project_id)
+        found = s.scalars(q).all()
+        if len(found) > 1:
+            raise Conflict(f"{job_id!r} matches several jobs; give more of the id")
+        job = found[0] if found else None
     if job is None or not can_see(who, job):
         raise NotFound(f"no job {job_id}")
     return job

@@ -164,6 +164,7 @@ def apply_decisions(s: Session, snapshot: fabric.Snapshot, decisions: fabric.Dec
         )
         s.add(alloc)
         if start.task_index == 0:
+            job.attempts += 1
             gpus = f" GPUs {list(start.gpu_indices)}" if start.gpu_indices else ""
             set_job_state(s, job, JobState.starting, f"placed on node {start.node_id}{gpus}", now,
                           start.node_id, alloc.id)
