@@ -164,3 +164,39 @@ def test_cli_errors_are_one_line_and_non_zero(fabric):
     out = cli(fabric, "run", str(fabric.tmp / "missing.yaml"), check=False)
     assert out.returncode == 2 and "cannot read" in out.stderr
     assert fabric.server.admin().jobs() == []
+
+
+def test_agent_killed_and_restarted_on_its_data_dir_adopts_its_running_job(fabric):
+    a1 = fabric.add_agent("a1")
+    admin = fabric.server.admin()
+    job = admin.submit({"name": "adopted", "command": "echo before; sleep 3; echo after; exit 5",
+                        "retry": {"limit": 0}})
+    wait_until(lambda: admin.job(job["id"])["state"] == "running", 20, what="job running")
+    a1.kill()  # kill -9: the job's process group lives on
+    a1.start()  # same data directory, same node id
+    done = admin.wait(job["id"], timeout_s=40)
+    assert done["state"] == "failed" and done["exit_code"] == 5
+    assert len(done["allocations"]) == 1  # adopted, not run again
+    text = "".join(c["data"] for c in admin.logs(job["id"])["chunks"])
+    assert text.count("before") == 1 and text.count("after") == 1
+
+
+def test_a_job_never_sees_the_agents_token(fabric):
+    fabric.add_agent("a1")
+    admin = fabric.server.admin()
+    secret = fabric.provider_token()
+    # the job prints everything it can see: its environment, its arguments, every file in its directory
+    probe = (
+        "import os, pathlib\n"
+        "print('ENV', dict(os.environ))\n"
+        "print('ARGS', open('/proc/self/cmdline').read())\n"
+        "for p in pathlib.Path('.').rglob('*'):\n"
+        "    if p.is_file(): print('FILE', p, p.read_text(errors='ignore'))\n"
+    )
+    job = admin.submit({"name": "probe", "command": ["python3", "probe.py"], "files": {"probe.py": probe}})
+    done = admin.wait(job["id"], timeout_s=30)
+    text = "".join(c["data"] for c in admin.logs(job["id"])["chunks"])
+    assert done["state"] == "succeeded", text
+    assert "ENV" in text and "FILE probe.py" in text
+    assert secret not in text
+    assert fabric.server.admin_token not in text
