@@ -17,7 +17,7 @@ from ceti import __version__
 from ceti.server import schemas
 from ceti.server.background.scheduler_loop import SchedulerLoop
 from ceti.server.errors import install_error_handlers
-from ceti.server.routers import admin, agent, jobs
+from ceti.server.routers import admin, agent, jobs, scheduler
 from ceti.server.services.tokens import bootstrap_admin
 from ceti.server.settings import Settings
 from ceti.store.db import make_engine, migrate, session_factory
@@ -118,6 +118,7 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
     app.include_router(jobs.router)
     app.include_router(agent.router)
     app.include_router(admin.router)
+    app.include_router(scheduler.router)
     return app
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from ceti.server.faults import crash_point
 from ceti.server.services.scheduling import RoundReport, run_round
 from ceti.server.settings import Settings
 
@@ -28,6 +30,8 @@ class SchedulerLoop:
         self.last_report: RoundReport | None = None
         self.last_error: str | None = None
         self.listening_since = clock()
+        self.rounds = 0  # rounds completed since start
+        self.recent_round_s: deque[float] = deque(maxlen=1024)  # durations of the latest rounds, oldest first
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="ceti-scheduler", daemon=True)
@@ -47,9 +51,13 @@ class SchedulerLoop:
         started = time.perf_counter()
         with self._sessions() as s:
             report = run_round(s, self._settings, self._clock(), self.listening_since)
+            if report.started:
+                crash_point("round_before_commit")
             s.commit()
         self.last_round_s = time.perf_counter() - started
         self.last_round_at = self._clock()
+        self.recent_round_s.append(self.last_round_s)
+        self.rounds += 1
         self.last_report = report
         return report
 

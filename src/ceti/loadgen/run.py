@@ -1,0 +1,413 @@
+"""Orchestration: start a real `ceti server` on 127.0.0.1, drive it with simulated agents and developers from one
+asyncio process, and measure latencies, scheduling rounds and the server process's CPU and memory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psutil
+
+from ceti.loadgen.agents import Recorder, SimAgent, _sleep_until, node_infos, timed_post
+from ceti.loadgen.stats import percentile
+
+HOST = "127.0.0.1"
+KNEE_P99_MS = 200.0
+KINDS = ("heartbeat", "reconcile", "submit", "logs")
+
+
+@dataclass
+class BenchConfig:
+    agents: int = 2000
+    heartbeat_s: float = 10.0
+    submits_per_s: float = 50.0
+    duration_s: float = 120.0
+    database_url: str | None = None
+    port: int | None = None
+    run_s: tuple[float, float] = (2.0, 5.0)  # simulated run time of a job
+    gpu_job_fraction: float = 0.3
+    drain_s: float | None = None  # after the submits stop, agents keep beating this long (default: derived)
+    max_connections: int = 64
+    max_submits_in_flight: int = 256
+    request_timeout_s: float = 30.0
+    providers: int = 8
+    projects: int = 4
+    seed: int = 0
+    poisson: bool = True
+
+    def drain(self) -> float:
+        if self.drain_s is not None:
+            return self.drain_s
+        # long enough for a job assigned at the last moment to be reported running and then finished
+        return min(2 * self.heartbeat_s + self.run_s[1] + 1.0, 30.0)
+
+
+# -- the server process --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    port: int
+    data_dir: Path
+    database_url: str | None = None
+    proc: subprocess.Popen | None = None
+    admin_token: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "server.log"
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        # defaults for every CETI_ setting (no short node-lost timeout), only the database chosen here
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CETI_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        if self.database_url:
+            env["CETI_DATABASE_URL"] = self.database_url
+        cmd = [sys.executable, "-m", "ceti.cli.main", "server", "--host", HOST, "--port", str(self.port),
+               "--data-dir", str(self.data_dir), "--admin-token-file", str(self.data_dir / "admin-token"),
+               "--log-level", "warning"]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        else:
+            self.stop()
+            raise RuntimeError(f"the server did not become healthy in {timeout_s}s: {self.log_tail()}")
+        self.admin_token = (self.data_dir / "admin-token").read_text().strip()
+
+    def log_tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class ProcessSampler:
+    """CPU seconds and peak RSS of a process, sampled (the peak is the largest RSS seen)."""
+
+    def __init__(self, pid: int):
+        self.proc = psutil.Process(pid)
+        self.cpu0 = self._cpu()
+        self.cpu_s = 0.0
+        self.peak_rss = 0
+
+    def _cpu(self) -> float:
+        t = self.proc.cpu_times()
+        return t.user + t.system
+
+    def sample(self) -> None:
+        with contextlib.suppress(psutil.Error):
+            self.cpu_s = self._cpu() - self.cpu0
+            self.peak_rss = max(self.peak_rss, self.proc.memory_info().rss)
+
+
+# -- setup through the admin API -----------------------------------------------------------------------
+
+
+def make_tokens(url: str, admin_token: str, kind: str, names: list[str]) -> list[str]:
+    out = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30) as c:
+        for name in names:
+            body = {"kind": kind, "name": name, kind: name}
+            r = c.post("/v1/tokens", json=body)
+            r.raise_for_status()
+            out.append(r.json()["token"])
+    return out
+
+
+def job_spec(i: int, rng: random.Random, gpu_fraction: float) -> dict[str, Any]:
+    spec: dict[str, Any] = {"name": f"lg-{i}", "command": ["python3", "-c", "print('hello')"],
+                            "resources": {"cpus": rng.choice((0.5, 1, 2)), "memory": rng.choice(("256Mi", "1Gi", "2Gi"))}}
+    if rng.random() < gpu_fraction:
+        spec["resources"]["gpus"] = 1
+    return spec
+
+
+# -- the run --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Live:
+    """What the progress display reads while a run goes on."""
+
+    rec: Recorder
+    phase: str = "starting"
+    started_at: float = 0.0
+    total_s: float = 0.0
+    submitted: int = 0
+
+
+async def developer(client: httpx.AsyncClient, base: str, tokens: list[str], cfg: BenchConfig, rec: Recorder,
+                    stop_at: float, live: Live) -> dict[str, int]:
+    """Submit jobs at `submits_per_s` (Poisson arrivals, or fixed rate) until `stop_at`; at most
+    `max_submits_in_flight` at once (a later arrival waits for a slot and counts as late)."""
+    rng = random.Random(cfg.seed + 7)
+    sem = asyncio.Semaphore(cfg.max_submits_in_flight)
+    tasks: set[asyncio.Task] = set()
+    late = 0
+
+    async def one(i: int) -> None:
+        try:
+            headers = {"Authorization": f"Bearer {tokens[i % len(tokens)]}", "Idempotency-Key": str(uuid.uuid4())}
+            answer, _ = await timed_post(client, f"{base}/v1/jobs", rec.submit, headers,
+                                         job_spec(i, rng, cfg.gpu_job_fraction))
+            if answer is not None:
+                live.submitted += 1
+        finally:
+            sem.release()
+
+    if cfg.submits_per_s <= 0:
+        return {"late": 0}
+    next_at = time.monotonic()
+    limit = int(cfg.submits_per_s * cfg.duration_s * 3) + 10  # bounded whatever the clock does
+    for i in range(limit):
+        next_at += rng.expovariate(cfg.submits_per_s) if cfg.poisson else 1.0 / cfg.submits_per_s
+        if next_at >= stop_at:
+            break
+        await _sleep_until(next_at, stop_at)
+        await sem.acquire()
+        if time.monotonic() - next_at > 0.1:
+            late += 1
+        task = asyncio.create_task(one(i))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.wait(tasks, timeout=cfg.request_timeout_s + 5)
+    return {"late": late}
+
+
+async def sample_server(server: ServerProcess, client: httpx.AsyncClient, sampler: ProcessSampler,
+                        me: ProcessSampler, rounds: list[float], stop: asyncio.Event, state: dict[str, Any]) -> None:
+    """Every second: the server process's CPU and RSS, and the new scheduling rounds (GET /v1/scheduler)."""
+    headers = {"Authorization": f"Bearer {server.admin_token}"}
+    seen = None
+    while not stop.is_set():
+        sampler.sample()
+        me.sample()
+        try:
+            r = await client.get(f"{server.url}/v1/scheduler", headers=headers, timeout=10)
+            if r.status_code == 200:
+                body = r.json()
+                n, recent = body["rounds"], body["recent_round_s"]
+                if seen is None:
+                    new = recent  # the rounds before the load started count too (few)
+                else:
+                    new = recent[len(recent) - min(n - seen, len(recent)):] if n > seen else []
+                    if n - seen > len(recent):
+                        state["rounds_missed"] = state.get("rounds_missed", 0) + (n - seen - len(recent))
+                rounds.extend(new)
+                seen = n
+                state["rounds"] = n
+            elif r.status_code == 404:
+                state["scheduler_endpoint"] = False
+        except httpx.HTTPError:
+            pass
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+    sampler.sample()
+    me.sample()
+
+
+async def drive(cfg: BenchConfig, server: ServerProcess, provider_tokens: list[str], project_tokens: list[str],
+                live: Live) -> dict[str, Any]:
+    rec = live.rec
+    infos = node_infos(cfg.agents, cfg.seed)
+    limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
+    timeout = httpx.Timeout(cfg.request_timeout_s, pool=cfg.request_timeout_s * 2)
+    sampler, me = ProcessSampler(server.proc.pid), ProcessSampler(os.getpid())
+    rounds: list[float] = []
+    sched_state: dict[str, Any] = {}
+    rng = random.Random(cfg.seed)
+    async with httpx.AsyncClient(limits=limits, timeout=timeout, http2=False) as client, \
+            httpx.AsyncClient(timeout=10) as side:
+        load_before = os.getloadavg()[0]
+        t0 = time.monotonic()
+        live.started_at, live.total_s, live.phase = t0, cfg.duration_s + cfg.drain(), "load"
+        submits_end = t0 + cfg.duration_s
+        agents_end = submits_end + cfg.drain()
+        stop_sampling = asyncio.Event()
+        sampler_task = asyncio.create_task(
+            sample_server(server, side, sampler, me, rounds, stop_sampling, sched_state))
+        agents = [SimAgent(i, info, provider_tokens[i % len(provider_tokens)], server.url, cfg.heartbeat_s,
+                           cfg.run_s, rec, cfg.seed) for i, info in enumerate(infos)]
+        # registration (and so every heartbeat) is spread over the first interval, not all at once
+        agent_tasks = [asyncio.create_task(a.run(client, t0 + rng.uniform(0, cfg.heartbeat_s), agents_end))
+                       for a in agents]
+        dev = await developer(client, server.url, project_tokens, cfg, rec, submits_end, live)
+        live.phase = "drain"
+        done, pending = await asyncio.wait(agent_tasks, timeout=max(agents_end - time.monotonic(), 0)
+                                           + cfg.request_timeout_s * 3 + 5)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        crashed = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
+        wall = time.monotonic() - t0
+        stop_sampling.set()
+        await sampler_task
+    if crashed:
+        raise RuntimeError(f"{len(crashed)} simulated agent(s) crashed; the first: {crashed[0]!r}")
+    summaries = {k: getattr(rec, k).summary() for k in (*KINDS, "register")}
+    ms = [r * 1000 for r in rounds]
+    c = rec.counters
+    return {
+        **summaries,
+        "errors": sum(getattr(rec, k).errors for k in (*KINDS, "register")),
+        "schedule_round": {
+            "count": sched_state.get("rounds", len(ms)),
+            "p50_ms": _r(percentile(ms, 50)), "p99_ms": _r(percentile(ms, 99)), "max_ms": _r(max(ms) if ms else None),
+            **({"unavailable": "GET /v1/scheduler is missing"} if sched_state.get("scheduler_endpoint") is False
+               else {}),
+        },
+        "server": {"cpu_s": round(sampler.cpu_s, 2), "peak_rss_mib": round(sampler.peak_rss / 2**20, 1),
+                   "cpu_util": round(sampler.cpu_s / wall, 3) if wall else None},
+        "loadgen": {"cpu_s": round(me.cpu_s, 2), "peak_rss_mib": round(me.peak_rss / 2**20, 1),
+                    "cpu_util": round(me.cpu_s / wall, 3) if wall else None, "late_submits": dev["late"]},
+        # the server and the load generator share this host: other work on it skews every figure
+        "host": {"cpus": os.cpu_count(), "load_avg_1m_start": round(load_before, 2),
+                 "load_avg_1m_end": round(os.getloadavg()[0], 2)},
+        "jobs": {"submitted": live.submitted, "assigned": c.assigned, "started": c.started,
+                 "finished": c.finished, "stopped": c.stopped},
+        "agents": cfg.agents,
+        "registered": c.registered,
+        "database": "postgresql" if cfg.database_url else "sqlite",
+        "config": {"agents": cfg.agents, "heartbeat_s": cfg.heartbeat_s, "submits_per_s": cfg.submits_per_s,
+                   "duration_s": cfg.duration_s, "drain_s": cfg.drain(), "max_connections": cfg.max_connections},
+        "wall_s": round(wall, 1),
+    }
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
+
+
+def run_bench(cfg: BenchConfig, on_start: Callable[[Live], None] | None = None) -> dict[str, Any]:
+    """One run, start to end: a fresh server (its own temp data dir), the load, the figures. Bounded in time."""
+    data_dir = Path(tempfile.mkdtemp(prefix="ceti-bench-cp-"))
+    server = ServerProcess(cfg.port or free_port(), data_dir, cfg.database_url)
+    live = Live(Recorder())
+    try:
+        server.start()
+        provider_tokens = make_tokens(server.url, server.admin_token, "provider",
+                                      [f"lg-provider-{i}" for i in range(max(cfg.providers, 1))])
+        project_tokens = make_tokens(server.url, server.admin_token, "project",
+                                     [f"lg-project-{i}" for i in range(max(cfg.projects, 1))])
+        if on_start:
+            on_start(live)
+        budget = cfg.duration_s + cfg.drain() + cfg.request_timeout_s * 4 + 60
+        result = asyncio.run(asyncio.wait_for(drive(cfg, server, provider_tokens, project_tokens, live), budget))
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"the server died during the run: {server.log_tail()}")
+        return result
+    finally:
+        live.phase = "done"
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def within(result: dict[str, Any], p99_ms: float = KNEE_P99_MS) -> bool:
+    """Every request kind kept p99 under the bar, and nothing failed."""
+    if result["errors"]:
+        return False
+    return all(result[k]["p99_ms"] is None or result[k]["p99_ms"] < p99_ms for k in KINDS)
+
+
+# -- PostgreSQL: a fresh database per knee step -----------------------------------------------------------
+
+
+def fresh_database(url: str, name: str) -> str:
+    """Create database `name` on the server `url` points at and return its URL (for a knee step)."""
+    import psycopg
+
+    with psycopg.connect(_pg_conninfo(url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+def drop_database(url: str, name: str) -> None:
+    import psycopg
+
+    with contextlib.suppress(psycopg.Error), psycopg.connect(_pg_conninfo(url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _pg_conninfo(url: str) -> str:
+    return "postgresql://" + url.split("://", 1)[1]
+
+
+@dataclass
+class KneeResult:
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    knee: int | None = None
+
+
+def find_knee(cfg: BenchConfig, counts: list[int], step_duration_s: float,
+              on_step: Callable[[int, dict[str, Any]], None] | None = None,
+              on_start: Callable[[Live], None] | None = None) -> KneeResult:
+    """Run each agent count (fresh server and database each) and find the largest that stays within the bar.
+    Stops after the first step that fails it (larger counts only get worse)."""
+    out = KneeResult()
+    for n in sorted(counts):
+        step = BenchConfig(**{**cfg.__dict__, "agents": n, "duration_s": step_duration_s})
+        db_name = None
+        if cfg.database_url:
+            db_name = f"ceti_knee_{os.getpid()}_{n}"
+            step.database_url = fresh_database(cfg.database_url, db_name)
+        try:
+            result = run_bench(step, on_start)
+        finally:
+            if db_name:
+                drop_database(cfg.database_url, db_name)
+        result["within_bar"] = within(result)
+        out.steps.append(result)
+        if on_step:
+            on_step(n, result)
+        if not result["within_bar"]:
+            break
+        out.knee = n
+    return out
