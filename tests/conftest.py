@@ -124,6 +124,10 @@ class ServerProc:
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
 
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'ceti.db'}"
+
     def admin(self) -> Client:
         return Client(self.url, self.admin_token)
 

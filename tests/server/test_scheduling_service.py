@@ -132,3 +132,30 @@ def test_silence_while_the_server_was_down_does_not_lose_nodes(db):
         # the server restarted at t=100 after being down since t=1: the node's silence is the server's fault
         assert scheduling.detect_lost_nodes(s, settings(lost=30.0), 110.0, listening_since=100.0) == 0
         assert scheduling.detect_lost_nodes(s, settings(lost=30.0), 131.0, listening_since=100.0) == 1
+
+
+def test_every_change_of_a_nodes_allocations_bumps_its_epoch(db):
+    sessions, provider = db
+    with sessions() as s:
+        n1 = node(s, provider, "n1")
+        s.commit()
+
+        def epoch() -> int:
+            s.commit()
+            return s.scalar(select(m.Node.epoch).where(m.Node.id == n1))
+
+        seen = [epoch()]
+        j = submit(s, {"command": ["x"]}, 1.0)
+        seen.append(epoch())  # a submit alone changes nothing on the node
+        scheduling.run_round(s, settings(), 2.0)  # placed
+        seen.append(epoch())
+        alloc = s.scalars(select(m.Allocation).where(m.Allocation.job_id == j)).one()
+        answer = agents.heartbeat(s, provider, n1, [alloc.id], [], settings(), 3.0)  # confirmed running
+        seen.append(epoch())
+        assert answer.epoch == seen[-1]
+        jobs.cancel(s, ADMIN, j, 4.0)  # stop requested
+        seen.append(epoch())
+        agents.heartbeat(s, provider, n1, [], [agents.Finished(alloc.id, 143, stopped=True)], settings(), 5.0)
+        seen.append(epoch())
+        assert seen[0] == seen[1] and seen[1] < seen[2] < seen[3] < seen[4] < seen[5]
+        assert s.get(m.Job, j).state == "cancelled"

@@ -118,6 +118,7 @@ class Agent:
         if exc.status == 404 and "node" in exc.message:
             log.warning("the server no longer knows this node; registering again")
             self.state.node_id = None
+            self.state.epoch = -1
             self._register_until_done()
             return
         if self._offline_since is None:
@@ -125,6 +126,11 @@ class Agent:
             log.warning("heartbeat failed (%s); work keeps running, retrying", exc.message)
 
     def _reconcile(self, answer: dict[str, Any]) -> None:
+        epoch = answer.get("epoch", 0)
+        if epoch < self.state.epoch:
+            log.warning("ignoring a desired state of epoch %d older than %d", epoch, self.state.epoch)
+            return
+        self.state.epoch = epoch
         running = set(self.executor.running())
         desired = {item["allocation_id"]: item for item in answer["run"]}
         for alloc_id, item in desired.items():

@@ -12,6 +12,8 @@ from typing import Any
 @dataclass
 class AgentState:
     node_id: str | None = None
+    # the newest desired-state epoch the server has sent; an older answer (delayed, from a stale replica) is ignored
+    epoch: int = -1
     # allocation id -> stream -> bytes already accepted by the server
     log_offsets: dict[str, dict[str, int]] = field(default_factory=dict)
     # allocation id -> exit report not yet acknowledged by a heartbeat answer

@@ -103,7 +103,10 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
             app.state.scheduler.poke()
         return response
 
-    @app.get("/healthz", response_model=schemas.HealthOut, tags=["health"])
+    @app.get("/healthz", response_model=schemas.HealthOut, tags=["health"], responses={
+        503: {"model": schemas.HealthOut, "description": "the database cannot be reached"},
+        **schemas.responses(413),
+    })
     def health(request: Request):
         try:
             with request.app.state.engine.connect() as conn:

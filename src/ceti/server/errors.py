@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, TimeoutError as PoolTimeout
 
 from ceti.spec import JobSpecError
 
@@ -53,6 +54,15 @@ def install_error_handlers(app: FastAPI) -> None:
             {"detail": str(exc), "errors": [{"path": p, "reason": r} for p, r in exc.errors]}, status_code=422
         )
 
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(PoolTimeout)
+    async def _database_down(_req: Request, exc: Exception) -> JSONResponse:
+        # the transaction was rolled back: nothing of this request was applied, so a retry is safe
+        if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not _is_connection_error(exc):
+            raise exc
+        return JSONResponse({"detail": "the database is unavailable; retry shortly"}, status_code=503,
+                            headers={"Retry-After": "2"})
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
@@ -61,3 +71,9 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         detail = "; ".join(f"{e['path']}: {e['reason']}" if e["path"] else e["reason"] for e in errors)
         return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+
+def _is_connection_error(exc: DBAPIError) -> bool:
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return isinstance(exc, (OperationalError, InterfaceError))

@@ -170,13 +170,14 @@ class StopItem(BaseModel):
 
 class HeartbeatOut(BaseModel):
     node_state: str
+    epoch: int = Field(..., description="fencing token: an agent ignores answers older than the newest it saw")
     run: list[RunItem]
     stop: list[StopItem]
 
 
 class LogChunkIn(_Body):
     stream: str = Field(..., pattern="^(stdout|stderr)$")
-    offset: int = Field(..., ge=0)
+    offset: int = Field(..., ge=0, le=2**63 - 1)  # a BIGINT column
     data: str
 
 
@@ -194,3 +195,33 @@ class HealthOut(BaseModel):
     status: str
     database: str
     scheduler_last_round_at: float | None
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+class FieldErrorOut(BaseModel):
+    path: str
+    reason: str
+
+
+class ValidationErrorOut(ErrorOut):
+    errors: list[FieldErrorOut]
+
+
+# Every error answer of the API (errors.py and the body-size middleware in app.py make them), for the routers'
+# `responses=` so the OpenAPI schema documents what the server really answers; pick them with `responses()`.
+ERROR_RESPONSES: dict[int, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "a body that cannot be parsed, or a request that cannot be carried out"},
+    401: {"model": ErrorOut, "description": "missing, invalid or revoked bearer token"},
+    403: {"model": ErrorOut, "description": "the token's kind or scope does not allow this"},
+    404: {"model": ErrorOut, "description": "no such object, or one the caller may not see"},
+    409: {"model": ErrorOut, "description": "conflicts with the current state"},
+    413: {"model": ErrorOut, "description": "request body or log chunk over the server's limit"},
+    422: {"model": ValidationErrorOut, "description": "invalid input: each error's field path and reason"},
+}
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: ERROR_RESPONSES[code] for code in codes}

@@ -9,6 +9,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from ceti.store import fencing  # noqa: F401  (registers the epoch bump on every session flush)
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 

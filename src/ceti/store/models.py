@@ -51,6 +51,9 @@ class Node(Base):
     registered_at: Mapped[float] = mapped_column(Float)
     last_heartbeat_at: Mapped[float] = mapped_column(Float)
     lost_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # fencing: bumped by every change of the node's allocations (see ceti.store.fencing); the agent obeys
+    # only a desired state at least as new as the newest it has seen
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Job(Base):

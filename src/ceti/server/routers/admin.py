@@ -12,7 +12,7 @@ from ceti.server.services import tokens as svc
 from ceti.spec import AllocationState
 from ceti.store import models as m
 
-router = APIRouter(prefix="/v1", tags=["admin"])
+router = APIRouter(prefix="/v1", tags=["admin"], responses=schemas.responses(401, 413, 422))
 
 
 def _token_out(row: m.Token, secret: str | None = None) -> dict:
@@ -26,26 +26,28 @@ def whoami(who: PrincipalDep):
     return {"kind": who.kind, "project_id": who.project_id, "provider_id": who.provider_id}
 
 
-@router.post("/projects", status_code=201, response_model=schemas.NamedOut)
+@router.post("/projects", status_code=201, response_model=schemas.NamedOut,
+             responses=schemas.responses(400, 403, 409))
 def create_project(body: schemas.NameIn, s: SessionDep, _: AdminDep):
     row = svc.create_named(s, m.Project, body.name, time.time())
     s.commit()
     return {"id": row.id, "name": row.name, "created_at": row.created_at}
 
 
-@router.get("/projects", response_model=list[schemas.NamedOut])
+@router.get("/projects", response_model=list[schemas.NamedOut], responses=schemas.responses(403))
 def list_projects(s: SessionDep, _: AdminDep):
     return [{"id": r.id, "name": r.name, "created_at": r.created_at} for r in s.scalars(select(m.Project))]
 
 
-@router.post("/providers", status_code=201, response_model=schemas.NamedOut)
+@router.post("/providers", status_code=201, response_model=schemas.NamedOut,
+             responses=schemas.responses(400, 403, 409))
 def create_provider(body: schemas.NameIn, s: SessionDep, _: AdminDep):
     row = svc.create_named(s, m.Provider, body.name, time.time())
     s.commit()
     return {"id": row.id, "name": row.name, "created_at": row.created_at}
 
 
-@router.post("/tokens", status_code=201, response_model=schemas.TokenOut)
+@router.post("/tokens", status_code=201, response_model=schemas.TokenOut, responses=schemas.responses(400, 403))
 def create_token(body: schemas.TokenIn, s: SessionDep, _: AdminDep):
     now = time.time()
     project_id = provider_id = None
@@ -62,12 +64,12 @@ def create_token(body: schemas.TokenIn, s: SessionDep, _: AdminDep):
     return _token_out(row, secret)
 
 
-@router.get("/tokens", response_model=list[schemas.TokenOut])
+@router.get("/tokens", response_model=list[schemas.TokenOut], responses=schemas.responses(403))
 def list_tokens(s: SessionDep, _: AdminDep):
     return [_token_out(r) for r in s.scalars(select(m.Token).order_by(m.Token.created_at))]
 
 
-@router.delete("/tokens/{token_id}", response_model=schemas.TokenOut)
+@router.delete("/tokens/{token_id}", response_model=schemas.TokenOut, responses=schemas.responses(403, 404))
 def revoke_token(token_id: str, s: SessionDep, _: AdminDep):
     row = svc.revoke(s, token_id, time.time())
     s.commit()
@@ -93,11 +95,15 @@ def list_nodes(s: SessionDep, who: PrincipalDep):
     ]
 
 
-@router.get("/nodes/{node_id}", response_model=schemas.NodeOut)
+@router.get("/nodes/{node_id}", response_model=schemas.NodeOut, responses=schemas.responses(403, 404))
 def get_node(node_id: str, s: SessionDep, who: PrincipalDep):
     n = s.get(m.Node, node_id)
     if n is None:
         raise NotFound(f"no node {node_id}")
     if who.kind == "provider" and n.provider_id != who.provider_id:
         raise Forbidden("a provider may see only its own nodes")
-    return {c: getattr(n, c) for c in schemas.NodeOut.model_fields}
+    active = s.scalar(
+        select(func.count()).select_from(m.Allocation)
+        .where(m.Allocation.node_id == n.id, m.Allocation.state.in_([x.value for x in AllocationState if x.active]))
+    )
+    return {**{c: getattr(n, c) for c in schemas.NodeOut.model_fields if c != "allocations"}, "allocations": active}

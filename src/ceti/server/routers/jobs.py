@@ -7,11 +7,12 @@ from fastapi import APIRouter, Body, Header, Query, Request, Response
 
 from ceti.server import schemas
 from ceti.server.deps import PrincipalDep, SessionDep
+from ceti.server.faults import crash_point
 from ceti.server.services import jobs as svc
 from ceti.spec import AllocationState, JobState, parse_job_spec
 from ceti.store import models as m
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=schemas.responses(401, 413, 422))
 
 
 def job_out(job: m.Job, allocations: list[m.Allocation] | None = None) -> dict[str, Any]:
@@ -22,7 +23,10 @@ def job_out(job: m.Job, allocations: list[m.Allocation] | None = None) -> dict[s
     return out
 
 
-@router.post("", status_code=201, response_model=schemas.JobOut)
+@router.post("", status_code=201, response_model=schemas.JobOut, responses={
+    200: {"model": schemas.JobOut, "description": "the job an earlier submit with this Idempotency-Key made"},
+    **schemas.responses(400, 403, 409),
+})
 def submit(
     request: Request,
     response: Response,
@@ -35,12 +39,13 @@ def submit(
     settings = request.app.state.settings
     job, created = svc.submit(s, who, parsed, time.time(), idempotency_key, settings.max_jobs_per_project)
     s.commit()
+    crash_point("submit_after_commit")
     if not created:
         response.status_code = 200
     return job_out(job)
 
 
-@router.get("", response_model=list[schemas.JobOut])
+@router.get("", response_model=list[schemas.JobOut], responses=schemas.responses(403))
 def list_jobs(
     s: SessionDep,
     who: PrincipalDep,
@@ -51,7 +56,7 @@ def list_jobs(
     return [job_out(j, svc.allocations_of(s, j.id)) for j in jobs]
 
 
-@router.get("/{job_id}", response_model=schemas.JobDetailOut)
+@router.get("/{job_id}", response_model=schemas.JobDetailOut, responses=schemas.responses(404, 409))
 def get_job(job_id: str, s: SessionDep, who: PrincipalDep):
     job = svc.get_visible(s, who, job_id)
     allocs = svc.allocations_of(s, job.id)
@@ -62,19 +67,19 @@ def get_job(job_id: str, s: SessionDep, who: PrincipalDep):
     return out
 
 
-@router.post("/{job_id}/cancel", response_model=schemas.JobOut)
+@router.post("/{job_id}/cancel", response_model=schemas.JobOut, responses=schemas.responses(404, 409))
 def cancel(job_id: str, s: SessionDep, who: PrincipalDep):
     job = svc.cancel(s, who, job_id, time.time())
     s.commit()
     return job_out(job, svc.allocations_of(s, job.id))
 
 
-@router.get("/{job_id}/events", response_model=list[schemas.EventOut])
+@router.get("/{job_id}/events", response_model=list[schemas.EventOut], responses=schemas.responses(404, 409))
 def events(job_id: str, s: SessionDep, who: PrincipalDep):
     return [{c: getattr(e, c) for c in schemas.EventOut.model_fields} for e in svc.events_of(s, who, job_id)]
 
 
-@router.get("/{job_id}/logs", response_model=schemas.LogsOut)
+@router.get("/{job_id}/logs", response_model=schemas.LogsOut, responses=schemas.responses(404, 409))
 def logs(
     job_id: str,
     s: SessionDep,

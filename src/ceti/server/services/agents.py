@@ -82,6 +82,7 @@ class Finished:
 @dataclass
 class HeartbeatAnswer:
     node_state: str
+    epoch: int = 0
     run: list[dict[str, Any]] = field(default_factory=list)
     stop: list[dict[str, Any]] = field(default_factory=list)
 
@@ -138,7 +139,9 @@ def _apply_finished(s: Session, node: m.Node, report: Finished, now: float) -> N
 
 
 def _desired(s: Session, node: m.Node, settings: Settings) -> HeartbeatAnswer:
-    answer = HeartbeatAnswer(node_state=node.state)
+    s.flush()  # the epoch must include this heartbeat's own changes
+    epoch = s.scalar(select(m.Node.epoch).where(m.Node.id == node.id))
+    answer = HeartbeatAnswer(node_state=node.state, epoch=epoch)
     allocs = s.scalars(select(m.Allocation).where(m.Allocation.node_id == node.id, m.Allocation.state.in_(ACTIVE)))
     for alloc in allocs:
         if alloc.state == AllocationState.stopping.value:
