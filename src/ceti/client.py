@@ -154,6 +154,9 @@ class Client:
     def revoke_token(self, token_id: str) -> dict[str, Any]:
         return self._request("DELETE", f"/v1/tokens/{token_id}")
 
+    def audit(self, limit: int = 200) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/audit", params={"limit": limit})
+
     # -- the agent protocol ------------------------------------------------------------------------
 
     def register_node(self, info: NodeInfo, node_id: str | None = None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from ceti import __version__
 from ceti.server import schemas
 from ceti.server.background.scheduler_loop import SchedulerLoop
+from ceti.server import middleware
 from ceti.server.errors import install_error_handlers
 from ceti.server.routers import admin, agent, jobs, scheduler
 from ceti.server.services.tokens import bootstrap_admin
@@ -84,6 +85,8 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
     app = FastAPI(title="ceτi Compute Fabric", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
+
+    middleware.install(app, settings.rate_limit_per_s, settings.rate_limit_burst)
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):

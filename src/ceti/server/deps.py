@@ -25,11 +25,15 @@ def get_session(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_principal(s: SessionDep, authorization: Annotated[str | None, Header()] = None) -> Principal:
+def get_principal(
+    request: Request, s: SessionDep, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
     token = None
     if authorization and authorization.lower().startswith("bearer "):
         token = authorization[7:].strip()
-    return authenticate(s, token)
+    who = authenticate(s, token)
+    request.state.principal = who  # for the audit trail
+    return who
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -225,3 +225,13 @@ ERROR_RESPONSES: dict[int, dict[str, Any]] = {
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: ERROR_RESPONSES[code] for code in codes}
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: float
+    actor: str
+    actor_kind: str
+    action: str
+    status: int
+    remote: str

@@ -28,6 +28,9 @@ class Settings:
     max_log_chunk_bytes: int = field(default_factory=lambda: _env_int("CETI_MAX_LOG_CHUNK_BYTES", 256 * 1024))
     max_log_bytes_per_job: int = field(default_factory=lambda: _env_int("CETI_MAX_LOG_BYTES_PER_JOB", 16 * 1024 * 1024))
     max_log_chunks_per_job: int = field(default_factory=lambda: _env_int("CETI_MAX_LOG_CHUNKS_PER_JOB", 20_000))
+    # per caller (token, or token and node for heartbeats); 0 turns the limit off
+    rate_limit_per_s: float = field(default_factory=lambda: _env_float("CETI_RATE_LIMIT_PER_S", 100.0))
+    rate_limit_burst: float = field(default_factory=lambda: _env_float("CETI_RATE_LIMIT_BURST", 400.0))
     max_jobs_per_project: int = field(default_factory=lambda: _env_int("CETI_MAX_ACTIVE_JOBS_PER_PROJECT", 100_000))
 
     @property

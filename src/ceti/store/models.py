@@ -134,3 +134,16 @@ class Event(Base):
     to_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
     reason: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class AuditEntry(Base):
+    """Who did what, when and from where: every admin action and every refused use of a token."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    actor: Mapped[str] = mapped_column(String(64))  # token id, or a hash prefix of an unknown token
+    actor_kind: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(300))
+    status: Mapped[int] = mapped_column(Integer)
+    remote: Mapped[str] = mapped_column(String(64))

@@ -107,3 +107,9 @@ def get_node(node_id: str, s: SessionDep, who: PrincipalDep):
         .where(m.Allocation.node_id == n.id, m.Allocation.state.in_([x.value for x in AllocationState if x.active]))
     )
     return {**{c: getattr(n, c) for c in schemas.NodeOut.model_fields if c != "allocations"}, "allocations": active}
+
+
+@router.get("/audit", response_model=list[schemas.AuditOut])
+def audit_log(s: SessionDep, _: AdminDep, limit: int = 200):
+    rows = s.scalars(select(m.AuditEntry).order_by(m.AuditEntry.id.desc()).limit(max(1, min(limit, 5000))))
+    return [{c: getattr(r, c) for c in schemas.AuditOut.model_fields} for r in rows]

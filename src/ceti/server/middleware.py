@@ -1,0 +1,101 @@
+"""Cross-cutting request guards: per-token rate limits and the audit trail."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from ceti.store import models as m
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    """A token bucket per caller. Per replica: N replicas admit up to N times the rate, which is the point of
+    a guard against one runaway client rather than a quota."""
+
+    def __init__(self, rate_per_s: float, burst: float, max_callers: int = 100_000):
+        self.rate = rate_per_s
+        self.burst = burst
+        self._buckets: dict[str, _Bucket] = {}
+        self._lock = threading.Lock()
+        self._max_callers = max_callers
+
+    def admit(self, key: str, now: float) -> float:
+        """0 when admitted, else the seconds until the next request would be."""
+        if self.rate <= 0:
+            return 0.0
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                if len(self._buckets) >= self._max_callers:
+                    self._buckets.clear()  # bounded memory under a flood of distinct callers
+                bucket = self._buckets[key] = _Bucket(self.burst, now)
+            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
+            bucket.updated = now
+            if bucket.tokens >= 1.0:
+                bucket.tokens -= 1.0
+                return 0.0
+            return (1.0 - bucket.tokens) / self.rate
+
+
+def caller_key(request: Request) -> str:
+    auth = request.headers.get("authorization", "")
+    base = hashlib.sha256(auth.encode()).hexdigest()[:16] if auth else f"ip:{_remote(request)}"
+    # many nodes share one provider token: each node (and each allocation's log upload) is its own caller
+    parts = request.url.path.split("/")
+    if len(parts) > 5 and parts[1:3] == ["v1", "agent"]:
+        return f"{base}:{parts[4]}"
+    return base
+
+
+def _remote(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def install(app: FastAPI, rate_per_s: float, burst: float) -> None:
+    limiter = RateLimiter(rate_per_s, burst)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        wait = limiter.admit(caller_key(request), time.monotonic())
+        if wait > 0:
+            return JSONResponse({"detail": "too many requests; slow down"}, status_code=429,
+                                headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        response = await call_next(request)
+        who = getattr(request.state, "principal", None)
+        refused = response.status_code in (401, 403)
+        admin_action = who is not None and who.is_admin and request.method not in ("GET", "HEAD", "OPTIONS")
+        if refused or admin_action:
+            await run_in_threadpool(_audit, request, who, response.status_code)
+        return response
+
+
+def _audit(request: Request, who, status: int) -> None:
+    if who is not None:
+        actor, kind = who.token_id, who.kind
+    else:
+        auth = request.headers.get("authorization", "")
+        actor = "sha256:" + hashlib.sha256(auth.encode()).hexdigest()[:16] if auth else "anonymous"
+        kind = "unknown"
+    try:
+        with request.app.state.sessions() as s:
+            s.add(m.AuditEntry(at=time.time(), actor=actor, actor_kind=kind,
+                               action=f"{request.method} {request.url.path}"[:300], status=status,
+                               remote=_remote(request)[:64]))
+            s.commit()
+    except Exception:  # the audit trail must not turn a refused request into a server error
+        import logging
+
+        logging.getLogger("ceti.server.audit").exception("could not write an audit entry")
