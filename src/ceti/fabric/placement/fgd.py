@@ -46,9 +46,13 @@ class FragCache:
 
     @staticmethod
     def _signature(state: ClusterState, node: int) -> int:
-        """Equal for nodes that any FGD score sees as the same (model, free CPU, free GPUs as a multiset)."""
+        """Equal for nodes that FGD (and fabric) see as the same: model, free CPU, free GPUs as a multiset,
+        and whether the node holds any work."""
         gpus = tuple(sorted(state.gpu_free[node].tolist()))
-        return hash((int(state.model_idx[node]), int(state.cpu_free[node]), gpus))
+        in_use = bool(state.cpu_free[node] < state.cpu_capacity[node]) or sum(gpus) < WHOLE_GPU_MILLI * int(
+            state.gpu_count[node]
+        )
+        return hash((int(state.model_idx[node]), int(state.cpu_free[node]), gpus, in_use))
 
     def distinct(self, nodes: np.ndarray) -> np.ndarray:
         """The first (smallest-name) node of each distinct signature, in order: the only ones a tie-break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ceti.fabric.placement.fabric import FabricPolicy
 from ceti.fabric.placement.fgd import FGDPolicy
 from ceti.fabric.placement.policies import (
     BestFitPolicy,
@@ -24,6 +25,7 @@ POLICIES: dict[str, type[PlacementPolicy]] = {
         GpuPackingPolicy,
         GpuClusteringPolicy,
         FGDPolicy,
+        FabricPolicy,
     )
 }
 

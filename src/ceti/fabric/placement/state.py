@@ -84,12 +84,10 @@ class ClusterState:
         models: Sequence[str] | None = None,
     ) -> ClusterState:
         order = sorted(range(len(names)), key=lambda i: names[i])
-        model_list = [""] + sorted({m for m in gpu_models if m} - {""})
-        if models is not None:
-            model_list = [""] + [m for m in models if m and m != ""]
-            for m in sorted({m for m in gpu_models if m}):
-                if m not in model_list:
-                    model_list.append(m)
+        model_list = [""] + sorted({m for m in gpu_models if m})
+        if models is not None:  # a fixed model index, extended by any model it lacks
+            model_list = [""] + [m for m in models if m]
+            model_list += sorted({m for m in gpu_models if m} - set(model_list))
         index = {m: i for i, m in enumerate(model_list)}
         n = len(names)
         gpu = np.zeros((n, MAX_GPUS_PER_NODE), dtype=np.int64)
