@@ -127,7 +127,7 @@ def synthetic_snapshot(n_nodes: int, n_jobs: int, seed: int = 0, load: tuple[flo
     has_region = rng.random(n_jobs) < 0.1
     job_region = rng.integers(0, len(REGIONS), n_jobs)
     has_bid = rng.random(n_jobs) < 0.3
-    bid_factor = rng.uniform(0.8, 3.0, n_jobs)
+    bid_tier = rng.choice([0.5, 1.0, 1.5, 2.0, 3.0], n_jobs)  # users bid round numbers per GPU-hour
     gang = np.where(rng.random(n_jobs) < 0.02, rng.integers(2, 5, n_jobs), 1)
     speed = rng.integers(0, len(SPEED_PROFILES) * 3, n_jobs)
     retried = rng.random(n_jobs) < 0.03
@@ -141,8 +141,8 @@ def synthetic_snapshot(n_nodes: int, n_jobs: int, seed: int = 0, load: tuple[flo
         d = Demand(cpu, mem, g, milli if g == 1 and 0 < milli < 1000 else 0, models, 0, 0, regions)
         bid = None
         if has_bid[k]:
-            base = g * 1.0 + cpu / 1000.0 * 0.02
-            bid = round(base * float(bid_factor[k]) * int(gang[k]), 2)
+            per_gpu = float(bid_tier[k])
+            bid = round((g * per_gpu + cpu / 1000.0 * 0.02 * per_gpu) * int(gang[k]), 2)
         sp = SPEED_PROFILES[int(speed[k])] if g and speed[k] < len(SPEED_PROFILES) else {}
         jobs.append(Job(f"job-{k:06d}", d, int(order[k]), int(prio[k]), int(gang[k]), bid, bool(prio[k] == 10), sp))
     return Snapshot(tuple(nodes), tuple(running), tuple(jobs), now=0.0)

@@ -1,102 +1,190 @@
-"""Packing inside a class: which concrete node and which GPUs each task gets.
+"""Packing: which concrete node and which GPUs each task gets, and the residual room it leaves.
 
-The rule is best fit, aware of fragmentation: nodes come in best-fit order (least free GPU milli first), a
-GPU-sharing task goes onto the tightest GPU that still fits (partly used GPUs before whole ones), and a
-whole-GPU task takes whole GPUs only, so whole GPUs stay whole for jobs that need them.
+The rule is best fit, aware of fragmentation: candidate nodes come cheapest useful work first and then best
+fit (least free GPU milli); a GPU-sharing task goes onto the tightest GPU that still fits (a partly used GPU
+before a whole one); a whole-GPU task takes only GPUs that are entirely free, so whole GPUs stay whole for
+the jobs that need them and shares pile up on GPUs already shared.
+
+The residual lives in plain Python lists while a level is packed (one task costs a few list reads), and is
+written back to NumPy columns for the next level's class building (`Free.arrays`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from itertools import chain
+from operator import attrgetter
+
 import numpy as np
 
-from ceti.fabric.classes import Need, NodeTable
-from ceti.fabric.decisions import Start
-from ceti.fabric.model import WHOLE_GPU_MILLI, Demand, Job
+from ceti.fabric.classes import NodeTable
+from ceti.fabric.model import WHOLE_GPU_MILLI, Allocation, Demand
 
 
-def choose_gpus(free: list[int], ok: list[bool], d: Demand) -> list[int] | None:
+def choose_gpus(free: list[int], ok: list[bool] | None, count: int, share: int) -> list[int] | None:
     """Positions of the GPUs one task takes on a node (and update `free`), or None if it does not fit."""
-    k = d.gpu_count
-    if not k:
-        return []
-    if d.gpu_share_milli:
-        s = d.gpu_share_milli
-        fits = sorted((f, p) for p, f in enumerate(free) if ok[p] and f >= s)
-        if len(fits) < k:
+    if share:
+        if count == 1:
+            best = -1
+            best_free = WHOLE_GPU_MILLI + 1
+            for p, f in enumerate(free):
+                if share <= f < best_free and (ok is None or ok[p]):
+                    best, best_free = p, f
+            if best < 0:
+                return None
+            free[best] -= share
+            return [best]
+        fits = sorted((f, p) for p, f in enumerate(free) if f >= share and (ok is None or ok[p]))
+        if len(fits) < count:
             return None
-        chosen = [p for _, p in fits[:k]]
+        chosen = [p for _, p in fits[:count]]
         for p in chosen:
-            free[p] -= s
+            free[p] -= share
         return chosen
-    chosen = [p for p, f in enumerate(free) if ok[p] and f >= WHOLE_GPU_MILLI][:k]
-    if len(chosen) < k:
+    chosen = [p for p, f in enumerate(free) if f >= WHOLE_GPU_MILLI and (ok is None or ok[p])][:count]
+    if len(chosen) < count:
         return None
     for p in chosen:
         free[p] -= WHOLE_GPU_MILLI
     return chosen
 
 
-def take_tasks(t: NodeTable, row: int, d: Demand, count: int, need: Need | None) -> list[tuple[int, ...]]:
-    """Put `count` tasks of `d` on node `row` (the caller checked they fit); GPU indices per task."""
-    t.cpu_free[row] -= count * d.cpu_milli
-    t.mem_free[row] -= count * d.memory_mib
-    t.disk_free[row] -= count * d.disk_mib
-    if not d.gpu_count:
-        return [()] * count
-    free = t.gpu_free[row].tolist()
-    ok = (need.gpu_ok(t, row) if need is not None else t.gpu_valid[row]).tolist()
-    out: list[tuple[int, ...]] = []
-    for _ in range(count):
-        chosen = choose_gpus(free, ok, d)
-        if chosen is None:  # cannot happen when the caller used fit_counts; be safe anyway
-            raise AssertionError(f"task does not fit on node {t.ids[row]}")
-        out.append(t.gpu_indices(row, chosen))
-    t.gpu_free[row] = free
-    return out
+class Free:
+    """The room left on every node, as lists (cpu, memory, disk, and per-GPU milli by position)."""
+
+    def __init__(self, t: NodeTable, running: Sequence[Allocation]) -> None:
+        self.t = t
+        n = t.n
+        cpu = t.cpu_total.copy()
+        mem = t.mem_total.copy()
+        disk = t.disk_total.copy()
+        gpu = np.where(t.gpu_valid, WHOLE_GPU_MILLI, -1).astype(np.int64)
+        if running:
+            _subtract_running(t, running, cpu, mem, disk, gpu)
+        self.cpu: list[int] = cpu.tolist()
+        self.mem: list[int] = mem.tolist()
+        self.disk: list[int] = disk.tolist()
+        self.gpu: list[list[int]] = gpu.tolist() if n else []
+        self._arrays = (cpu, mem, disk, gpu)
+        self.dirty: set[int] = set()
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """NumPy copies of the residual, brought up to date with what was placed since the last call."""
+        cpu, mem, disk, gpu = self._arrays
+        if self.dirty:
+            rows = np.fromiter(self.dirty, np.int64, len(self.dirty))
+            rl = rows.tolist()
+            cpu[rows] = [self.cpu[r] for r in rl]
+            mem[rows] = [self.mem[r] for r in rl]
+            disk[rows] = [self.disk[r] for r in rl]
+            gpu[rows] = [self.gpu[r] for r in rl]
+            self.dirty.clear()
+        return cpu, mem, disk, gpu
+
+    def take(self, r: int, d: Demand, ok: list[bool] | None) -> list[int] | None:
+        """Place one task of `d` on node `r` if it fits: GPU positions taken, or None (nothing changed)."""
+        c, m, dk = d.cpu_milli, d.memory_mib, d.disk_mib
+        if self.cpu[r] < c or self.mem[r] < m or (dk > 0 and self.disk[r] < dk):
+            return None
+        if d.gpu_count:
+            pos = choose_gpus(self.gpu[r], ok, d.gpu_count, d.gpu_share_milli)
+            if pos is None:
+                return None
+        else:
+            pos = []
+        self.cpu[r] -= c
+        self.mem[r] -= m
+        self.disk[r] -= dk
+        self.dirty.add(r)
+        return pos
+
+    def gpu_room(self, r: int, count: int, share: int, ok: list[bool] | None) -> bool:
+        """Whether node `r` still has the GPUs for one task (ignoring CPU and memory)."""
+        if not count:
+            return True
+        need = share or WHOLE_GPU_MILLI
+        n = 0
+        for p, f in enumerate(self.gpu[r]):
+            if f >= need and (ok is None or ok[p]):
+                n += 1
+                if n >= count:
+                    return True
+        return False
+
+    def give(self, r: int, d: Demand, pos: Sequence[int]) -> None:
+        """Undo `take`."""
+        self.cpu[r] += d.cpu_milli
+        self.mem[r] += d.memory_mib
+        self.disk[r] += d.disk_mib
+        per = d.gpu_share_milli or WHOLE_GPU_MILLI
+        row = self.gpu[r]
+        for p in pos:
+            row[p] += per
+        self.dirty.add(r)
+
+    def release(self, a: Allocation) -> None:
+        """Give back what a running allocation holds (it is being pre-empted)."""
+        r = self.t.index.get(a.node_id)
+        if r is None:
+            return
+        self.cpu[r] += a.cpu_milli
+        self.mem[r] += a.memory_mib
+        self.disk[r] += a.disk_mib
+        row = self.gpu[r]
+        for g in a.gpu_indices:
+            p = self.t.position(r, g)
+            if p is not None:
+                row[p] += a.gpu_milli_per_gpu
+        self.dirty.add(r)
+
+    def hold(self, a: Allocation) -> None:
+        """Undo `release`."""
+        r = self.t.index.get(a.node_id)
+        if r is None:
+            return
+        self.cpu[r] -= a.cpu_milli
+        self.mem[r] -= a.memory_mib
+        self.disk[r] -= a.disk_mib
+        row = self.gpu[r]
+        for g in a.gpu_indices:
+            p = self.t.position(r, g)
+            if p is not None:
+                row[p] -= a.gpu_milli_per_gpu
+        self.dirty.add(r)
 
 
-def pack_jobs(
+def _subtract_running(
     t: NodeTable,
-    jobs: list[Job],
-    gang_size: int,
-    d: Demand,
-    rows: np.ndarray,
-    caps: np.ndarray,
-    need: Need | None,
-    starts: list[Start],
-    max_tasks: int | None = None,
-) -> int:
-    """Place as many whole jobs (all gang tasks) as the slots allow, in queue order; returns jobs placed.
+    running: Sequence[Allocation],
+    cpu: np.ndarray,
+    mem: np.ndarray,
+    disk: np.ndarray,
+    gpu: np.ndarray,
+) -> None:
+    """Subtract every running allocation, vectorised where it can be."""
+    get = t.index.get
+    m = len(running)
+    node = np.fromiter((get(a.node_id, -1) for a in running), np.int64, m)
+    ok = node >= 0
+    n = t.n
+    for arr, name in ((cpu, "cpu_milli"), (mem, "memory_mib"), (disk, "disk_mib")):
+        v = np.fromiter(map(_getter(name), running), np.int64, m)
+        arr -= np.bincount(node[ok], v[ok], n).astype(np.int64)
+    idx_tuples = list(map(_getter("gpu_indices"), running))
+    lens = np.fromiter(map(len, idx_tuples), np.int64, m)
+    total = int(lens.sum())
+    if not total:
+        return
+    flat = np.fromiter(chain.from_iterable(idx_tuples), np.int64, total)
+    share = np.fromiter(map(_getter("gpu_share_milli"), running), np.int64, m)
+    milli = np.repeat(np.where(share > 0, share, WHOLE_GPU_MILLI), lens)
+    rows = np.repeat(node, lens)
+    good = rows >= 0
+    rows, flat, milli = rows[good], flat[good], milli[good]
+    pos = t.positions(rows, flat)
+    inside = pos >= 0
+    np.subtract.at(gpu, (rows[inside], pos[inside]), milli[inside])
 
-    `rows` are candidate nodes in preference order, `caps` their exact free slots for `d`.
-    """
-    total = int(caps.sum())
-    if max_tasks is not None:
-        total = min(total, max_tasks)
-    n_jobs = min(len(jobs), total // gang_size)
-    if n_jobs <= 0:
-        return 0
-    want = n_jobs * gang_size
-    nz = np.flatnonzero(caps > 0)
-    take = np.minimum(caps[nz], want)
-    cum = np.cumsum(take)
-    last = int(np.searchsorted(cum, want))
-    sel = nz[: last + 1]
-    counts = take[: last + 1].copy()
-    counts[-1] -= int(cum[last]) - want
-    share = d.gpu_share_milli
-    job_iter = iter(jobs[:n_jobs])
-    job = next(job_iter)
-    task = 0
-    ids = t.ids
-    for r, c in zip(rows[sel].tolist(), counts.tolist(), strict=True):
-        if c <= 0:
-            continue
-        node_id = ids[r]
-        for gpus in take_tasks(t, r, d, c, need):
-            starts.append(Start(job.id, node_id, gpus, share, task))
-            task += 1
-            if task == gang_size:
-                task = 0
-                job = next(job_iter, job)
-    return n_jobs
+
+def _getter(name: str) -> attrgetter:
+    return attrgetter(name)

@@ -20,10 +20,13 @@ import numpy as np
 from ceti.fabric.classes import Need, NodeTable
 from ceti.fabric.decisions import Decisions, Preempt, Start
 from ceti.fabric.model import Allocation, Job
-from ceti.fabric.packing import choose_gpus, take_tasks
+from ceti.fabric.packing import Free, choose_gpus
 
 PAYBACK_HOURS = 1.0
-MAX_PREEMPTED_PER_ROUND = 2000  # bounds churn (and work) in one round; the rest waits for the next
+# Bounds on churn and on work per round; what they leave out waits for the next round.
+MAX_PREEMPTED_PER_ROUND = 2000
+MAX_KINDS_PER_ROUND = 256  # job kinds (in queue order) that may look for victims
+MAX_NODES_PER_TASK = 32  # candidate nodes (cheapest first) examined exactly for one task
 MAX_VICTIMS_PER_NODE = 32
 
 
@@ -39,8 +42,9 @@ class _Option:
 
 
 class Preemptor:
-    def __init__(self, t: NodeTable, running: Sequence[Allocation], decisions: Decisions) -> None:
+    def __init__(self, t: NodeTable, free: Free, running: Sequence[Allocation], decisions: Decisions) -> None:
         self.t = t
+        self.free = free
         self.decisions = decisions
         self.by_node: dict[int, list[Allocation]] = {}
         for a in running:
@@ -54,134 +58,171 @@ class Preemptor:
         self.min_priority = min((a.priority for v in self.by_node.values() for a in v), default=None)
         self.gone: set[str] = set()
         self.budget = MAX_PREEMPTED_PER_ROUND
+        self.kinds_left = MAX_KINDS_PER_ROUND
+        # columns of the interruptible allocations, for vectorised upper bounds per level
+        vs = [a for v in self.by_node.values() for a in v]
+        self._victims = vs
+        self._v_row = np.fromiter((t.index[a.node_id] for a in vs), np.int64, len(vs))
+        self._v_prio = np.fromiter((a.priority for a in vs), np.int64, len(vs))
+        self._v_cost = np.fromiter((lost_cost(a) for a in vs), np.float64, len(vs))
+        self._v_cpu = np.fromiter((a.cpu_milli for a in vs), np.int64, len(vs))
+        self._v_mem = np.fromiter((a.memory_mib for a in vs), np.int64, len(vs))
+        self._v_gpu = np.fromiter((a.gpu_milli_per_gpu * len(a.gpu_indices) for a in vs), np.int64, len(vs))
+        self._level: tuple[int, tuple[np.ndarray, ...]] | None = None
+
+    def _level_bounds(self, priority: int) -> tuple[np.ndarray, ...]:
+        """Per node with victims below `priority`: cheapest victim, and room all its victims would free."""
+        if self._level is not None and self._level[0] == priority:
+            return self._level[1]
+        e = self._v_prio < priority
+        rows = self._v_row[e]
+        n = self.t.n
+        lb = np.full(n, np.inf)
+        np.minimum.at(lb, rows, self._v_cost[e])
+        cpu = np.bincount(rows, self._v_cpu[e], n)
+        mem = np.bincount(rows, self._v_mem[e], n)
+        gpu = np.bincount(rows, self._v_gpu[e], n)
+        has = np.flatnonzero(np.isfinite(lb))
+        has = has[np.argsort(lb[has], kind="stable")]
+        out = (has, lb[has], cpu[has], mem[has], gpu[has])
+        self._level = (priority, out)
+        return out
 
     def _eligible(self, row: int, priority: int) -> list[Allocation]:
         return [a for a in self.by_node.get(row, ()) if a.priority < priority and a.id not in self.gone][
             :MAX_VICTIMS_PER_NODE
         ]
 
-    def _fits(self, row: int, need: Need, freed: list[Allocation]) -> bool:
+    def _fits(self, row: int, job: Job, need: Need, freed: list[Allocation]) -> bool:
         t = self.t
-        d = need.demand
-        cpu = int(t.cpu_free[row]) + sum(a.cpu_milli for a in freed)
-        mem = int(t.mem_free[row]) + sum(a.memory_mib for a in freed)
-        disk = int(t.disk_free[row]) + sum(a.disk_mib for a in freed)
+        f = self.free
+        d = job.demand
+        cpu = f.cpu[row] + sum(a.cpu_milli for a in freed)
+        mem = f.mem[row] + sum(a.memory_mib for a in freed)
+        disk = f.disk[row] + sum(a.disk_mib for a in freed)
         if cpu < d.cpu_milli or mem < d.memory_mib or (d.disk_mib and disk < d.disk_mib):
             return False
         if not d.gpu_count:
             return True
-        free = t.gpu_free[row].tolist()
+        free = list(f.gpu[row])
         for a in freed:
             for g in a.gpu_indices:
                 p = t.position(row, g)
                 if p is not None:
                     free[p] += a.gpu_milli_per_gpu
-        ok = need.gpu_ok(t, row).tolist()
-        return choose_gpus(free, ok, d) is not None
+        return choose_gpus(free, need.gpu_ok_list(t, row), d.gpu_count, d.gpu_share_milli) is not None
 
-    def _cheapest_on(self, row: int, need: Need, victims: list[Allocation]) -> _Option | None:
+    def _cheapest_on(self, row: int, job: Job, need: Need, victims: list[Allocation]) -> _Option | None:
         best: _Option | None = None
         for a in victims:  # the cheapest single victim that is enough on its own
-            if self._fits(row, need, [a]):
+            if self._fits(row, job, need, [a]):
                 best = _Option(lost_cost(a), row, [a])
                 break
         chosen: list[Allocation] = []
         for a in victims:  # greedy: cheapest first until the task fits, then drop what is not needed
             chosen.append(a)
-            if self._fits(row, need, chosen):
+            if self._fits(row, job, need, chosen):
                 break
         else:
             return best
         for a in sorted(chosen, key=lost_cost, reverse=True):
             rest = [b for b in chosen if b is not a]
-            if rest and self._fits(row, need, rest):
+            if rest and self._fits(row, job, need, rest):
                 chosen = rest
         cost = sum(lost_cost(a) for a in chosen)
         if best is None or cost < best.cost:
             best = _Option(cost, row, chosen)
         return best
 
-    def place(self, need: Need, jobs: list[Job]) -> int:
+    def place(self, need: Need, jobs: list[Job], price_ok) -> int:  # noqa: ANN001
         """Start a prefix of `jobs` on room freed from lower-priority work; returns how many started."""
-        c = need.cls
-        if self.min_priority is None or c.priority <= self.min_priority or self.budget <= 0:
+        k = need.kind
+        if self.min_priority is None or k.priority <= self.min_priority or self.budget <= 0:
             return 0
+        if self.kinds_left <= 0:
+            return 0
+        self.kinds_left -= 1
         t = self.t
-        rows = np.fromiter(self.by_node.keys(), np.int64, len(self.by_node))
-        rows = rows[t.schedulable[rows] & need.node_ok(t, rows)]
-        if need.demand.gpu_count:
-            usable = need.gpu_ok(t, rows).sum(axis=1)
-            rows = rows[usable >= need.demand.gpu_count]
+        rows, lb, cpu_rel, mem_rel, gpu_rel = self._level_bounds(k.priority)
         if len(rows) == 0:
             return 0
-        # lower bound of the cost on each node: its cheapest eligible victim; visit nodes in that order
-        bound: list[tuple[float, int]] = []
-        for r in rows.tolist():
-            v = self._eligible(r, c.priority)
-            if v:
-                bound.append((lost_cost(v[0]), r))
-        bound.sort()
+        cpu, mem, _, gpu = self.free.arrays()
+        ok = t.schedulable[rows] & need.place_ok(t, rows)
+        ok &= cpu[rows] + cpu_rel >= min(j.demand.cpu_milli for j in jobs)
+        ok &= mem[rows] + mem_rel >= min(j.demand.memory_mib for j in jobs)
+        if k.gpu_count:
+            g_ok = need.gpu_ok(t, rows)
+            ok &= g_ok.sum(axis=1) >= k.gpu_count
+            per = k.gpu_share_milli or 1000
+            ok &= np.where(g_ok & (gpu[rows] > 0), gpu[rows], 0).sum(axis=1) + gpu_rel >= per * k.gpu_count
+        sel = np.flatnonzero(ok)[: MAX_NODES_PER_TASK * 8]
+        bound = list(zip(lb[sel].tolist(), rows[sel].tolist(), strict=True))
+        if not bound:
+            return 0
         placed = 0
         for job in jobs:
-            if self.budget <= 0 or not self._place_job(need, job, bound):
+            if self.budget <= 0 or not self._place_job(need, job, bound, price_ok):
                 break
             placed += 1
-        return placed
+        return placed  # the level's bounds stay valid: removing victims only raises lower bounds
 
-    def _place_job(self, need: Need, job: Job, bound: list[tuple[float, int]]) -> bool:
+    def _place_job(self, need: Need, job: Job, bound: list[tuple[float, int]], price_ok) -> bool:  # noqa: ANN001
         t = self.t
-        c = need.cls
-        d = c.demand
-        saved: dict[int, tuple[int, int, int, list[int]]] = {}
-        taken: list[tuple[int, tuple[int, ...]]] = []
+        f = self.free
+        k = need.kind
+        d = job.demand
+        taken: list[tuple[int, list[int]]] = []
         victims_all: list[Allocation] = []
         total = 0.0
-        for _ in range(c.gang_size):
+        for _ in range(k.gang_size):
             best: _Option | None = None
+            tried = 0
             for lb, r in bound:
-                if best is not None and lb >= best.cost:
+                if (best is not None and lb >= best.cost) or tried >= MAX_NODES_PER_TASK:
                     break
-                v = self._eligible(r, c.priority)
+                if not price_ok(job, r):
+                    continue
+                tried += 1
+                v = self._eligible(r, k.priority)
                 if not v:
                     continue
-                opt = self._cheapest_on(r, need, v)
+                opt = self._cheapest_on(r, job, need, v)
                 if opt is not None and (best is None or (opt.cost, opt.row) < (best.cost, best.row)):
                     best = opt
             if best is None or len(victims_all) + len(best.victims) > self.budget:
-                self._rollback(saved, victims_all)
+                self._rollback(job, taken, victims_all)
                 return False
             r = best.row
-            if r not in saved:
-                saved[r] = (int(t.cpu_free[r]), int(t.mem_free[r]), int(t.disk_free[r]), t.gpu_free[r].tolist())
             for a in best.victims:
-                t.hold(a, -1)
+                f.release(a)
                 self.gone.add(a.id)
             victims_all.extend(best.victims)
             total += best.cost
-            taken.append((r, take_tasks(t, r, d, 1, need)[0]))
-        if c.bid_per_hour is not None and c.bid_per_hour * PAYBACK_HOURS < total:
-            self._rollback(saved, victims_all)
+            pos = f.take(r, d, need.gpu_ok_list(t, r))
+            if pos is None:  # cannot happen: _fits said it would
+                self._rollback(job, taken, victims_all)
+                return False
+            taken.append((r, pos))
+        if job.bid_per_hour is not None and job.bid_per_hour * PAYBACK_HOURS < total:
+            self._rollback(job, taken, victims_all)
             return False
         for a in victims_all:
             self.decisions.preemptions.append(
                 Preempt(
                     a.id,
                     a.job_id,
-                    f"pre-empted for job {job.id} (priority {c.priority} > {a.priority}); "
+                    f"pre-empted for job {job.id} (priority {k.priority} > {a.priority}); "
                     f"lost work {a.lost_work_hours:g} h worth {lost_cost(a):.2f}",
                 )
             )
         self.budget -= len(victims_all)
-        for task, (r, gpus) in enumerate(taken):
-            self.decisions.starts.append(Start(job.id, t.ids[r], gpus, d.gpu_share_milli, task))
+        for task, (r, pos) in enumerate(taken):
+            self.decisions.starts.append(Start(job.id, t.ids[r], t.gpu_indices(r, pos), d.gpu_share_milli, task))
         return True
 
-    def _rollback(self, saved: dict[int, tuple[int, int, int, list[int]]], victims: list[Allocation]) -> None:
-        t = self.t
-        for r, (cpu, mem, disk, gpus) in saved.items():
-            t.cpu_free[r] = cpu
-            t.mem_free[r] = mem
-            t.disk_free[r] = disk
-            t.gpu_free[r] = gpus
+    def _rollback(self, job: Job, taken: list[tuple[int, list[int]]], victims: list[Allocation]) -> None:
+        for r, pos in taken:
+            self.free.give(r, job.demand, pos)
         for a in victims:
+            self.free.hold(a)
             self.gone.discard(a.id)

@@ -1,12 +1,11 @@
 """One scheduling round: snapshot in, decisions out. Pure: no I/O, no clock, no database.
 
-The round, per priority level from the highest down (so a lower priority only ever sees what the higher ones
-left):
+Per priority level, from the highest down (a lower priority only ever sees what the higher ones left):
 
-1. group schedulable nodes with room into node classes (`classes.node_classes`);
-2. solve a min-cost flow from the level's job classes to node classes (`flow.solve`);
-3. pack each job class onto concrete nodes of the classes the flow chose, in queue order (`packing`);
-4. spill what the flow's class-level estimate could not place onto any node that fits, cheapest first;
+1. group schedulable nodes with room into node classes (`classes.node_classes`, vectorised);
+2. solve a min-cost flow from the level's job kinds to node classes (`flow.solve`);
+3. pack each kind's jobs, in queue order, onto members of the classes the flow chose (`packing`);
+4. spill: jobs the class-level estimate could not place try every node that could still fit them;
 5. pre-empt strictly lower-priority interruptible work where that pays (`preemption`).
 
 Jobs no node could hold even empty are `Unschedulable`; the rest that did not start `Wait`, with a reason.
@@ -20,22 +19,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from ceti.fabric import flow
-from ceti.fabric.classes import (
-    JobClass,
-    Need,
-    NodeClasses,
-    NodeTable,
-    fit_counts,
-    job_classes,
-    node_classes,
-    static_class_ids,
-)
-from ceti.fabric.decisions import Decisions, Unschedulable, Wait
+from ceti.fabric.classes import JobKind, Need, NodeClasses, NodeTable, job_kinds, node_classes
+from ceti.fabric.decisions import Decisions, Start, Unschedulable, Wait
 from ceti.fabric.model import WHOLE_GPU_MILLI, Demand, Job, Node, Snapshot
-from ceti.fabric.packing import pack_jobs
+from ceti.fabric.packing import Free
 from ceti.fabric.preemption import Preemptor
 
-ARCS_PER_CLASS = 48  # the flow sees a job class's cheapest node classes; the spill step sees all nodes
+ARCS_PER_KIND = 32  # the flow sees a kind's cheapest node classes
+FLOW_SCAN_ROWS = 8  # members of a planned class one job looks at before moving on
+FLOW_ROUNDS = 3  # flow rounds per level, each on node classes rebuilt from what is left
+SPILL_ROWS = 4_000  # a kind with leftovers checks every node exactly when its candidates are this few
 _COST_SCALE = 50_000.0
 
 
@@ -45,7 +38,7 @@ def queue_order(job: Job) -> tuple[int, int]:
 
 
 def arc_cost(
-    need: Need,
+    k: JobKind,
     price: np.ndarray,
     price_norm: float,
     speed: np.ndarray,
@@ -53,94 +46,88 @@ def arc_cost(
     whole: np.ndarray,
     partial: np.ndarray,
 ) -> np.ndarray:
-    """Cost of one task of the class on a node (or node class): the price of useful work, then fit.
+    """Cost of one task of a kind on a node class: the price of useful work, then fit.
 
-    Useful work per hour is speed x reliability; the cost is (1 + price / the class's dearest price) divided
-    by it, so a faster model, a more reliable node and a cheaper ask each lower the cost, and a cheaper ask
-    never outweighs a much faster GPU. A small fragmentation term prefers tight fits.
+    Useful work per hour is speed x reliability; the cost is (1 + ask / the dearest ask) divided by it, so a
+    faster model, a more reliable node and a cheaper ask each lower the cost, and no ask outweighs a GPU
+    twice as fast. A small fragmentation term prefers tight fits: shares onto partly used GPUs, whole-GPU
+    tasks onto nodes with the fewest spare whole GPUs, CPU-only work away from free GPUs.
     """
-    d = need.demand
     eff = np.maximum(speed * np.clip(reliability, 0.05, 1.0), 0.1)
     rel_price = price / price_norm if price_norm > 0 else np.zeros_like(price)
     cost = _COST_SCALE * (1.0 + rel_price) / eff
-    if d.gpu_count and d.gpu_share_milli:
-        frag = np.where(partial >= d.gpu_share_milli, 0.0, 400.0) + 20.0 * whole
-    elif d.gpu_count:
-        frag = 40.0 * np.maximum(whole - d.gpu_count, 0)
+    if k.gpu_count and k.gpu_share_milli:
+        frag = np.where(partial >= k.gpu_share_milli, 0.0, 400.0) + 20.0 * whole
+    elif k.gpu_count:
+        frag = 40.0 * np.maximum(whole - k.gpu_count, 0)
     else:
-        frag = 400.0 * whole  # CPU-only work keeps off nodes whose GPUs are free
+        frag = 400.0 * whole
     return np.minimum(cost + frag, flow.MAX_ARC_COST).astype(np.int64)
 
 
-def _static_misfit_reason(t: NodeTable, c: JobClass, need: Need) -> str | None:
-    """A human reason when no node could hold one task (or the whole gang) even if it were empty."""
-    d = c.demand
+# ---------------------------------------------------------------- reasons
+
+
+def static_misfit(
+    t: NodeTable, d: Demand, gang: int, need: Need, rows: np.ndarray, weight: np.ndarray
+) -> str | None:
+    """A human reason when no node could hold one task (or the whole gang) even if it were empty.
+
+    `rows` are representatives of the distinct static node shapes, `weight` how many nodes each stands for.
+    """
     if t.n == 0:
         return "no nodes are registered"
-    rows = np.arange(t.n)
-    ok = np.ones(t.n, np.bool_)
+    ok = np.ones(len(rows), np.bool_)
     if d.regions:
-        ok &= need.region_ok[t.region]
+        ok &= need.region_ok[t.region[rows]]
         if not ok.any():
             return f"no node in region {_names(d.regions)}"
     if d.node_ids:
-        m = np.zeros(t.n, np.bool_)
-        if need.node_rows is not None:
-            m[need.node_rows] = True
-        ok &= m
+        ok &= np.isin(rows, need.node_rows if need.node_rows is not None else [])
         if not ok.any():
             return f"none of the requested nodes ({_names(d.node_ids)}) is registered" + (
                 " in the requested regions" if d.regions else ""
             )
     what = _gpu_words(d)
+    usable = need.gpu_ok(t, rows).sum(axis=1) if d.gpu_count else np.zeros(len(rows), np.int64)
     if d.gpu_count:
-        gpu_ok = need.gpu_ok(t, rows)
-        usable = gpu_ok.sum(axis=1)
-        if d.gpu_share_milli and d.gpu_count == 1:
-            enough = usable >= 1
-        else:
-            enough = usable >= d.gpu_count
+        enough = usable >= (1 if d.gpu_share_milli and d.gpu_count == 1 else d.gpu_count)
         if not (ok & (usable > 0)).any():
             return f"needs {what}; no node has such a GPU"
         if not (ok & enough).any():
-            most = int(usable[ok].max())
-            return f"needs {what}; the largest such node has {most}"
+            return f"needs {what}; the largest such node has {int(usable[ok].max())}"
         ok &= enough
-    for name, need_v, have, unit in (
-        ("CPUs", d.cpu_milli, t.cpu_total, 1000),
-        ("memory", d.memory_mib, t.mem_total, 1024),
-        ("disk", d.disk_mib, t.disk_total, 1024),
+    for name, v, have, unit, u in (
+        ("CPUs", d.cpu_milli, t.cpu_total, 1000, ""),
+        ("memory", d.memory_mib, t.mem_total, 1024, " GiB"),
+        ("disk", d.disk_mib, t.disk_total, 1024, " GiB"),
     ):
-        if need_v > 0 and not (ok & (have >= need_v)).any():
-            most = int(have[ok].max()) if ok.any() else 0
-            u = "" if name == "CPUs" else " GiB"
+        if v <= 0:
+            continue
+        h = have[rows]
+        if not (ok & (h >= v)).any():
+            most = int(h[ok].max()) if ok.any() else 0
             return (
-                f"needs {_num(need_v / unit)}{u} {name}" + (f" with {what}" if d.gpu_count else "")
+                f"needs {_num(v / unit)}{u} {name}" + (f" with {what}" if d.gpu_count else "")
                 + f"; the largest eligible node has {_num(most / unit)}{u}"
             )
-        if need_v > 0:
-            ok &= have >= need_v
-    if c.gang_size > 1:
-        # a gang needs all its tasks at once: count tasks the network could hold if it were empty
-        per = _empty_fit(t, np.flatnonzero(ok), d, need)
-        total = int(per.sum())
-        if total < c.gang_size:
-            return f"a gang of {c.gang_size} tasks needs room for all at once; an empty network holds {total}"
+        ok &= h >= v
+    if gang > 1:
+        r = rows[ok]
+        per = np.full(len(r), 1 << 20, np.int64)
+        for v, have in ((d.cpu_milli, t.cpu_total), (d.memory_mib, t.mem_total), (d.disk_mib, t.disk_total)):
+            if v > 0:
+                per = np.minimum(per, have[r] // v)
+        if d.gpu_count:
+            u = usable[ok]
+            if d.gpu_share_milli and d.gpu_count == 1:
+                per = np.minimum(per, u * (WHOLE_GPU_MILLI // d.gpu_share_milli))
+            else:
+                per = np.minimum(per, u // d.gpu_count)
+        total = int((per * weight[ok]).sum())
+        if total < gang:
+            return f"a gang of {gang} tasks needs room for all at once; even an empty network holds {total}"
     return None
-
-
-def _empty_fit(t: NodeTable, rows: np.ndarray, d: Demand, need: Need) -> np.ndarray:
-    cap = np.full(len(rows), 1 << 20, np.int64)
-    for v, have in ((d.cpu_milli, t.cpu_total), (d.memory_mib, t.mem_total), (d.disk_mib, t.disk_total)):
-        if v > 0:
-            cap = np.minimum(cap, have[rows] // v)
-    if d.gpu_count:
-        usable = need.gpu_ok(t, rows).sum(axis=1)
-        if d.gpu_share_milli and d.gpu_count == 1:
-            cap = np.minimum(cap, usable * (WHOLE_GPU_MILLI // d.gpu_share_milli))
-        else:
-            cap = np.minimum(cap, usable // d.gpu_count)
-    return cap
 
 
 def _names(xs: frozenset[str]) -> str:
@@ -154,249 +141,11 @@ def _num(x: float) -> str:
 
 def _gpu_words(d: Demand) -> str:
     model = f" of {_names(d.gpu_models)}" if d.gpu_models else ""
-    vram = f" with >= {d.min_vram_mib // 1024} GiB VRAM" if d.min_vram_mib else ""
+    vram = f" with >= {_num(d.min_vram_mib / 1024)} GiB VRAM" if d.min_vram_mib else ""
+    s = "s" if d.gpu_count > 1 else ""
     if d.gpu_share_milli:
-        return f"{d.gpu_share_milli / 10:g}% of {d.gpu_count} GPU{'s' if d.gpu_count > 1 else ''}{model}{vram}"
-    return f"{d.gpu_count} GPU{'s' if d.gpu_count > 1 else ''}{model}{vram}"
-
-
-class _Round:
-    def __init__(self, snapshot: Snapshot) -> None:
-        self.t = NodeTable(snapshot.nodes)
-        self.t.hold_all(snapshot.running)
-        self.static_id = static_class_ids(self.t)
-        self.decisions = Decisions()
-        self.preemptor = Preemptor(self.t, snapshot.running, self.decisions)
-        self.cursor: dict[int, int] = {}  # id(class) -> jobs placed so far
-        self.price_norm: dict[int, float] = {}
-
-    # ---- per class helpers ----
-    def _norm(self, need: Need) -> float:
-        key = id(need.cls)
-        v = self.price_norm.get(key)
-        if v is None:
-            d = need.demand
-            t = self.t
-            v = float((d.gpu_count * t.price_gpu + (d.cpu_milli / 1000.0) * t.price_cpu).max(initial=0.0))
-            self.price_norm[key] = v
-        return v
-
-    def _left(self, c: JobClass) -> list[Job]:
-        return c.jobs[self.cursor.get(id(c), 0) :]
-
-    def _pack(self, need: Need, rows: np.ndarray, max_tasks: int | None = None) -> int:
-        c = need.cls
-        jobs = self._left(c)
-        if not jobs or len(rows) == 0:
-            return 0
-        t = self.t
-        d = c.demand
-        ok = need.node_ok(t, rows)
-        rows = rows[ok]
-        gpu_ok = need.gpu_ok(t, rows) if (d.gpu_count and need.constrained_gpus) else None
-        caps = fit_counts(t, rows, d, gpu_ok)
-        placed = pack_jobs(
-            t, jobs, c.gang_size, d, rows, caps, need if need.constrained_gpus else None,
-            self.decisions.starts, max_tasks,
-        )
-        if placed:
-            self.cursor[id(c)] = self.cursor.get(id(c), 0) + placed
-        return placed
-
-    # ---- the flow between classes ----
-    def _plan(self, level: list[Need], nc: NodeClasses) -> list[list[tuple[int, int, int]]]:
-        """Per job class: (cost, node class, tasks) chosen by the min-cost flow."""
-        t = self.t
-        C = nc.size
-        arcs_j: list[np.ndarray] = []
-        arcs_c: list[np.ndarray] = []
-        arcs_cap: list[np.ndarray] = []
-        arcs_cost: list[np.ndarray] = []
-        slots = np.zeros(C, np.int64)
-        supply = np.zeros(len(level), np.int64)
-        if C == 0:
-            return [[] for _ in level]
-        n_types_homog = int(t.gpu_type[t.homogeneous].max(initial=-1)) + 1
-        mixed_cls = np.flatnonzero(nc.gpu_type >= n_types_homog) if t.n else np.zeros(0, np.int64)
-        label_of_row: np.ndarray | None = None
-        for j, need in enumerate(level):
-            c = need.cls
-            d = c.demand
-            supply[j] = len(self._left(c)) * c.gang_size
-            if supply[j] == 0:
-                continue
-            per = np.full(C, 1 << 20, np.int64)
-            if d.cpu_milli > 0:
-                per = np.minimum(per, nc.cpu // d.cpu_milli)
-            if d.memory_mib > 0:
-                per = np.minimum(per, nc.mem // d.memory_mib)
-            if d.disk_mib > 0:
-                per = np.minimum(per, nc.disk // d.disk_mib)
-            sample = nc.sample
-            if d.gpu_count:
-                type_ok = need.gpu_ok(t, sample)[:, 0] if need.constrained_gpus else np.ones(C, np.bool_)
-                if d.gpu_share_milli and d.gpu_count == 1:
-                    s = d.gpu_share_milli
-                    g = nc.whole * (WHOLE_GPU_MILLI // s) + nc.partial // s
-                elif d.gpu_share_milli:
-                    g = (nc.whole + (nc.partial >= d.gpu_share_milli)) // d.gpu_count
-                else:
-                    g = nc.whole // d.gpu_count
-                per = np.minimum(per, np.where(type_ok, g, 0))
-            ok = need.region_ok[nc.region] if len(need.region_ok) else np.ones(C, np.bool_)
-            price = d.gpu_count * nc.price_gpu + (d.cpu_milli / 1000.0) * nc.price_cpu
-            ok &= price <= need.price_limit
-            per = np.where(ok, np.maximum(per, 0), 0)
-            if len(mixed_cls) and d.gpu_count:  # singleton classes of mixed-GPU nodes: exact per node
-                rows = nc.sample[mixed_cls]
-                per[mixed_cls] = np.where(
-                    ok[mixed_cls], fit_counts(t, rows, d, need.gpu_ok(t, rows)), 0
-                )
-            if need.node_rows is not None:
-                if label_of_row is None:
-                    label_of_row = np.full(t.n, -1, np.int64)
-                    label_of_row[nc.rows] = nc.label
-                lab = label_of_row[need.node_rows]
-                count = np.bincount(lab[lab >= 0], minlength=C)
-            else:
-                count = nc.count
-            cap = per * count
-            cand = np.flatnonzero(cap > 0)
-            if len(cand) == 0:
-                continue
-            speed = need.node_speed(t, sample[cand])
-            cost = arc_cost(
-                need, price[cand], self._norm(need), speed, nc.reliability[cand], nc.whole[cand],
-                nc.partial[cand],
-            )
-            if len(cand) > ARCS_PER_CLASS:
-                keep = np.argpartition(cost, ARCS_PER_CLASS)[:ARCS_PER_CLASS]
-                cand, cost = cand[keep], cost[keep]
-            arcs_j.append(np.full(len(cand), j, np.int64))
-            arcs_c.append(cand)
-            arcs_cap.append(np.minimum(cap[cand], supply[j]))
-            arcs_cost.append(cost)
-            np.maximum.at(slots, cand, per[cand] * count[cand])
-        plans: list[list[tuple[int, int, int]]] = [[] for _ in level]
-        if not arcs_j:
-            return plans
-        aj = np.concatenate(arcs_j)
-        ac = np.concatenate(arcs_c)
-        acap = np.concatenate(arcs_cap)
-        acost = np.concatenate(arcs_cost)
-        sent = flow.solve(supply, aj, ac, acap, acost, slots)
-        for k in np.flatnonzero(sent > 0).tolist():
-            plans[int(aj[k])].append((int(acost[k]), int(ac[k]), int(sent[k])))
-        for p in plans:
-            p.sort()
-        return plans
-
-    # ---- the spill: any node that fits, cheapest first ----
-    def _spill(self, need: Need, open_rows: np.ndarray) -> int:
-        c = need.cls
-        if not self._left(c) or len(open_rows) == 0:
-            return 0
-        t = self.t
-        d = c.demand
-        rows = open_rows
-        if need.node_rows is not None:
-            rows = np.intersect1d(rows, need.node_rows)
-        rows = rows[need.node_ok(t, rows)]
-        gpu_ok = need.gpu_ok(t, rows) if (d.gpu_count and need.constrained_gpus) else None
-        caps = fit_counts(t, rows, d, gpu_ok)
-        nz = np.flatnonzero(caps > 0)
-        if int(caps[nz].sum()) < c.gang_size:
-            return 0
-        rows, caps = rows[nz], caps[nz]
-        price = d.gpu_count * t.price_gpu[rows] + (d.cpu_milli / 1000.0) * t.price_cpu[rows]
-        free = t.gpu_free[rows]
-        whole = (free >= WHOLE_GPU_MILLI).sum(axis=1)
-        partial = np.where((free > 0) & (free < WHOLE_GPU_MILLI), free, 0).max(axis=1, initial=0)
-        cost = arc_cost(
-            need, price, self._norm(need), need.node_speed(t, rows), t.reliability[rows], whole, partial
-        )
-        gsum = np.where(free > 0, free, 0).sum(axis=1)
-        order = np.lexsort((rows, t.cpu_free[rows], gsum, cost))
-        gpu_needed = need if need.constrained_gpus else None
-        placed = pack_jobs(
-            t, self._left(c), c.gang_size, d, rows[order], caps[order], gpu_needed, self.decisions.starts
-        )
-        if placed:
-            self.cursor[id(c)] = self.cursor.get(id(c), 0) + placed
-        return placed
-
-    def run(self, classes: list[JobClass]) -> Decisions:
-        t = self.t
-        dec = self.decisions
-        needs: list[Need] = []
-        for c in classes:
-            need = Need(t, c)
-            why = _static_misfit_reason(t, c, need)
-            if why:
-                dec.unschedulable.extend(Unschedulable(j.id, why) for j in c.jobs)
-                continue
-            needs.append(need)
-        levels: list[list[Need]] = []
-        for need in needs:
-            if levels and levels[-1][0].cls.priority == need.cls.priority:
-                levels[-1].append(need)
-            else:
-                levels.append([need])
-        for level in levels:
-            nc = node_classes(t, self.static_id)
-            plans = self._plan(level, nc)
-            for need, plan in zip(level, plans, strict=True):
-                for _, cls_id, tasks in plan:
-                    if not self._left(need.cls):
-                        break
-                    self._pack(need, nc.members(cls_id), tasks)
-            open_rows = np.flatnonzero(t.schedulable & (t.cpu_free >= 0) & (t.mem_free >= 0))
-            exhausted: list[Demand] = []
-            for need in level:
-                if not self._left(need.cls):
-                    continue
-                d = need.cls.demand
-                if any(_dominates(d, e) for e in exhausted):
-                    continue
-                self._spill(need, open_rows)
-                if self._left(need.cls) and need.cls.gang_size == 1 and _plain(need):
-                    exhausted.append(d)
-            for need in level:
-                left = self._left(need.cls)
-                if left:
-                    n = self.preemptor.place(need, left)
-                    if n:
-                        self.cursor[id(need.cls)] = self.cursor.get(id(need.cls), 0) + n
-        for need in needs:
-            left = self._left(need.cls)
-            if left:
-                why = self._wait_reason(need)
-                dec.waiting.extend(Wait(j.id, why) for j in left)
-        return dec
-
-    def _wait_reason(self, need: Need) -> str:
-        t = self.t
-        d = need.demand
-        rows = np.arange(t.n)
-        static = need.region_ok[t.region] if len(need.region_ok) else np.ones(t.n, np.bool_)
-        if need.node_rows is not None:
-            m = np.zeros(t.n, np.bool_)
-            m[need.node_rows] = True
-            static &= m
-        if d.gpu_count and need.constrained_gpus:
-            static &= need.gpu_ok(t, rows).any(axis=1)
-        if need.price_limit != math.inf:
-            price = d.gpu_count * t.price_gpu + (d.cpu_milli / 1000.0) * t.price_cpu
-            if not (static & (price <= need.price_limit)).any():
-                cheapest = float(price[static].min()) if static.any() else 0.0
-                return (
-                    f"bid ${need.cls.bid_per_hour:.2f}/h is below the ask of every node that could hold it "
-                    f"(cheapest ${cheapest * need.cls.gang_size:.2f}/h)"
-                )
-            static &= price <= need.price_limit
-        if not (static & t.schedulable).any():
-            return "only nodes that take no new work (draining or lost) could hold it"
-        return f"waiting for free capacity: no eligible node has room for {_shape(d, need.cls.gang_size)} now"
+        return f"{d.gpu_share_milli / 10:g}% of {d.gpu_count} GPU{s}{model}{vram}"
+    return f"{d.gpu_count} GPU{s}{model}{vram}"
 
 
 def _shape(d: Demand, gang: int) -> str:
@@ -407,41 +156,375 @@ def _shape(d: Demand, gang: int) -> str:
     return f"{gang} tasks of {s}" if gang > 1 else s
 
 
-def _plain(need: Need) -> bool:
-    d = need.demand
-    return not (d.node_ids or need.price_limit != math.inf)
+# ---------------------------------------------------------------- the round
 
 
-def _dominates(d: Demand, smaller: Demand) -> bool:
-    """True if `d` needs at least what `smaller` needs everywhere, under no looser constraints."""
-    if d.gpu_count < smaller.gpu_count or d.cpu_milli < smaller.cpu_milli:
-        return False
-    if d.memory_mib < smaller.memory_mib or d.disk_mib < smaller.disk_mib:
-        return False
-    if d.gpu_count and smaller.gpu_count:
-        if (d.gpu_share_milli or WHOLE_GPU_MILLI) < (smaller.gpu_share_milli or WHOLE_GPU_MILLI):
-            return False
-        if d.gpu_count != smaller.gpu_count and (d.gpu_share_milli or smaller.gpu_share_milli):
-            return False
-    elif smaller.gpu_count:
-        return False
-    if smaller.gpu_models and not (d.gpu_models and d.gpu_models <= smaller.gpu_models):
-        return False
-    if d.min_vram_mib < smaller.min_vram_mib:
-        return False
-    if smaller.regions and not (d.regions and d.regions <= smaller.regions):
-        return False
-    return not (smaller.node_ids and not (d.node_ids and d.node_ids <= smaller.node_ids))
+class _Round:
+    def __init__(self, snapshot: Snapshot) -> None:
+        need_vram = any(j.demand.min_vram_mib for j in snapshot.pending)
+        self.t = t = NodeTable(snapshot.nodes, need_vram=need_vram)
+        self.free = Free(t, snapshot.running)
+        self.decisions = Decisions()
+        self.preemptor = Preemptor(t, self.free, snapshot.running, self.decisions)
+        self.pg: list[float] = t.price_gpu.tolist()
+        self.pc: list[float] = t.price_cpu.tolist()
+        self.max_pg = float(t.price_gpu.max(initial=0.0))
+        self.max_pc = float(t.price_cpu.max(initial=0.0))
+        self.left: dict[int, list[Job]] = {}  # id(kind) -> jobs not placed yet, in queue order
+
+    # ---- small helpers ----
+    def price_ok(self, job: Job, r: int) -> bool:
+        bid = job.bid_per_hour
+        if bid is None:
+            return True
+        d = job.demand
+        price = d.gpu_count * self.pg[r] + d.cpu_milli / 1000.0 * self.pc[r]
+        return price * job.gang_size <= bid + 1e-9
+
+    def _commit(self, job: Job, placed: list[tuple[int, list[int]]]) -> None:
+        t = self.t
+        share = job.demand.gpu_share_milli
+        starts = self.decisions.starts
+        ids = t.ids
+        for task, (r, pos) in enumerate(placed):
+            starts.append(Start(job.id, ids[r], t.gpu_indices(r, pos) if pos else (), share, task))
+
+    def _place_job(
+        self, job: Job, need: Need, rows: list[int], start: int, limit: int | None, dead: set[int] | None = None
+    ) -> tuple[list[tuple[int, list[int]]] | None, int]:
+        """Try the job's tasks on `rows[start:]`; returns (placements or None, new start).
+
+        Rows at the front that no longer have the GPUs the kind needs are skipped for good (the new start).
+        """
+        f = self.free
+        t = self.t
+        k = need.kind
+        d = job.demand
+        gang = k.gang_size
+        placed: list[tuple[int, list[int]]] = []
+        i = start
+        n = len(rows)
+        seen = 0
+        constrained = need.constrained_gpus
+        bid = job.bid_per_hour is not None
+        while i < n and len(placed) < gang:
+            r = rows[i]
+            if dead is not None and r in dead:
+                i += 1
+                continue
+            ok = need.gpu_ok_list(t, r) if constrained else None
+            if d.gpu_count and not f.gpu_room(r, d.gpu_count, d.gpu_share_milli, ok):
+                if i == start:
+                    start += 1
+                elif dead is not None:
+                    dead.add(r)
+                i += 1
+                continue
+            seen += 1
+            if limit is not None and seen > limit:
+                break
+            pos = None if (bid and not self.price_ok(job, r)) else f.take(r, d, ok)
+            if pos is None:
+                i += 1
+                continue
+            placed.append((r, pos))  # the same node may take more tasks of the gang: stay on it
+        if len(placed) < gang:
+            for r, pos in placed:
+                f.give(r, d, pos)
+            return None, start
+        return placed, start
+
+    # ---- the flow between classes ----
+    def _plan(self, level: list[Need], nc: NodeClasses) -> list[list[tuple[int, int, int]]]:
+        """Per kind: (cost, node class, tasks) chosen by the min-cost flow."""
+        t = self.t
+        C = nc.size
+        plans: list[list[tuple[int, int, int]]] = [[] for _ in level]
+        if C == 0:
+            return plans
+        arcs_j: list[np.ndarray] = []
+        arcs_c: list[np.ndarray] = []
+        arcs_cap: list[np.ndarray] = []
+        arcs_cost: list[np.ndarray] = []
+        slots = np.zeros(C, np.int64)
+        supply = np.zeros(len(level), np.int64)
+        region_of = nc.region
+        for j, need in enumerate(level):
+            k = need.kind
+            jobs = self.left[id(k)]
+            supply[j] = len(jobs) * k.gang_size
+            if not supply[j] or k.node_ids:
+                continue  # kinds pinned to node ids go straight to the exact pass
+            cpu = sum(x.demand.cpu_milli for x in jobs) / len(jobs)
+            mem = sum(x.demand.memory_mib for x in jobs) / len(jobs)
+            per = np.full(C, 1 << 20, np.int64)
+            if cpu > 0:
+                per = np.minimum(per, (nc.cpu_min / cpu).astype(np.int64))
+            if mem > 0:
+                per = np.minimum(per, (nc.mem_min / mem).astype(np.int64))
+            ok = need.region_ok[region_of]
+            if k.gpu_count:
+                if need.constrained_gpus:
+                    ok &= need.gpu_ok(t, nc.sample).any(axis=1)
+                else:
+                    ok &= t.gpu_count[nc.sample] > 0
+                s = k.gpu_share_milli
+                if s and k.gpu_count == 1:
+                    g = nc.whole * (WHOLE_GPU_MILLI // s) + nc.partial_min // s
+                elif s:
+                    g = (nc.whole + (nc.partial_min >= s)) // k.gpu_count
+                else:
+                    g = nc.whole // k.gpu_count
+                per = np.minimum(per, g)
+            cap = np.where(ok, np.maximum(per, 0), 0) * nc.count
+            cand = np.flatnonzero(cap > 0)
+            if len(cand) == 0:
+                continue
+            price = k.gpu_count * nc.price_gpu[cand] + (cpu / 1000.0) * nc.price_cpu[cand]
+            norm = k.gpu_count * self.max_pg + (cpu / 1000.0) * self.max_pc
+            cost = arc_cost(
+                k, price, norm, need.node_speed(t, nc.sample[cand]), nc.reliability[cand], nc.whole[cand],
+                nc.partial_min[cand],
+            )
+            if len(cand) > ARCS_PER_KIND:
+                keep = np.argpartition(cost, ARCS_PER_KIND)[:ARCS_PER_KIND]
+                cand, cost = cand[keep], cost[keep]
+            arcs_j.append(np.full(len(cand), j, np.int64))
+            arcs_c.append(cand)
+            arcs_cap.append(np.minimum(cap[cand], supply[j]))
+            arcs_cost.append(cost)
+            slots[cand] = np.maximum(slots[cand], cap[cand])
+        if not arcs_j:
+            return plans
+        aj = np.concatenate(arcs_j)
+        ac = np.concatenate(arcs_c)
+        acost = np.concatenate(arcs_cost)
+        sent = flow.solve(supply, aj, ac, np.concatenate(arcs_cap), acost, slots)
+        for a in np.flatnonzero(sent > 0).tolist():
+            plans[int(aj[a])].append((int(acost[a]), int(ac[a]), int(sent[a])))
+        for p in plans:
+            p.sort()
+        return plans
+
+    def _pack_planned(self, need: Need, plan: list[tuple[int, int, int]], nc: NodeClasses) -> None:
+        k = need.kind
+        jobs = self.left[id(k)]
+        if not plan or not jobs:
+            return
+        quota = [q for _, _, q in plan]
+        members = [nc.members(c) for _, c, _ in plan]
+        start = [0] * len(plan)
+        left: list[Job] = []
+        gang = k.gang_size
+        for job in jobs:
+            done = False
+            for i in range(len(plan)):
+                if quota[i] < gang or start[i] >= len(members[i]):
+                    continue
+                placed, start[i] = self._place_job(job, need, members[i], start[i], FLOW_SCAN_ROWS)
+                if placed is not None:
+                    quota[i] -= gang
+                    self._commit(job, placed)
+                    done = True
+                    break
+            if not done:
+                left.append(job)
+        self.left[id(k)] = left
+
+    # ---- the spill: every node that could still fit, cheapest first ----
+    def _spill(self, need: Need, nc: NodeClasses) -> None:
+        k = need.kind
+        jobs = self.left[id(k)]
+        if not jobs:
+            return
+        t = self.t
+        if need.node_rows is not None:
+            rows_a = need.node_rows[t.schedulable[need.node_rows]]
+            rows_a = rows_a[need.place_ok(t, rows_a)]
+            rows = self._with_room(need, jobs, rows_a).tolist()
+        else:
+            C = nc.size
+            if C == 0:
+                return
+            ok = need.region_ok[nc.region].copy()
+            ok &= nc.cpu_max >= min(x.demand.cpu_milli for x in jobs)
+            ok &= nc.mem_max >= min(x.demand.memory_mib for x in jobs)
+            if k.gpu_count:
+                if need.constrained_gpus:
+                    ok &= need.gpu_ok(t, nc.sample).any(axis=1)
+                s = k.gpu_share_milli
+                if s:
+                    ok &= (nc.whole >= 1) | (nc.partial_max >= s)
+                else:
+                    ok &= nc.whole >= k.gpu_count
+            cand = np.flatnonzero(ok)
+            if len(cand) == 0:
+                return
+            cpu = jobs[0].demand.cpu_milli
+            price = k.gpu_count * nc.price_gpu[cand] + (cpu / 1000.0) * nc.price_cpu[cand]
+            norm = k.gpu_count * self.max_pg + (cpu / 1000.0) * self.max_pc
+            cost = arc_cost(
+                k, price, norm, need.node_speed(t, nc.sample[cand]), nc.reliability[cand], nc.whole[cand],
+                nc.partial_min[cand],
+            )
+            cand = cand[np.lexsort((cand, cost))]
+            if int(nc.count[cand].sum()) > SPILL_ROWS:
+                return
+            b = nc.bounds
+            rows_a = np.concatenate([nc.rows[b[c] : b[c + 1]] for c in cand.tolist()])
+            rows = self._with_room(need, jobs, rows_a).tolist()
+        left: list[Job] = []
+        failed: list[tuple[int, int, int, float]] = []
+        start = 0
+        dead: set[int] = set()
+        for i, job in enumerate(jobs):
+            if start >= len(rows):  # no candidate node has the kind's GPUs any more
+                left.extend(jobs[i:])
+                break
+            d = job.demand
+            lim = math.inf if job.bid_per_hour is None else job.bid_per_hour
+            if any(
+                d.cpu_milli >= fc and d.memory_mib >= fm and d.disk_mib >= fd and lim <= fl
+                for fc, fm, fd, fl in failed
+            ):
+                left.append(job)
+                continue
+            placed, start = self._place_job(job, need, rows, start, None, dead)
+            if placed is None:
+                left.append(job)
+                failed.append((d.cpu_milli, d.memory_mib, d.disk_mib, lim))
+            else:
+                self._commit(job, placed)
+        self.left[id(k)] = left
+
+    def _with_room(self, need: Need, jobs: list[Job], rows: np.ndarray) -> np.ndarray:
+        """The rows that have room now for the smallest job of the kind (exact, vectorised)."""
+        cpu, mem, disk, gpu = self.free.arrays()
+        k = need.kind
+        keep = cpu[rows] >= min(x.demand.cpu_milli for x in jobs)
+        keep &= mem[rows] >= min(x.demand.memory_mib for x in jobs)
+        dk = min(x.demand.disk_mib for x in jobs)
+        if dk > 0:
+            keep &= disk[rows] >= dk
+        if k.gpu_count:
+            free = gpu[rows]
+            ok = need.gpu_ok(self.t, rows) if need.constrained_gpus else self.t.gpu_valid[rows]
+            s = k.gpu_share_milli or WHOLE_GPU_MILLI
+            keep &= (ok & (free >= s)).sum(axis=1) >= k.gpu_count
+        return rows[keep]
+
+    # ---- the round ----
+    def _unschedulable(self, kinds: list[JobKind]) -> None:
+        t = self.t
+        dec = self.decisions
+        self.shapes = t.shape_groups()
+        rows, weight, _, _ = self.shapes
+        for k in kinds:
+            need = Need(t, k)
+            r, w = (rows, weight)
+            if need.node_rows is not None:
+                r, w = need.node_rows, np.ones(len(need.node_rows), np.int64)
+            cache: dict[tuple[int, int, int], str | None] = {}
+            keep: list[Job] = []
+            for j in k.jobs:
+                d = j.demand
+                key = (d.cpu_milli, d.memory_mib, d.disk_mib)
+                if key in cache:
+                    why = cache[key]
+                else:
+                    why = cache[key] = static_misfit(t, d, k.gang_size, need, r, w)
+                if why:
+                    dec.unschedulable.append(Unschedulable(j.id, why))
+                else:
+                    keep.append(j)
+            self.left[id(k)] = keep
+
+    def run(self, kinds: list[JobKind]) -> Decisions:
+        t = self.t
+        self._unschedulable(kinds)
+        needs = [Need(t, k) for k in kinds if self.left[id(k)]]
+        levels: list[list[Need]] = []
+        for need in needs:
+            if levels and levels[-1][0].kind.priority == need.kind.priority:
+                levels[-1].append(need)
+            else:
+                levels.append([need])
+        for level in levels:
+            for _ in range(FLOW_ROUNDS):
+                nc = node_classes(t, *self.free.arrays())
+                before = len(self.decisions.starts)
+                active = [need for need in level if self.left[id(need.kind)]]
+                plans = self._plan(active, nc)
+                for need, plan in zip(active, plans, strict=True):
+                    self._pack_planned(need, plan, nc)
+                if len(self.decisions.starts) == before:
+                    break
+            nc = node_classes(t, *self.free.arrays())
+            for need in level:
+                self._spill(need, nc)
+            for need in level:
+                left = self.left[id(need.kind)]
+                if left:
+                    n = self.preemptor.place(need, left, self.price_ok)
+                    if n:
+                        self.left[id(need.kind)] = left[n:]
+        self._waits(needs)
+        return self.decisions
+
+    def _waits(self, needs: list[Need]) -> None:
+        t = self.t
+        dec = self.decisions
+        rows, _, min_pg, min_pc = self.shapes
+        for need in needs:
+            left = self.left[id(need.kind)]
+            if not left:
+                continue
+            k = need.kind
+            if need.node_rows is not None:
+                r = need.node_rows
+                pg, pc = t.price_gpu[r], t.price_cpu[r]
+            else:
+                r, pg, pc = rows, min_pg, min_pc
+            static = need.place_ok(t, r) & t.schedulable[r]
+            if k.gpu_count:
+                static &= need.gpu_ok(t, r).sum(axis=1) >= (1 if k.gpu_share_milli else k.gpu_count)
+            cheapest: dict[tuple[int, int], float] = {}
+            for j in left:
+                d = j.demand
+                if not static.any():
+                    why = "only nodes that take no new work (draining or lost) could hold it"
+                elif j.bid_per_hour is not None:
+                    key = (d.gpu_count, d.cpu_milli)
+                    if key not in cheapest:
+                        price = (d.gpu_count * pg + d.cpu_milli / 1000.0 * pc) * k.gang_size
+                        cheapest[key] = float(price[static].min())
+                    if cheapest[key] > j.bid_per_hour + 1e-9:
+                        why = (
+                            f"bid ${j.bid_per_hour:.2f}/h is below the ask of every node that could hold it "
+                            f"(cheapest ${cheapest[key]:.2f}/h)"
+                        )
+                    else:
+                        why = (
+                            "waiting for free capacity: no eligible node within the bid has room for "
+                            f"{_shape(d, k.gang_size)} now"
+                        )
+                else:
+                    why = f"waiting for free capacity: no eligible node has room for {_shape(d, k.gang_size)} now"
+                dec.waiting.append(Wait(j.id, why))
 
 
-def never_fits_reason(nodes: Sequence[Node], d: Demand) -> str | None:
+def never_fits_reason(nodes: Sequence[Node], d: Demand, gang_size: int = 1) -> str | None:
     """A reason when no node of the network could hold the demand even if it were empty."""
     t = NodeTable(nodes)
-    c = JobClass(d, 0, 1, None, ())
-    return _static_misfit_reason(t, c, Need(t, c))
+    k = JobKind(0, gang_size, d.gpu_count, d.gpu_share_milli, d.gpu_models, d.min_vram_mib, d.regions, d.node_ids, ())
+    need = Need(t, k)
+    rows, weight, _, _ = t.shape_groups()
+    if need.node_rows is not None:
+        rows, weight = need.node_rows, np.ones(len(need.node_rows), np.int64)
+    return static_misfit(t, d, gang_size, need, rows, weight)
 
 
 def schedule(snapshot: Snapshot) -> Decisions:
     """Place pending jobs: priority levels in descending order, min-cost flow between classes within a level,
     best-fit packing on nodes, gangs all-or-nothing, pre-emption where it pays."""
-    return _Round(snapshot).run(job_classes(snapshot.pending))
+    return _Round(snapshot).run(job_kinds(snapshot.pending))
