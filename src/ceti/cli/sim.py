@@ -20,6 +20,11 @@ from ceti.sim.trace import TraceError, load_nodes, load_pods
 app = typer.Typer(help="Trace-driven simulation: replay real cluster traces through the placement policies.")
 
 
+@app.callback()
+def main() -> None:
+    """Trace-driven simulation: replay real cluster traces through the placement policies."""
+
+
 def _policies(spec: str) -> list[str]:
     known = policy_names()
     if spec.strip() == "all":
