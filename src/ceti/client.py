@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -39,7 +40,8 @@ class Client:
         self._current = 0
         self._retries = retries
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(timeout=timeout_s, headers=headers, verify=ca_cert if ca_cert else True)
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_cert) if ca_cert else True
+        self._http = httpx.Client(timeout=timeout_s, headers=headers, verify=verify)
 
     def close(self) -> None:
         self._http.close()

@@ -37,11 +37,22 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+_global: dict[str, Any] = {"ca_cert": None}
+
+
+@app.callback()
+def _options(
+    ca_cert: Annotated[str | None, typer.Option("--ca-cert", help="trust this CA for an HTTPS server",
+                                                envvar="CETI_CA_CERT")] = None,
+) -> None:
+    _global["ca_cert"] = ca_cert
+
+
 def client(server: str | None, token: str | None) -> Client:
     servers, tok = resolve(server, token)
     if not tok:
         fail("no token: pass --token, set CETI_TOKEN, or run `ceti up` to write a config file", 2)
-    return Client(servers, tok)
+    return Client(servers, tok, ca_cert=_global["ca_cert"])
 
 
 def call(fn, *args: Any, **kwargs: Any) -> Any:
@@ -65,6 +76,8 @@ def server(
     data_dir: Annotated[Path | None, typer.Option(help="SQLite database and state (default ~/.ceti/server)")] = None,
     admin_token_file: Annotated[Path | None, typer.Option(help="write the first admin token here")] = None,
     database_url: Annotated[str | None, typer.Option(help="PostgreSQL URL", envvar="CETI_DATABASE_URL")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="serve HTTPS with this certificate (PEM)")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="the certificate's private key (PEM)")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
     """Run the control plane (REST API, scheduling loop)."""
@@ -78,10 +91,16 @@ def server(
         settings.data_dir = data_dir
     if database_url:
         settings.database_url = database_url
+    if bool(tls_cert) != bool(tls_key):
+        fail("--tls-cert and --tls-key go together", 2)
+    for path in (tls_cert, tls_key):
+        if path and not path.is_file():
+            fail(f"cannot read {path}", 2)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         uvicorn.run(create_app(settings, admin_token_file=admin_token_file), host=host, port=port,
-                    log_level=log_level, access_log=False)
+                    log_level=log_level, access_log=False, timeout_graceful_shutdown=5,
+                    ssl_certfile=str(tls_cert) if tls_cert else None, ssl_keyfile=str(tls_key) if tls_key else None)
     except RuntimeError as exc:
         fail(str(exc))
 
@@ -97,6 +116,7 @@ def agent(
     heartbeat_s: Annotated[float, typer.Option(help="seconds between heartbeats", min=0.05)] = 2.0,
     inventory_file: Annotated[Path | None, typer.Option(help="recorded GPU description instead of NVML")] = None,
     hostname: Annotated[str | None, typer.Option(help="name to report instead of the machine's")] = None,
+    ca_cert: Annotated[str | None, typer.Option(help="trust this CA for an HTTPS server")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
     """Provide this machine to the fabric: discover it, register, heartbeat, run what the server assigns."""
@@ -113,7 +133,8 @@ def agent(
                     inventory_file=inventory_file, disk_path=data_dir)
     if hostname:
         info = info.model_copy(update={"hostname": hostname})
-    the_agent = Agent(AgentConfig(servers=servers, token=tok, data_dir=data_dir, info=info, heartbeat_s=heartbeat_s))
+    the_agent = Agent(AgentConfig(servers=servers, token=tok, data_dir=data_dir, info=info, heartbeat_s=heartbeat_s,
+                                  ca_cert=ca_cert or _global["ca_cert"]))
     signal.signal(signal.SIGTERM, lambda *_: the_agent.shutdown())
     try:
         the_agent.run()
