@@ -16,8 +16,16 @@ CANDIDATES = [
 def test_every_policy_returns_a_feasible_node_and_gpus() -> None:
     demand = Demand(cpu_milli=4_000, memory_mib=8_000, gpu_count=1, gpu_share_milli=300)
     workload = TargetWorkload((TaskClass(4_000, 300, 1),), (1.0,))
-    for policy in ["random", "first-fit", "best-fit", "dot-product", "gpu-packing", "gpu-clustering",
-                   "fgd", "fabric"]:
+    for policy in [
+        "random",
+        "first-fit",
+        "best-fit",
+        "dot-product",
+        "gpu-packing",
+        "gpu-clustering",
+        "fgd",
+        "fabric",
+    ]:
         node, gpus = choose_node(policy, CANDIDATES, demand, workload)
         free = {c.node_id: c for c in CANDIDATES}[node].gpu_free_milli
         assert len(gpus) == 1 and free[gpus[0]] >= 300

@@ -33,7 +33,14 @@ def place(policy: str, state: ClusterState, pod: PodRequest, workload: TargetWor
 
 def test_registry_has_every_policy() -> None:
     assert set(policy_names()) == {
-        "random", "first-fit", "best-fit", "dot-product", "gpu-packing", "gpu-clustering", "fgd", "fabric",
+        "random",
+        "first-fit",
+        "best-fit",
+        "dot-product",
+        "gpu-packing",
+        "gpu-clustering",
+        "fgd",
+        "fabric",
     }
     with pytest.raises(ValueError, match="unknown placement policy"):
         make_policy("nope")
@@ -72,8 +79,11 @@ def test_fgd_score_is_an_integer_sigmoid_step() -> None:
 
 
 def test_fgd_ties_go_to_the_smallest_name() -> None:
-    nodes = [("node-b", 64_000, [1000, 1000], "T4"), ("node-a", 64_000, [1000, 1000], "T4"),
-             ("node-c", 64_000, [1000, 1000], "T4")]
+    nodes = [
+        ("node-b", 64_000, [1000, 1000], "T4"),
+        ("node-a", 64_000, [1000, 1000], "T4"),
+        ("node-c", 64_000, [1000, 1000], "T4"),
+    ]
     pod = PodRequest(4_000, 1_000, 1, 1000)
     assert place("fgd", cluster(*nodes), pod, WORKLOAD) == ("node-a", (0,))
 
@@ -116,8 +126,9 @@ def test_gpu_packing_scores_match_the_simulator_cases() -> None:
 
 
 def test_gpu_clustering_prefers_nodes_holding_only_the_same_kind() -> None:
-    state = cluster(("a", 64_000, [1000] * 8, "T4"), ("b", 64_000, [1000] * 8, "T4"),
-                    ("c", 64_000, [1000] * 8, "T4"))
+    state = cluster(
+        ("a", 64_000, [1000] * 8, "T4"), ("b", 64_000, [1000] * 8, "T4"), ("c", 64_000, [1000] * 8, "T4")
+    )
     policy = make_policy("gpu-clustering")
     share, whole = PodRequest(1_000, 0, 1, 500), PodRequest(1_000, 0, 1, 1000)
     state.allocate(1, share, (0,))  # b holds a share
@@ -151,7 +162,9 @@ def test_gpu_spec_restricts_models_and_none_fits_gives_none() -> None:
     mask = state.model_mask({"V100M32"})
     for policy in policy_names():
         assert place(policy, state, PodRequest(1_000, 1_000, 1, 1000, mask), WORKLOAD)[0] == "b"
-        assert make_policy(policy, WORKLOAD).place(state, PodRequest(1_000, 1_000, 2, 1000, mask), RNG) is None
+        assert (
+            make_policy(policy, WORKLOAD).place(state, PodRequest(1_000, 1_000, 2, 1000, mask), RNG) is None
+        )
 
 
 def test_memory_is_only_a_feasibility_check() -> None:

@@ -20,7 +20,9 @@ node_st = st.tuples(
 pod_st = st.tuples(
     st.integers(0, 20_000),
     st.integers(0, 20_000),
-    st.sampled_from([(0, 0), (1, 1000), (2, 1000), (4, 1000), (8, 1000), (1, 100), (1, 250), (1, 500), (1, 810)]),
+    st.sampled_from(
+        [(0, 0), (1, 1000), (2, 1000), (4, 1000), (8, 1000), (1, 100), (1, 250), (1, 500), (1, 810)]
+    ),
     st.sets(st.sampled_from(MODELS), max_size=2),
 )
 

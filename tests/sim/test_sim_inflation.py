@@ -56,14 +56,35 @@ def small_trace(tmp_path: Path) -> tuple[Path, Path]:
 def test_cli_json_on_a_subsample(small_trace: tuple[Path, Path], tmp_path: Path) -> None:
     nodes, pods = small_trace
     out = tmp_path / "report"
-    args = ["inflation", "--nodes", str(nodes), "--pods", str(pods), "--policy", "all", "--seeds", "2",
-            "--json", "--processes", "1", "--out", str(out)]
+    args = [
+        "inflation",
+        "--nodes",
+        str(nodes),
+        "--pods",
+        str(pods),
+        "--policy",
+        "all",
+        "--seeds",
+        "2",
+        "--json",
+        "--processes",
+        "1",
+        "--out",
+        str(out),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert payload["rows_skipped"] == 1
     assert set(payload["policies"]) == {
-        "random", "first-fit", "best-fit", "dot-product", "gpu-packing", "gpu-clustering", "fgd", "fabric",
+        "random",
+        "first-fit",
+        "best-fit",
+        "dot-product",
+        "gpu-packing",
+        "gpu-clustering",
+        "fgd",
+        "fabric",
     }
     for summary in payload["policies"].values():
         assert 0 <= summary["unallocated_gpus_at_100"] <= payload["total_gpus"]
@@ -75,8 +96,19 @@ def test_cli_json_on_a_subsample(small_trace: tuple[Path, Path], tmp_path: Path)
 
 def test_cli_reject_stops_on_a_bad_row(small_trace: tuple[Path, Path]) -> None:
     nodes, pods = small_trace
-    args = ["inflation", "--nodes", str(nodes), "--pods", str(pods), "--policy", "fgd", "--seeds", "1",
-            "--on-error", "reject"]
+    args = [
+        "inflation",
+        "--nodes",
+        str(nodes),
+        "--pods",
+        str(pods),
+        "--policy",
+        "fgd",
+        "--seeds",
+        "1",
+        "--on-error",
+        "reject",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "pods.csv:252" in result.output and "negative" in result.output

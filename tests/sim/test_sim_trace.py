@@ -34,7 +34,9 @@ def test_reads_columns_by_name_in_any_order_and_optional_ones_missing(tmp_path: 
 
 
 def test_full_header_and_gpu_spec(tmp_path: Path) -> None:
-    pods = write(tmp_path, "pods.csv", POD_HEADER + "\np0,12000,16384,1,1000,V100M16|V100M32,LS,Running,0,10,0\n")
+    pods = write(
+        tmp_path, "pods.csv", POD_HEADER + "\np0,12000,16384,1,1000,V100M16|V100M32,LS,Running,0,10,0\n"
+    )
     (pod,) = load_pods(pods).rows
     assert pod.gpu_models == frozenset({"V100M16", "V100M32"}) and pod.gpu_spec == "V100M16|V100M32"
     assert pod.qos == "LS" and pod.deletion_time == 10

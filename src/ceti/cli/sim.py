@@ -7,6 +7,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -16,6 +17,8 @@ from rich.table import Table
 from ceti.fabric.placement.registry import policy_names
 from ceti.sim.inflation import InflationSetup, run_experiment
 from ceti.sim.trace import TraceError, load_nodes, load_pods
+
+DEFAULT_PROCESSES = min(2, os.cpu_count() or 1)
 
 app = typer.Typer(help="Trace-driven simulation: replay real cluster traces through the placement policies.")
 
@@ -32,27 +35,44 @@ def _policies(spec: str) -> list[str]:
     names = [p.strip() for p in spec.split(",") if p.strip()]
     unknown = [p for p in names if p not in known]
     if unknown or not names:
-        raise typer.BadParameter(f"unknown policy {', '.join(unknown) or spec!r}; known: all, {', '.join(known)}")
+        raise typer.BadParameter(
+            f"unknown policy {', '.join(unknown) or spec!r}; known: all, {', '.join(known)}"
+        )
     return names
 
 
 @app.command()
 def inflation(
-    nodes: Path = typer.Option(..., "--nodes", help="Node list CSV (sn, cpu_milli, memory_mib, gpu, model)."),
-    pods: Path = typer.Option(..., "--pods", help="Pod list CSV (name, cpu_milli, memory_mib, num_gpu, ...)."),
-    policy: str = typer.Option("all", "--policy", help="all, or comma-separated policy names."),
-    seeds: int = typer.Option(10, "--seeds", min=1, help="Number of seeds (42, 43, ...)."),
-    first_seed: int = typer.Option(42, "--first-seed"),
-    inflate_to: float = typer.Option(1.3, "--inflate-to", help="Requested GPUs as a share of capacity."),
-    stop_at: float | None = typer.Option(
-        None, "--stop-at", help="End each run once arrivals pass this % of capacity (default: run all)."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
-    out: Path | None = typer.Option(None, "--out", help="Also write a markdown report and PNG plots here."),
-    on_error: str = typer.Option("skip", "--on-error", help="skip: report bad trace rows and skip them; reject."),
-    processes: int = typer.Option(
-        min(2, os.cpu_count() or 1), "--processes", min=1, help="Worker processes (seeds x policies)."
-    ),
+    nodes: Annotated[
+        Path, typer.Option("--nodes", help="Node list CSV (sn, cpu_milli, memory_mib, gpu, model).")
+    ],
+    pods: Annotated[
+        Path, typer.Option("--pods", help="Pod list CSV (name, cpu_milli, memory_mib, num_gpu, ...).")
+    ],
+    policy: Annotated[str, typer.Option("--policy", help="all, or comma-separated policy names.")] = "all",
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Number of seeds (first-seed, +1, ...).")] = 10,
+    first_seed: Annotated[int, typer.Option("--first-seed")] = 42,
+    inflate_to: Annotated[
+        float, typer.Option("--inflate-to", help="Requested GPUs as a share of capacity.")
+    ] = 1.3,
+    stop_at: Annotated[
+        float | None,
+        typer.Option(
+            "--stop-at", help="End each run once arrivals pass this % of capacity (default: run all)."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Also write a markdown report and PNG plots here.")
+    ] = None,
+    on_error: Annotated[
+        str, typer.Option("--on-error", help="skip: report bad trace rows and skip them; reject: stop.")
+    ] = "skip",
+    processes: Annotated[
+        int, typer.Option("--processes", min=1, help="Worker processes (seeds x policies).")
+    ] = DEFAULT_PROCESSES,
 ) -> None:
     """The FGD paper's workload-inflation experiment: unallocated GPUs when arrivals reach 100%."""
     err = Console(stderr=True)
@@ -111,7 +131,9 @@ def inflation(
         plot = out / f"allocation-{pods.stem}.png"
         plot_allocation(summaries, plot, pods.stem)
         command = "ceti sim inflation " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        report = markdown_report(summaries, nodes=str(nodes), pods=str(pods), command=command, plot_name=plot.name)
+        report = markdown_report(
+            summaries, nodes=str(nodes), pods=str(pods), command=command, plot_name=plot.name
+        )
         (out / f"inflation-{pods.stem}.md").write_text(report)
         (out / f"inflation-{pods.stem}.json").write_text(json.dumps(payload, indent=2))
     if as_json:

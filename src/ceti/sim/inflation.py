@@ -50,7 +50,9 @@ def pod_requests(state: ClusterState, pods: Sequence[TracePod]) -> list[PodReque
     return out
 
 
-def arrival_order(n_pods: int, gpu_milli: np.ndarray, capacity_milli: int, inflation: float, seed: int) -> list[int]:
+def arrival_order(
+    n_pods: int, gpu_milli: np.ndarray, capacity_milli: int, inflation: float, seed: int
+) -> list[int]:
     """Indices into the trace: a shuffle of all pods, then random copies up to `inflation` x capacity."""
     rng = np.random.default_rng(seed)
     order = [int(i) for i in rng.permutation(n_pods)]
@@ -175,7 +177,7 @@ class PolicySummary:
         out = []
         for p in percents:
             vals = [r.alloc_ratio_at(p) for r in self.runs]
-            vals = [v for v in vals if v == v]
+            vals = [v for v in vals if not np.isnan(v)]
             out.append(np.mean(vals) if vals else np.nan)
         return np.asarray(out)
 

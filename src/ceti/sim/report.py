@@ -9,7 +9,7 @@ import numpy as np
 
 from ceti.sim.inflation import PolicySummary
 
-PERCENTS = list(range(0, 131))
+PERCENTS = list(range(131))
 
 
 def markdown_report(

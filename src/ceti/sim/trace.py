@@ -9,6 +9,7 @@ whether to skip it (`on_error="skip"`, the error is kept in the result) or stop 
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,7 +132,7 @@ def _int_field(row: dict[str, str], column: str, *, required: bool = True) -> in
         value = float(raw)
     except ValueError:
         raise ValueError(f"{column}={raw!r} is not a number") from None
-    if value != value or value in (float("inf"), float("-inf")) or value != int(value):
+    if not math.isfinite(value) or value != int(value):
         raise ValueError(f"{column}={raw!r} is not a whole number")
     if value < 0:
         raise ValueError(f"{column}={raw!r} is negative")
@@ -147,9 +148,7 @@ def parse_gpu_spec(spec: str, known_models: frozenset[str] = KNOWN_GPU_MODELS) -
     return models
 
 
-def _collect(
-    path: Path, required: Sequence[str], parse, on_error: str
-) -> TraceLoad:  # type: ignore[type-arg]
+def _collect(path: Path, required: Sequence[str], parse, on_error: str) -> TraceLoad:  # type: ignore[type-arg]
     _check_on_error(on_error)
     out: TraceLoad = TraceLoad()  # type: ignore[type-arg]
     for line, row in _read_rows(path, required):
@@ -193,8 +192,6 @@ def load_nodes(
         return TraceNode(name, cpu, mem, gpus, model if gpus > 0 else "")
 
     return _collect(Path(path), NODE_REQUIRED, parse, on_error)
-
-
 
 
 def load_pods(

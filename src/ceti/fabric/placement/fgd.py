@@ -40,9 +40,7 @@ class FragCache:
         self.total = gpu.sum(axis=1)
         self.access = self.wl.access[:, state.model_idx]  # [K, N]
         self.signature = np.asarray([self._signature(state, i) for i in range(state.size)], dtype=np.int64)
-        self.frag = self.frag_of(
-            self.ge, self.small, self.total, state.cpu_free, self.access
-        )
+        self.frag = self.frag_of(self.ge, self.small, self.total, state.cpu_free, self.access)
 
     @staticmethod
     def _signature(state: ClusterState, node: int) -> int:
@@ -91,12 +89,7 @@ class FragCache:
     ) -> np.ndarray:
         """Expected fragmented milli-GPU per column, from the per-class terms."""
         wl = self.wl
-        fits = (
-            access
-            & wl.is_gpu[:, None]
-            & (cpu[None, :] >= wl.cpu[:, None])
-            & (ge >= wl.count[:, None])
-        )
+        fits = access & wl.is_gpu[:, None] & (cpu[None, :] >= wl.cpu[:, None]) & (ge >= wl.count[:, None])
         return wl.prob @ np.where(fits, small, total[None, :])
 
     def options(
@@ -128,9 +121,7 @@ class FragCache:
         opt_nodes = nodes[rows]
         ge = self.ge[:, opt_nodes] - (a[None, :] >= milli) + (a2[None, :] >= milli)
         small = (
-            self.small[:, opt_nodes]
-            - a[None, :] * (a[None, :] < milli)
-            + a2[None, :] * (a2[None, :] < milli)
+            self.small[:, opt_nodes] - a[None, :] * (a[None, :] < milli) + a2[None, :] * (a2[None, :] < milli)
         )
         total = self.total[opt_nodes] - m
         after = self.frag_of(ge, small, total, cpu_after[rows], self.access[:, opt_nodes])
@@ -157,9 +148,11 @@ class FGDPolicy(PlacementPolicy):
         if workload is None or len(workload) == 0:  # no trace to learn from: the task itself is the target
             from ceti.fabric.placement.workload import TaskClass
 
-            spec = "|".join(m for m, ok in zip(state.models, pod.model_ok, strict=True) if ok and m) if (
-                pod.model_ok is not None and pod.gpu_count
-            ) else ""
+            spec = (
+                "|".join(m for m, ok in zip(state.models, pod.model_ok, strict=True) if ok and m)
+                if (pod.model_ok is not None and pod.gpu_count)
+                else ""
+            )
             workload = TargetWorkload((TaskClass(pod.cpu_milli, pod.gpu_milli, pod.gpu_count, spec),), (1.0,))
             return FragCache(state, WorkloadArrays.build(workload, state.models))
         if self._cache is None or self._models is not state.models:

@@ -49,7 +49,8 @@ def choose_node(
     usable = [
         c
         for c in candidates
-        if len(c.gpu_free_milli) <= MAX_GPUS_PER_NODE and (not demand.node_ids or c.node_id in demand.node_ids)
+        if len(c.gpu_free_milli) <= MAX_GPUS_PER_NODE
+        and (not demand.node_ids or c.node_id in demand.node_ids)
     ]
     if not usable:
         return None

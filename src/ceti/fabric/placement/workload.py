@@ -52,9 +52,7 @@ class TargetWorkload:
         return cls(tuple(k for k, _ in kept), tuple(c / norm for _, c in kept))
 
     @classmethod
-    def from_tasks(
-        cls, tasks: Iterable[tuple[int, int, int, str]], coverage: float = 0.95
-    ) -> TargetWorkload:
+    def from_tasks(cls, tasks: Iterable[tuple[int, int, int, str]], coverage: float = 0.95) -> TargetWorkload:
         """`tasks`: (cpu milli, gpu milli per GPU, gpu count, gpu_spec as written) per pod of a trace."""
         counts: Counter[TaskClass] = Counter(
             TaskClass(cpu, milli if count else 0, count, spec if count else "")
