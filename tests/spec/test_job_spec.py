@@ -69,3 +69,10 @@ def test_not_a_mapping_and_oversized():
         load_job_spec_yaml("- just\n- a list\n")
     with pytest.raises(JobSpecError, match="larger than"):
         load_job_spec_yaml("command: [x]\n" + "#" * 2_000_000)
+
+
+def test_deep_nesting_is_refused_not_a_crash():
+    with pytest.raises(JobSpecError, match="nested deeper"):
+        load_job_spec_yaml("command: [x]\nenv: " + "[" * 20 + "]" * 20 + "\n")
+    with pytest.raises(JobSpecError, match="nested deeper"):
+        load_job_spec_yaml("a: " + "[" * 5000 + "]" * 5000 + "\n")

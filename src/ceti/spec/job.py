@@ -196,13 +196,29 @@ def parse_job_spec(data: Any) -> JobSpec:
         raise JobSpecError(_error_list(exc)) from None
 
 
-def load_job_spec_yaml(text: str, max_bytes: int = 1024 * 1024) -> JobSpec:
+def _depth(data: Any) -> int:
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return deepest
+
+
+def load_job_spec_yaml(text: str, max_bytes: int = 1024 * 1024, max_depth: int = 16) -> JobSpec:
     if len(text.encode()) > max_bytes:
         raise JobSpecError([("", f"the spec is larger than {max_bytes} bytes")])
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise JobSpecError([("", f"the spec is nested deeper than {max_depth} levels")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise JobSpecError([("", f"malformed YAML{where}: {getattr(exc, 'problem', exc)}")]) from None
+    if _depth(data) > max_depth:
+        raise JobSpecError([("", f"the spec is nested deeper than {max_depth} levels")])
     return parse_job_spec(data)
