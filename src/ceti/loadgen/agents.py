@@ -59,10 +59,17 @@ class Recorder:
 
 async def timed_post(client: httpx.AsyncClient, url: str, stat: Latency, headers: dict[str, str],
                      body: dict[str, Any]) -> tuple[dict[str, Any] | None, float]:
-    """POST and record the latency; (answer, ms) on success, (None, ms) on any failure (counted as an error)."""
+    """POST and record the latency; (answer, ms) on success, (None, ms) on any failure (counted as an error).
+
+    The latency includes the wait for a free connection: at most `max_connections` requests are in flight,
+    the rest queue here (httpx's own pool wedges when thousands of requests wait on it)."""
     started = time.perf_counter()
     try:
-        response = await client.post(url, json=body, headers=headers)
+        async with _slots(client):
+            response = await client.post(url, json=body, headers=headers)
+    except asyncio.CancelledError:
+        stat.error("unfinished at the end of the run")
+        raise
     except httpx.TimeoutException:
         stat.error("timeout")
         return None, (time.perf_counter() - started) * 1000
@@ -78,6 +85,18 @@ async def timed_post(client: httpx.AsyncClient, url: str, stat: Latency, headers
         return response.json(), ms
     except ValueError:
         return {}, ms
+
+
+_SLOTS: dict[int, asyncio.Semaphore] = {}
+
+
+def _slots(client: httpx.AsyncClient) -> asyncio.Semaphore:
+    """One semaphore per client, sized to its connection pool."""
+    sem = _SLOTS.get(id(client))
+    if sem is None:
+        limit = getattr(client, "max_in_flight", 64)
+        sem = _SLOTS[id(client)] = asyncio.Semaphore(limit)
+    return sem
 
 
 def node_infos(count: int, seed: int = 0) -> list[NodeInfo]:
@@ -119,7 +138,7 @@ class _Local:
 
 class SimAgent:
     def __init__(self, index: int, info: NodeInfo, token: str, base_url: str, heartbeat_s: float,
-                 run_s: tuple[float, float], recorder: Recorder, seed: int = 0):
+                 run_s: tuple[float, float], recorder: Recorder, seed: int = 0, timeout_s: float = 30.0):
         self.index = index
         self.info = info
         self.headers = {"Authorization": f"Bearer {token}"}
@@ -127,6 +146,7 @@ class SimAgent:
         self.heartbeat_s = heartbeat_s
         self.run_s = run_s
         self.rec = recorder
+        self.timeout_s = timeout_s
         self.rng = random.Random(seed * 1_000_003 + index)
         self.node_id: str | None = None
         self.local: dict[str, _Local] = {}
@@ -158,7 +178,10 @@ class SimAgent:
             await _sleep_until(next_at, stop_at)
             if time.monotonic() >= stop_at:
                 return
-            await self.tick(client)
+            try:  # one tick never outlives the run by more than a request timeout
+                await asyncio.wait_for(self.tick(client), timeout=max(stop_at - time.monotonic(), 0) + self.timeout_s)
+            except TimeoutError:
+                return
             # a beat that took longer than the interval skips the slots it missed (fixed rate, no burst)
             now = time.monotonic()
             while first + beat * self.heartbeat_s + self.heartbeat_s <= now:

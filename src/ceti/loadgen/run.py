@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import psutil
 
-from ceti.loadgen.agents import Recorder, SimAgent, _sleep_until, node_infos, timed_post
+from ceti.loadgen.agents import _SLOTS, Recorder, SimAgent, _sleep_until, node_infos, timed_post
 from ceti.loadgen.stats import percentile
 
 HOST = "127.0.0.1"
@@ -206,17 +206,23 @@ async def developer(client: httpx.AsyncClient, base: str, tokens: list[str], cfg
     limit = int(cfg.submits_per_s * cfg.duration_s * 3) + 10  # bounded whatever the clock does
     for i in range(limit):
         next_at += rng.expovariate(cfg.submits_per_s) if cfg.poisson else 1.0 / cfg.submits_per_s
-        if next_at >= stop_at:
+        if next_at >= stop_at or time.monotonic() >= stop_at:
             break
         await _sleep_until(next_at, stop_at)
-        await sem.acquire()
+        try:  # a slow server holds the slots: wait for one, never past the end of the load
+            await asyncio.wait_for(sem.acquire(), timeout=max(stop_at - time.monotonic(), 0.001))
+        except TimeoutError:
+            break
         if time.monotonic() - next_at > 0.1:
             late += 1
         task = asyncio.create_task(one(i))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     if tasks:
-        await asyncio.wait(tasks, timeout=cfg.request_timeout_s + 5)
+        _, pending = await asyncio.wait(tasks, timeout=cfg.request_timeout_s + 5)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
     return {"late": late}
 
 
@@ -257,7 +263,7 @@ async def drive(cfg: BenchConfig, server: ServerProcess, provider_tokens: list[s
     rec = live.rec
     infos = node_infos(cfg.agents, cfg.seed)
     limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
-    timeout = httpx.Timeout(cfg.request_timeout_s, pool=cfg.request_timeout_s * 2)
+    timeout = httpx.Timeout(cfg.request_timeout_s)
     sampler, me = ProcessSampler(server.proc.pid), ProcessSampler(os.getpid())
     rounds: list[float] = []
     sched_state: dict[str, Any] = {}
@@ -265,6 +271,8 @@ async def drive(cfg: BenchConfig, server: ServerProcess, provider_tokens: list[s
     async with httpx.AsyncClient(limits=limits, timeout=timeout, http2=False) as client, \
             httpx.AsyncClient(timeout=10) as side:
         load_before = os.getloadavg()[0]
+        client.max_in_flight = cfg.max_connections  # read by agents._slots
+        _SLOTS.pop(id(client), None)
         t0 = time.monotonic()
         live.started_at, live.total_s, live.phase = t0, cfg.duration_s + cfg.drain(), "load"
         submits_end = t0 + cfg.duration_s
@@ -273,14 +281,15 @@ async def drive(cfg: BenchConfig, server: ServerProcess, provider_tokens: list[s
         sampler_task = asyncio.create_task(
             sample_server(server, side, sampler, me, rounds, stop_sampling, sched_state))
         agents = [SimAgent(i, info, provider_tokens[i % len(provider_tokens)], server.url, cfg.heartbeat_s,
-                           cfg.run_s, rec, cfg.seed) for i, info in enumerate(infos)]
+                           cfg.run_s, rec, cfg.seed, cfg.request_timeout_s) for i, info in enumerate(infos)]
         # registration (and so every heartbeat) is spread over the first interval, not all at once
         agent_tasks = [asyncio.create_task(a.run(client, t0 + rng.uniform(0, cfg.heartbeat_s), agents_end))
                        for a in agents]
         dev = await developer(client, server.url, project_tokens, cfg, rec, submits_end, live)
         live.phase = "drain"
+        # a request still in flight at the end gets one request timeout more, then is cancelled (an error)
         done, pending = await asyncio.wait(agent_tasks, timeout=max(agents_end - time.monotonic(), 0)
-                                           + cfg.request_timeout_s * 3 + 5)
+                                           + cfg.request_timeout_s + 5)
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -337,7 +346,7 @@ def run_bench(cfg: BenchConfig, on_start: Callable[[Live], None] | None = None) 
                                      [f"lg-project-{i}" for i in range(max(cfg.projects, 1))])
         if on_start:
             on_start(live)
-        budget = cfg.duration_s + cfg.drain() + cfg.request_timeout_s * 4 + 60
+        budget = cfg.duration_s + cfg.drain() + cfg.request_timeout_s * 3 + 60
         result = asyncio.run(asyncio.wait_for(drive(cfg, server, provider_tokens, project_tokens, live), budget))
         if server.proc.poll() is not None:
             raise RuntimeError(f"the server died during the run: {server.log_tail()}")
