@@ -108,6 +108,10 @@ class NodeTable:
         gtype[mixed] = self.n_plain_types + np.arange(len(mixed))
         self.gpu_type = gtype
         self.type_list: list[int] = gtype.tolist()
+        n_types = int(gtype.max(initial=-1)) + 1
+        first_row = np.zeros(n_types, np.int64)
+        first_row[gtype[::-1]] = np.arange(n)[::-1]
+        self.type_first_row = first_row  # a node of each GPU type
 
     # --- GPU positions and indices ---
     def position(self, node: int, gpu_index: int) -> int | None:
@@ -236,6 +240,7 @@ class Need:
         speed[nm] = np.inf
         self.speed = speed
         self._ok_cache: dict[int, tuple[list[bool] | None]] = {}
+        self._type_ok: np.ndarray | None = None
 
     def gpu_ok(self, t: NodeTable, rows: np.ndarray | int) -> np.ndarray:
         """Mask (rows x G) of the GPUs this kind may use."""
@@ -243,6 +248,18 @@ class Need:
         if self.min_vram:
             ok = ok & (t.gpu_vram[rows] >= self.min_vram)
         return ok
+
+    def type_ok(self, t: NodeTable) -> np.ndarray:
+        """Per GPU type: may the kind use (some of) its GPUs?"""
+        if self._type_ok is None:
+            self._type_ok = self.gpu_ok(t, t.type_first_row).any(axis=1)
+        return self._type_ok
+
+    def class_speed(self, t: NodeTable, types: np.ndarray, sample: np.ndarray) -> np.ndarray:
+        """Speed of the kind on node classes (by their GPU type; a sample node stands for the class)."""
+        if not self.kind.speed_by_model or not self.kind.gpu_count:
+            return np.ones(len(types), np.float64)
+        return self.node_speed(t, sample)
 
     def gpu_ok_list(self, t: NodeTable, row: int) -> list[bool] | None:
         """Per-GPU mask of one node as a list, or None when every GPU of the node is usable."""
@@ -338,7 +355,10 @@ def node_classes(
             (np.searchsorted(MEMORY_EDGES_MIB, mem, side="right"), 3),
         ):
             key = key * width + v
-    eff_price = (t.price_gpu[rows] + t.price_cpu[rows]) / np.clip(t.reliability[rows], 0.05, 1.0)
+    # the same currency as the flow's arc cost: (1 + relative ask) per unit of reliable work
+    pg, pc = t.price_gpu[rows], t.price_cpu[rows]
+    rel_ask = pg / max(float(pg.max(initial=0.0)), 1e-12) + pc / max(float(pc.max(initial=0.0)), 1e-12)
+    eff_price = (1.0 + rel_ask) / np.clip(t.reliability[rows], 0.05, 1.0)
     gpu_sum = np.where(free > 0, free, 0).sum(axis=1)
     order = np.lexsort((rows, cpu, gpu_sum, eff_price, key))
     rows, key, whole, part, cpu, mem = rows[order], key[order], whole[order], part[order], cpu[order], mem[order]

@@ -25,7 +25,7 @@ from ceti.fabric.packing import Free, choose_gpus
 PAYBACK_HOURS = 1.0
 # Bounds on churn and on work per round; what they leave out waits for the next round.
 MAX_PREEMPTED_PER_ROUND = 2000
-MAX_KINDS_PER_ROUND = 256  # job kinds (in queue order) that may look for victims
+MAX_KINDS_PER_ROUND = 64  # job kinds (in queue order) that may look for victims
 MAX_NODES_PER_TASK = 32  # candidate nodes (cheapest first) examined exactly for one task
 MAX_VICTIMS_PER_NODE = 32
 
@@ -69,6 +69,7 @@ class Preemptor:
         self._v_mem = np.fromiter((a.memory_mib for a in vs), np.int64, len(vs))
         self._v_gpu = np.fromiter((a.gpu_milli_per_gpu * len(a.gpu_indices) for a in vs), np.int64, len(vs))
         self._level: tuple[int, tuple[np.ndarray, ...]] | None = None
+        self._gsum_cache: tuple[np.ndarray, np.ndarray] | None = None
 
     def _level_bounds(self, priority: int) -> tuple[np.ndarray, ...]:
         """Per node with victims below `priority`: cheapest victim, and room all its victims would free."""
@@ -134,6 +135,13 @@ class Preemptor:
             best = _Option(cost, row, chosen)
         return best
 
+    def _gsum(self, rows: np.ndarray, gpu: np.ndarray) -> np.ndarray:
+        """Free GPU milli per candidate node, taken once per level (it only shrinks, so it stays an upper
+        bound)."""
+        if self._gsum_cache is None or self._gsum_cache[0] is not rows:
+            self._gsum_cache = (rows, np.where(gpu[rows] > 0, gpu[rows], 0).sum(axis=1))
+        return self._gsum_cache[1]
+
     def place(self, need: Need, jobs: list[Job], price_ok) -> int:  # noqa: ANN001
         """Start a prefix of `jobs` on room freed from lower-priority work; returns how many started."""
         k = need.kind
@@ -151,10 +159,11 @@ class Preemptor:
         ok &= cpu[rows] + cpu_rel >= min(j.demand.cpu_milli for j in jobs)
         ok &= mem[rows] + mem_rel >= min(j.demand.memory_mib for j in jobs)
         if k.gpu_count:
-            g_ok = need.gpu_ok(t, rows)
-            ok &= g_ok.sum(axis=1) >= k.gpu_count
+            if need.constrained_gpus:
+                ok &= need.type_ok(t)[t.gpu_type[rows]]
+            ok &= t.gpu_count[rows] >= k.gpu_count
             per = k.gpu_share_milli or 1000
-            ok &= np.where(g_ok & (gpu[rows] > 0), gpu[rows], 0).sum(axis=1) + gpu_rel >= per * k.gpu_count
+            ok &= self._gsum(rows, gpu) + gpu_rel >= per * k.gpu_count
         sel = np.flatnonzero(ok)[: MAX_NODES_PER_TASK * 8]
         bound = list(zip(lb[sel].tolist(), rows[sel].tolist(), strict=True))
         if not bound:

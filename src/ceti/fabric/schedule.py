@@ -27,7 +27,7 @@ from ceti.fabric.preemption import Preemptor
 
 ARCS_PER_KIND = 32  # the flow sees a kind's cheapest node classes
 FLOW_SCAN_ROWS = 8  # members of a planned class one job looks at before moving on
-FLOW_ROUNDS = 3  # flow rounds per level, each on node classes rebuilt from what is left
+FLOW_ROUNDS = 2  # flow rounds per level, each on node classes rebuilt from what is left
 SPILL_ROWS = 4_000  # a kind with leftovers checks every node exactly when its candidates are this few
 _COST_SCALE = 50_000.0
 
@@ -171,6 +171,7 @@ class _Round:
         self.max_pg = float(t.price_gpu.max(initial=0.0))
         self.max_pc = float(t.price_cpu.max(initial=0.0))
         self.left: dict[int, list[Job]] = {}  # id(kind) -> jobs not placed yet, in queue order
+        self._shape_cache: dict[int, tuple[int, float, float]] = {}
 
     # ---- small helpers ----
     def price_ok(self, job: Job, r: int) -> bool:
@@ -218,6 +219,8 @@ class _Round:
                     start += 1
                 elif dead is not None:
                     dead.add(r)
+                else:
+                    seen += 1
                 i += 1
                 continue
             seen += 1
@@ -246,17 +249,17 @@ class _Round:
         arcs_c: list[np.ndarray] = []
         arcs_cap: list[np.ndarray] = []
         arcs_cost: list[np.ndarray] = []
-        slots = np.zeros(C, np.int64)
         supply = np.zeros(len(level), np.int64)
+        size = np.ones(len(level), np.int64)
         region_of = nc.region
+        gpu_ok_cls = t.gpu_count[nc.sample] > 0
         for j, need in enumerate(level):
             k = need.kind
             jobs = self.left[id(k)]
             supply[j] = len(jobs) * k.gang_size
             if not supply[j] or k.node_ids:
                 continue  # kinds pinned to node ids go straight to the exact pass
-            cpu = sum(x.demand.cpu_milli for x in jobs) / len(jobs)
-            mem = sum(x.demand.memory_mib for x in jobs) / len(jobs)
+            cpu, mem = self._mean_shape(k, jobs)
             per = np.full(C, 1 << 20, np.int64)
             if cpu > 0:
                 per = np.minimum(per, (nc.cpu_min / cpu).astype(np.int64))
@@ -264,10 +267,7 @@ class _Round:
                 per = np.minimum(per, (nc.mem_min / mem).astype(np.int64))
             ok = need.region_ok[region_of]
             if k.gpu_count:
-                if need.constrained_gpus:
-                    ok &= need.gpu_ok(t, nc.sample).any(axis=1)
-                else:
-                    ok &= t.gpu_count[nc.sample] > 0
+                ok &= need.type_ok(t)[nc.gpu_type] if need.constrained_gpus else gpu_ok_cls
                 s = k.gpu_share_milli
                 if s and k.gpu_count == 1:
                     g = nc.whole * (WHOLE_GPU_MILLI // s) + nc.partial_min // s
@@ -276,6 +276,9 @@ class _Round:
                 else:
                     g = nc.whole // k.gpu_count
                 per = np.minimum(per, g)
+                size[j] = k.gpu_count * -(-(s or WHOLE_GPU_MILLI) // 100)
+            else:
+                size[j] = max(1, -(-int(cpu) // 1000))
             cap = np.where(ok, np.maximum(per, 0), 0) * nc.count
             cand = np.flatnonzero(cap > 0)
             if len(cand) == 0:
@@ -283,28 +286,42 @@ class _Round:
             price = k.gpu_count * nc.price_gpu[cand] + (cpu / 1000.0) * nc.price_cpu[cand]
             norm = k.gpu_count * self.max_pg + (cpu / 1000.0) * self.max_pc
             cost = arc_cost(
-                k, price, norm, need.node_speed(t, nc.sample[cand]), nc.reliability[cand], nc.whole[cand],
-                nc.partial_min[cand],
+                k, price, norm, need.class_speed(t, nc.gpu_type[cand], nc.sample[cand]), nc.reliability[cand],
+                nc.whole[cand], nc.partial_min[cand],
             )
             if len(cand) > ARCS_PER_KIND:
                 keep = np.argpartition(cost, ARCS_PER_KIND)[:ARCS_PER_KIND]
                 cand, cost = cand[keep], cost[keep]
             arcs_j.append(np.full(len(cand), j, np.int64))
-            arcs_c.append(cand)
+            arcs_c.append(cand if k.gpu_count else cand + C)  # CPU-only work uses the CPU capacity node
             arcs_cap.append(np.minimum(cap[cand], supply[j]))
             arcs_cost.append(cost)
-            slots[cand] = np.maximum(slots[cand], cap[cand])
         if not arcs_j:
             return plans
+        room = np.concatenate(
+            [
+                nc.count * (nc.whole * 10 + nc.partial_min // 100),
+                nc.count * np.maximum(nc.cpu_min // 1000, 0),
+            ]
+        )
         aj = np.concatenate(arcs_j)
         ac = np.concatenate(arcs_c)
         acost = np.concatenate(arcs_cost)
-        sent = flow.solve(supply, aj, ac, np.concatenate(arcs_cap), acost, slots)
+        sent = flow.solve(supply, size, aj, ac, np.concatenate(arcs_cap), acost, room)
         for a in np.flatnonzero(sent > 0).tolist():
-            plans[int(aj[a])].append((int(acost[a]), int(ac[a]), int(sent[a])))
+            plans[int(aj[a])].append((int(acost[a]), int(ac[a]) % C, int(sent[a])))
         for p in plans:
             p.sort()
         return plans
+
+    def _mean_shape(self, k: JobKind, jobs: list[Job]) -> tuple[float, float]:
+        got = self._shape_cache.get(id(k))
+        if got is None or got[0] != len(jobs):
+            n = len(jobs)
+            cpu = sum(x.demand.cpu_milli for x in jobs) / n
+            mem = sum(x.demand.memory_mib for x in jobs) / n
+            got = self._shape_cache[id(k)] = (n, cpu, mem)
+        return got[1], got[2]
 
     def _pack_planned(self, need: Need, plan: list[tuple[int, int, int]], nc: NodeClasses) -> None:
         k = need.kind
@@ -316,17 +333,20 @@ class _Round:
         start = [0] * len(plan)
         left: list[Job] = []
         gang = k.gang_size
+        misses = [0] * len(plan)
         for job in jobs:
             done = False
             for i in range(len(plan)):
-                if quota[i] < gang or start[i] >= len(members[i]):
+                if quota[i] < gang or start[i] >= len(members[i]) or misses[i] >= 2:
                     continue
                 placed, start[i] = self._place_job(job, need, members[i], start[i], FLOW_SCAN_ROWS)
                 if placed is not None:
                     quota[i] -= gang
+                    misses[i] = 0
                     self._commit(job, placed)
                     done = True
                     break
+                misses[i] += 1  # two misses in a row: the class is full for this kind (the next round re-plans)
             if not done:
                 left.append(job)
         self.left[id(k)] = left
@@ -419,16 +439,17 @@ class _Round:
         dec = self.decisions
         self.shapes = t.shape_groups()
         rows, weight, _, _ = self.shapes
+        cache: dict[tuple, str | None] = {}
         for k in kinds:
             need = Need(t, k)
             r, w = (rows, weight)
             if need.node_rows is not None:
                 r, w = need.node_rows, np.ones(len(need.node_rows), np.int64)
-            cache: dict[tuple[int, int, int], str | None] = {}
+            base = (k.gang_size, k.gpu_count, k.gpu_share_milli, k.gpu_models, k.min_vram_mib, k.regions, k.node_ids)
             keep: list[Job] = []
             for j in k.jobs:
                 d = j.demand
-                key = (d.cpu_milli, d.memory_mib, d.disk_mib)
+                key = (base, d.cpu_milli, d.memory_mib, d.disk_mib)
                 if key in cache:
                     why = cache[key]
                 else:
@@ -489,8 +510,14 @@ class _Round:
             if k.gpu_count:
                 static &= need.gpu_ok(t, r).sum(axis=1) >= (1 if k.gpu_share_milli else k.gpu_count)
             cheapest: dict[tuple[int, int], float] = {}
+            reasons: dict[tuple, str] = {}
             for j in left:
                 d = j.demand
+                rkey = (d.cpu_milli, d.memory_mib, d.disk_mib, j.bid_per_hour)
+                why = reasons.get(rkey)
+                if why is not None:
+                    dec.waiting.append(Wait(j.id, why))
+                    continue
                 if not static.any():
                     why = "only nodes that take no new work (draining or lost) could hold it"
                 elif j.bid_per_hour is not None:
@@ -510,6 +537,7 @@ class _Round:
                         )
                 else:
                     why = f"waiting for free capacity: no eligible node has room for {_shape(d, k.gang_size)} now"
+                reasons[rkey] = why
                 dec.waiting.append(Wait(j.id, why))
 
 

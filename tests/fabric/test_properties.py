@@ -1,0 +1,166 @@
+"""Invariants of `schedule`, on random small networks (hypothesis)."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ceti.fabric import GPU, WHOLE_GPU_MILLI, Allocation, Decisions, Demand, Job, Node, Snapshot, schedule
+
+MODELS = ("A100", "T4", "V100")
+REGIONS = ("eu", "us")
+VRAM = {"A100": 40960, "T4": 16384, "V100": 32768}
+
+
+@st.composite
+def snapshots(draw: st.DrawFn) -> Snapshot:
+    n_nodes = draw(st.integers(1, 6))
+    nodes: list[Node] = []
+    running: list[Allocation] = []
+    for i in range(n_nodes):
+        g = draw(st.integers(0, 4))
+        mixed = draw(st.booleans()) and g > 1
+        gpus = tuple(
+            GPU(k, MODELS[(i + k) % 3] if mixed else MODELS[i % 3], VRAM[MODELS[(i + k) % 3 if mixed else i % 3]])
+            for k in range(g)
+        )
+        cpu = draw(st.sampled_from([4000, 16000, 64000]))
+        mem = draw(st.sampled_from([8192, 65536, 262144]))
+        disk = draw(st.sampled_from([0, 100_000]))
+        nid = f"n{i}"
+        nodes.append(
+            Node(nid, cpu, mem, gpus, REGIONS[i % 2], disk, draw(st.sampled_from([0.0, 0.5, 2.0])), 0.01,
+                 draw(st.sampled_from([0.9, 0.99, 1.0])), draw(st.booleans()) or i == 0)
+        )
+        # running work that fits the node, built by construction
+        free_cpu, free_mem, free_disk, gfree = cpu, mem, disk, [WHOLE_GPU_MILLI] * g
+        for a in range(draw(st.integers(0, 3))):
+            c = draw(st.integers(0, free_cpu))
+            m = draw(st.integers(0, free_mem))
+            dk = draw(st.integers(0, free_disk))
+            share = draw(st.sampled_from([0, 0, 300, 500]))
+            idx: tuple[int, ...] = ()
+            if g and draw(st.booleans()):
+                need = share or WHOLE_GPU_MILLI
+                fits = [k for k in range(g) if gfree[k] >= need]
+                if fits:
+                    take = fits[: 1 if share else draw(st.integers(1, len(fits)))]
+                    for k in take:
+                        gfree[k] -= need
+                    idx = tuple(take)
+            if not idx:
+                share = 0
+            free_cpu, free_mem, free_disk = free_cpu - c, free_mem - m, free_disk - dk
+            running.append(
+                Allocation(f"a{i}-{a}", f"r{i}-{a}", nid, c, m, idx, share, draw(st.sampled_from([10, 50, 90])),
+                           draw(st.booleans()), draw(st.sampled_from([0.0, 1.0, 5.0])),
+                           draw(st.sampled_from([0.0, 0.5, 3.0])), dk)
+            )
+    jobs: list[Job] = []
+    for j in range(draw(st.integers(0, 10))):
+        g = draw(st.integers(0, 3))
+        share = draw(st.sampled_from([0, 250, 600])) if g == 1 else 0
+        d = Demand(
+            draw(st.sampled_from([500, 4000, 20000])),
+            draw(st.sampled_from([1024, 16384, 100000])),
+            g,
+            share,
+            frozenset(draw(st.lists(st.sampled_from(MODELS), max_size=2))) if g else frozenset(),
+            draw(st.sampled_from([0, 0, 20000])) if g else 0,
+            draw(st.sampled_from([0, 0, 50_000])),
+            frozenset(draw(st.lists(st.sampled_from(REGIONS), max_size=1))),
+            frozenset({f"n{draw(st.integers(0, n_nodes))}"}) if draw(st.integers(0, 5)) == 0 else frozenset(),
+        )
+        jobs.append(
+            Job(f"j{j}", d, draw(st.integers(0, 5)), draw(st.sampled_from([10, 50, 90])),
+                draw(st.sampled_from([1, 1, 2, 3])), draw(st.sampled_from([None, None, 0.5, 5.0])),
+                draw(st.booleans()), draw(st.sampled_from([{}, {"T4": 2.0}, {"A100": 0.5, "V100": 3.0}])))
+        )
+    return Snapshot(tuple(nodes), tuple(running), tuple(jobs))
+
+
+def check_invariants(snap: Snapshot, d: Decisions) -> None:
+    nodes = {n.id: n for n in snap.nodes}
+    jobs = {j.id: j for j in snap.pending}
+    gone = {p.allocation_id for p in d.preemptions}
+    by_alloc = {a.id: a for a in snap.running}
+    assert len(gone) == len(d.preemptions), "an allocation is pre-empted twice"
+    # resources: running - pre-empted + starts never exceed any node's size
+    use: dict[str, list] = {n.id: [0, 0, 0, {g.index: 0 for g in n.gpus}] for n in snap.nodes}
+    for a in snap.running:
+        if a.id in gone:
+            continue
+        u = use[a.node_id]
+        u[0] += a.cpu_milli
+        u[1] += a.memory_mib
+        u[2] += a.disk_mib
+        for g in a.gpu_indices:
+            u[3][g] += a.gpu_milli_per_gpu
+    for s in d.starts:
+        job = jobs[s.job_id]
+        dem = job.demand
+        n = nodes[s.node_id]
+        u = use[s.node_id]
+        u[0] += dem.cpu_milli
+        u[1] += dem.memory_mib
+        u[2] += dem.disk_mib
+        assert len(s.gpu_indices) == dem.gpu_count and len(set(s.gpu_indices)) == dem.gpu_count
+        assert s.gpu_share_milli == dem.gpu_share_milli
+        models = {g.index: g for g in n.gpus}
+        for g in s.gpu_indices:
+            u[3][g] += dem.gpu_milli_per_gpu
+            assert not dem.gpu_models or models[g].model in dem.gpu_models
+            assert models[g].vram_mib >= dem.min_vram_mib
+        # constraints
+        assert n.schedulable
+        assert not dem.regions or n.region in dem.regions
+        assert not dem.node_ids or n.id in dem.node_ids
+        if job.bid_per_hour is not None:
+            price = dem.gpu_count * n.price_per_gpu_hour + dem.cpu_milli / 1000 * n.price_per_cpu_hour
+            assert price * job.gang_size <= job.bid_per_hour + 1e-6
+    for nid, (cpu, mem, disk, gpus) in use.items():
+        n = nodes[nid]
+        assert cpu <= n.cpu_milli and mem <= n.memory_mib and disk <= n.disk_mib, (nid, cpu, mem, disk)
+        assert all(v <= WHOLE_GPU_MILLI for v in gpus.values()), (nid, gpus)
+    # gangs: all tasks or none, each task once
+    tasks: dict[str, list[int]] = {}
+    for s in d.starts:
+        tasks.setdefault(s.job_id, []).append(s.task_index)
+    for jid, idx in tasks.items():
+        assert sorted(idx) == list(range(jobs[jid].gang_size)), (jid, idx)
+    # pre-emption only for strictly higher priority, only interruptible work
+    top = max((jobs[j].priority for j in tasks), default=None)
+    for p in d.preemptions:
+        a = by_alloc[p.allocation_id]
+        assert a.interruptible and top is not None and a.priority < top
+        assert any(jobs[j].priority > a.priority and by_alloc[p.allocation_id].node_id in
+                   {s.node_id for s in d.starts if s.job_id == j} for j in tasks)
+    # every job exactly one outcome
+    outcomes = list(tasks) + [w.job_id for w in d.waiting] + [u.job_id for u in d.unschedulable]
+    assert sorted(outcomes) == sorted(jobs)
+
+
+PROPS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPS
+@given(snapshots())
+def test_invariants_hold(snap: Snapshot) -> None:
+    check_invariants(snap, schedule(snap))
+
+
+@PROPS
+@given(snapshots(), st.randoms(use_true_random=False))
+def test_deterministic_and_independent_of_input_order(snap: Snapshot, rnd: random.Random) -> None:
+    first = schedule(snap)
+    assert schedule(snap) == first
+    nodes, pending = list(snap.nodes), list(snap.pending)
+    rnd.shuffle(nodes)
+    rnd.shuffle(pending)
+    shuffled = schedule(Snapshot(tuple(nodes), snap.running, tuple(pending)))
+    assert sorted(map(repr, shuffled.starts)) == sorted(map(repr, first.starts))
+    assert sorted(map(repr, shuffled.preemptions)) == sorted(map(repr, first.preemptions))
+    assert sorted(map(repr, shuffled.waiting)) == sorted(map(repr, first.waiting))
+    assert sorted(map(repr, shuffled.unschedulable)) == sorted(map(repr, first.unschedulable))
