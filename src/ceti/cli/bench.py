@@ -29,6 +29,11 @@ from ceti.fabric.schedule import schedule
 
 app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
 
+
+@app.callback()
+def _bench() -> None:
+    """Benchmarks of the fabric and friends."""
+
 TRACE_DIR = Path(os.environ.get("CETI_TRACE_DIR", "/work/shared/data/alibaba-openb-2023"))
 REGIONS = ("us-east", "us-west", "eu-west", "eu-central", "ap-south", "ap-east", "sa-east", "me-central")
 GPU_PRICE = {"V100M16": 1.10, "V100M32": 1.50, "P100": 0.80, "T4": 0.35, "A10": 0.75, "G2": 1.00, "G3": 2.20}

@@ -1,0 +1,35 @@
+"""`ceti bench fabric` runs end to end (small sizes) and reports what it promises."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from ceti.cli.bench import app, synthetic_snapshot
+from ceti.fabric import schedule
+
+
+def test_bench_fabric_json() -> None:
+    res = CliRunner().invoke(app, ["fabric", "--nodes", "300", "--jobs", "300", "--rounds", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    for key in ("ours_median_s", "ours_max_s", "ours_peak_traced_mib", "ours_placed_jobs", "baseline_per_job_ms",
+                "baseline_est_full_round_s", "speedup", "note"):
+        assert key in out
+    assert out["nodes"] == 300 and out["jobs"] == 300 and len(out["ours_latencies_s"]) == 2
+    assert out["ours_placed_jobs"] > 0
+
+
+def test_bench_fabric_table() -> None:
+    res = CliRunner().invoke(app, ["fabric", "--nodes", "100", "--jobs", "100", "--rounds", "1"])
+    assert res.exit_code == 0, res.output
+    assert "speed-up" in res.output
+
+
+def test_synthetic_snapshot_is_seeded_and_schedulable() -> None:
+    a = synthetic_snapshot(200, 200, seed=3)
+    b = synthetic_snapshot(200, 200, seed=3)
+    assert a == b
+    d = schedule(a)
+    assert len({s.job_id for s in d.starts}) + len(d.waiting) + len(d.unschedulable) == 200
