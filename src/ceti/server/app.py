@@ -108,7 +108,7 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
 
     @app.get("/healthz", response_model=schemas.HealthOut, tags=["health"], responses={
         503: {"model": schemas.HealthOut, "description": "the database cannot be reached"},
-        **schemas.responses(413),
+        **schemas.responses(413, 429),
     })
     def health(request: Request):
         try:

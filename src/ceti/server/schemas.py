@@ -220,7 +220,11 @@ ERROR_RESPONSES: dict[int, dict[str, Any]] = {
     409: {"model": ErrorOut, "description": "conflicts with the current state"},
     413: {"model": ErrorOut, "description": "request body or log chunk over the server's limit"},
     422: {"model": ValidationErrorOut, "description": "invalid input: each error's field path and reason"},
+    429: {"model": ErrorOut, "description": "over this caller's rate limit; Retry-After says when to retry"},
+    503: {"model": ErrorOut, "description": "the database is unavailable; retry shortly"},
 }
+# what any operation behind a bearer token may answer
+COMMON_ERRORS = (401, 413, 422, 429, 503)
 
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:

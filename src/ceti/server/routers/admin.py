@@ -12,7 +12,7 @@ from ceti.server.services import tokens as svc
 from ceti.spec import AllocationState
 from ceti.store import models as m
 
-router = APIRouter(prefix="/v1", tags=["admin"], responses=schemas.responses(401, 413, 422))
+router = APIRouter(prefix="/v1", tags=["admin"], responses=schemas.responses(*schemas.COMMON_ERRORS))
 
 
 def _token_out(row: m.Token, secret: str | None = None) -> dict:
@@ -109,7 +109,7 @@ def get_node(node_id: str, s: SessionDep, who: PrincipalDep):
     return {**{c: getattr(n, c) for c in schemas.NodeOut.model_fields if c != "allocations"}, "allocations": active}
 
 
-@router.get("/audit", response_model=list[schemas.AuditOut])
+@router.get("/audit", response_model=list[schemas.AuditOut], responses=schemas.responses(403))
 def audit_log(s: SessionDep, _: AdminDep, limit: int = 200):
     rows = s.scalars(select(m.AuditEntry).order_by(m.AuditEntry.id.desc()).limit(max(1, min(limit, 5000))))
     return [{c: getattr(r, c) for c in schemas.AuditOut.model_fields} for r in rows]

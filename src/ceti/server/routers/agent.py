@@ -9,7 +9,7 @@ from ceti.server.deps import PrincipalDep, SessionDep
 from ceti.server.faults import crash_point
 from ceti.server.services import agents as svc
 
-router = APIRouter(prefix="/v1/agent", tags=["agent protocol"], responses=schemas.responses(401, 403, 413, 422))
+router = APIRouter(prefix="/v1/agent", tags=["agent protocol"], responses=schemas.responses(*schemas.COMMON_ERRORS, 403))
 
 
 @router.post("/register", response_model=schemas.RegisterOut, responses=schemas.responses(400))

@@ -12,7 +12,7 @@ from ceti.server.services import jobs as svc
 from ceti.spec import AllocationState, JobState, parse_job_spec
 from ceti.store import models as m
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=schemas.responses(401, 413, 422))
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=schemas.responses(*schemas.COMMON_ERRORS))
 
 
 def job_out(job: m.Job, allocations: list[m.Allocation] | None = None) -> dict[str, Any]:
