@@ -183,3 +183,25 @@ def test_fabric_prefers_a_used_node_when_fgd_ties() -> None:
     target = TargetWorkload((TaskClass(1000, 1000, 1),), (1.0,))
     assert place("fgd", state, pod, target)[0] == "a"
     assert place("fabric", state, pod, target)[0] == "b"
+
+
+def test_fabric_model_pressure_counts_only_type_constrained_gpu_demand() -> None:
+    from ceti.fabric.placement.fabric import FabricPolicy
+    from ceti.fabric.placement.workload import WorkloadArrays
+
+    state = cluster(("a", 64_000, [1000] * 2, "T4"), ("b", 64_000, [1000] * 4, "V100M32"))
+    target = TargetWorkload(
+        (
+            TaskClass(1000, 1000, 2, "V100M32"),
+            TaskClass(1000, 500, 1, "T4|V100M32"),
+            TaskClass(1000, 1000, 1),
+        ),
+        (0.5, 0.25, 0.25),
+    )
+    policy = FabricPolicy(target)
+    pressure = policy.model_pressure(state, WorkloadArrays.build(target, state.models))
+    t4, v100 = state.models.index("T4"), state.models.index("V100M32")
+    # V100M32: 0.5 * 2000 (only it) + 0.25 * 500 / 2 models, over 4 GPUs; T4: 0.25 * 500 / 2 over 2 GPUs.
+    # The T4|V100M32 class accepts every model of this cluster, so it constrains nothing: weight 0.
+    assert pressure[v100] == pytest.approx(0.5 * 2000 / 4)
+    assert pressure[t4] == pytest.approx(0.0)
