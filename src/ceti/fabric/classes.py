@@ -310,6 +310,8 @@ class NodeClasses:
     partial_min: np.ndarray  # free milli on the best partly used GPU
     cpu_max: np.ndarray
     mem_max: np.ndarray
+    cpu_mean: np.ndarray
+    mem_mean: np.ndarray
     partial_max: np.ndarray
     price_gpu: np.ndarray  # class mean ask
     price_cpu: np.ndarray
@@ -384,6 +386,8 @@ def node_classes(
         partial_min=red(np.minimum, part),
         cpu_max=red(np.maximum, cpu),
         mem_max=red(np.maximum, mem),
+        cpu_mean=red(np.add, cpu) / np.maximum(count, 1),
+        mem_mean=red(np.add, mem) / np.maximum(count, 1),
         partial_max=red(np.maximum, part),
         price_gpu=red(np.add, t.price_gpu[rows]) / np.maximum(count, 1),
         price_cpu=red(np.add, t.price_cpu[rows]) / np.maximum(count, 1),

@@ -22,13 +22,14 @@ from ceti.fabric import flow
 from ceti.fabric.classes import JobKind, Need, NodeClasses, NodeTable, job_kinds, node_classes
 from ceti.fabric.decisions import Decisions, Start, Unschedulable, Wait
 from ceti.fabric.model import WHOLE_GPU_MILLI, Demand, Job, Node, Snapshot
-from ceti.fabric.packing import Free
+from ceti.fabric.packing import Free, choose_gpus
 from ceti.fabric.preemption import Preemptor
 
-ARCS_PER_KIND = 32  # the flow sees a kind's cheapest node classes
-FLOW_SCAN_ROWS = 8  # members of a planned class one job looks at before moving on
-FLOW_ROUNDS = 2  # flow rounds per level, each on node classes rebuilt from what is left
-SPILL_ROWS = 4_000  # a kind with leftovers checks every node exactly when its candidates are this few
+MIN_ARCS_PER_KIND = 8  # the flow sees a kind's cheapest node classes: enough to hold its tasks twice over,
+MAX_ARCS_PER_KIND = 256  # within these bounds
+FLOW_SCAN_ROWS = 6  # members of a planned class one job looks at before moving on
+FLOW_ROUNDS = 3  # flow rounds per level, each on node classes rebuilt from what is left
+SPILL_ROW_BUDGET = 2_000_000  # node checks per round for the exact spill (kinds in queue order use it up)
 _COST_SCALE = 50_000.0
 
 
@@ -172,6 +173,7 @@ class _Round:
         self.max_pc = float(t.price_cpu.max(initial=0.0))
         self.left: dict[int, list[Job]] = {}  # id(kind) -> jobs not placed yet, in queue order
         self._shape_cache: dict[int, tuple[int, float, float]] = {}
+        self.spill_budget = SPILL_ROW_BUDGET
 
     # ---- small helpers ----
     def price_ok(self, job: Job, r: int) -> bool:
@@ -199,43 +201,53 @@ class _Round:
         """
         f = self.free
         t = self.t
-        k = need.kind
         d = job.demand
-        gang = k.gang_size
+        gang = need.kind.gang_size
         placed: list[tuple[int, list[int]]] = []
         i = start
         n = len(rows)
         seen = 0
         constrained = need.constrained_gpus
         bid = job.bid_per_hour is not None
-        while i < n and len(placed) < gang:
+        c, m, dk = d.cpu_milli, d.memory_mib, d.disk_mib
+        k, share = d.gpu_count, d.gpu_share_milli
+        cpu, mem, disk, gpu = f.cpu, f.mem, f.disk, f.gpu
+        while i < n:
             r = rows[i]
             if dead is not None and r in dead:
                 i += 1
                 continue
-            ok = need.gpu_ok_list(t, r) if constrained else None
-            if d.gpu_count and not f.gpu_room(r, d.gpu_count, d.gpu_share_milli, ok):
-                if i == start:
-                    start += 1
-                elif dead is not None:
-                    dead.add(r)
-                else:
-                    seen += 1
+            if cpu[r] < c or mem[r] < m or (dk > 0 and disk[r] < dk) or (bid and not self.price_ok(job, r)):
+                seen += 1
+                if limit is not None and seen >= limit:
+                    break
                 i += 1
                 continue
-            seen += 1
-            if limit is not None and seen > limit:
-                break
-            pos = None if (bid and not self.price_ok(job, r)) else f.take(r, d, ok)
-            if pos is None:
-                i += 1
-                continue
+            if k:
+                pos = choose_gpus(gpu[r], need.gpu_ok_list(t, r) if constrained else None, k, share)
+                if pos is None:  # no GPUs for the kind here any more: for good, not just for this job
+                    if i == start:
+                        start += 1
+                    elif dead is not None:
+                        dead.add(r)
+                    else:
+                        seen += 1
+                        if limit is not None and seen >= limit:
+                            break
+                    i += 1
+                    continue
+            else:
+                pos = []
+            cpu[r] -= c
+            mem[r] -= m
+            disk[r] -= dk
+            f.dirty.add(r)
             placed.append((r, pos))  # the same node may take more tasks of the gang: stay on it
-        if len(placed) < gang:
-            for r, pos in placed:
-                f.give(r, d, pos)
-            return None, start
-        return placed, start
+            if len(placed) == gang:
+                return placed, start
+        for r, pos in placed:
+            f.give(r, d, pos)
+        return None, start
 
     # ---- the flow between classes ----
     def _plan(self, level: list[Need], nc: NodeClasses) -> list[list[tuple[int, int, int]]]:
@@ -261,10 +273,11 @@ class _Round:
                 continue  # kinds pinned to node ids go straight to the exact pass
             cpu, mem = self._mean_shape(k, jobs)
             per = np.full(C, 1 << 20, np.int64)
+            # CPU and memory by the class mean: the min would starve coarse classes; packing checks exactly
             if cpu > 0:
-                per = np.minimum(per, (nc.cpu_min / cpu).astype(np.int64))
+                per = np.minimum(per, (nc.cpu_mean / cpu).astype(np.int64))
             if mem > 0:
-                per = np.minimum(per, (nc.mem_min / mem).astype(np.int64))
+                per = np.minimum(per, (nc.mem_mean / mem).astype(np.int64))
             ok = need.region_ok[region_of]
             if k.gpu_count:
                 ok &= need.type_ok(t)[nc.gpu_type] if need.constrained_gpus else gpu_ok_cls
@@ -289,8 +302,11 @@ class _Round:
                 k, price, norm, need.class_speed(t, nc.gpu_type[cand], nc.sample[cand]), nc.reliability[cand],
                 nc.whole[cand], nc.partial_min[cand],
             )
-            if len(cand) > ARCS_PER_KIND:
-                keep = np.argpartition(cost, ARCS_PER_KIND)[:ARCS_PER_KIND]
+            if len(cand) > MIN_ARCS_PER_KIND:
+                # the cheapest classes until they could hold twice the kind's tasks
+                o = np.argsort(cost, kind="stable")
+                enough = int(np.searchsorted(np.cumsum(cap[cand[o]]), 2 * supply[j])) + 1
+                keep = o[: min(max(enough, MIN_ARCS_PER_KIND), MAX_ARCS_PER_KIND)]
                 cand, cost = cand[keep], cost[keep]
             arcs_j.append(np.full(len(cand), j, np.int64))
             arcs_c.append(cand if k.gpu_count else cand + C)  # CPU-only work uses the CPU capacity node
@@ -301,7 +317,7 @@ class _Round:
         room = np.concatenate(
             [
                 nc.count * (nc.whole * 10 + nc.partial_min // 100),
-                nc.count * np.maximum(nc.cpu_min // 1000, 0),
+                (nc.count * np.maximum(nc.cpu_mean, 0) // 1000).astype(np.int64),
             ]
         )
         aj = np.concatenate(arcs_j)
@@ -337,7 +353,7 @@ class _Round:
         for job in jobs:
             done = False
             for i in range(len(plan)):
-                if quota[i] < gang or start[i] >= len(members[i]) or misses[i] >= 2:
+                if quota[i] < gang or start[i] >= len(members[i]) or misses[i] >= 3:
                     continue
                 placed, start[i] = self._place_job(job, need, members[i], start[i], FLOW_SCAN_ROWS)
                 if placed is not None:
@@ -346,7 +362,7 @@ class _Round:
                     self._commit(job, placed)
                     done = True
                     break
-                misses[i] += 1  # two misses in a row: the class is full for this kind (the next round re-plans)
+                misses[i] += 1  # three misses in a row: the class is full for this kind (the next round re-plans)
             if not done:
                 left.append(job)
         self.left[id(k)] = left
@@ -388,8 +404,10 @@ class _Round:
                 nc.partial_min[cand],
             )
             cand = cand[np.lexsort((cand, cost))]
-            if int(nc.count[cand].sum()) > SPILL_ROWS:
+            n_rows = int(nc.count[cand].sum())
+            if n_rows > self.spill_budget:
                 return
+            self.spill_budget -= n_rows
             b = nc.bounds
             rows_a = np.concatenate([nc.rows[b[c] : b[c + 1]] for c in cand.tolist()])
             rows = self._with_room(need, jobs, rows_a).tolist()
