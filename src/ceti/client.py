@@ -156,6 +156,15 @@ class Client:
     def revoke_token(self, token_id: str) -> dict[str, Any]:
         return self._request("DELETE", f"/v1/tokens/{token_id}")
 
+    def set_secret(self, name: str, value: str) -> dict[str, Any]:
+        return self._request("PUT", f"/v1/secrets/{name}", json={"value": value})
+
+    def secrets(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/secrets")
+
+    def delete_secret(self, name: str) -> None:
+        self._request("DELETE", f"/v1/secrets/{name}")
+
     def audit(self, limit: int = 200) -> list[dict[str, Any]]:
         return self._request("GET", "/v1/audit", params={"limit": limit})
 

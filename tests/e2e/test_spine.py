@@ -200,3 +200,13 @@ def test_a_job_never_sees_the_agents_token(fabric):
     assert "ENV" in text and "FILE probe.py" in text
     assert secret not in text
     assert fabric.server.admin_token not in text
+
+
+def test_output_with_nul_bytes_and_invalid_utf8_is_stored(fabric):
+    fabric.add_agent("a1")
+    admin = fabric.server.admin()
+    job = admin.submit({"name": "binary", "command": "printf 'a\\000b\\377c\\n'; echo after"})
+    done = admin.wait(job["id"], timeout_s=30)
+    assert done["state"] == "succeeded"
+    text = "".join(c["data"] for c in admin.logs(job["id"])["chunks"])
+    assert text.startswith("a b") and "after" in text

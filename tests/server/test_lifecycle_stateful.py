@@ -7,9 +7,8 @@ checks the e2e invariant checker plus its own guarantees: job states, live attem
 retry limits, finished jobs staying finished, cancellation being honoured, the event log following every
 state change, and the nodes' fencing epochs.
 
-`CETI_STATEFUL_EXAMPLES` raises the number of examples. Two known service bugs are pinned by the strict
-xfail tests at the end of this file; the machine tolerates exactly those two patterns (and nothing wider)
-unless `CETI_STATEFUL_STRICT=1`, which makes it report them too.
+`CETI_STATEFUL_EXAMPLES` raises the number of examples. The two plain tests at the end replay the two bugs
+this machine found (pre-emption over-committing the victim's GPU; a cancel lost during a pre-emption stop).
 """
 
 from __future__ import annotations
@@ -46,7 +45,6 @@ LOST_AFTER_S = 30.0
 MAX_NODES = 3
 MAX_JOBS = 12
 EXAMPLES = int(os.environ.get("CETI_STATEFUL_EXAMPLES", "30"))
-STRICT = os.environ.get("CETI_STATEFUL_STRICT") == "1"
 
 
 def make_settings() -> Settings:
@@ -154,7 +152,6 @@ class LifecycleMachine(RuleBasedStateMachine):
         # what earlier steps saw
         self.finished_seen: dict[str, tuple[str, int, int]] = {}  # job -> (state, retries, attempts)
         self.cancel_requested: set[str] = set()
-        self.cancel_swallowed: set[str] = set()  # known bug: cancel while a pre-emption stop is in flight
         self.closed_allocs: dict[str, tuple[str, str]] = {}  # allocation -> (state, job)
         self.epochs: dict[str, int] = {}
         self.node_allocs: dict[str, frozenset] = {}
@@ -314,8 +311,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             return
         for a in live:
             assert after["allocs"][a.id].state == AllocationState.stopping.value
-            if a.state == AllocationState.stopping.value and a.stop_reason != "cancelled":
-                self.cancel_swallowed.add(job_id)  # see test_cancel_during_preemption_stop_is_honoured
+            assert after["allocs"][a.id].stop_reason == "cancelled"
 
     @precondition(lambda self: self.nodes)
     @rule(data=st.data())
@@ -438,7 +434,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 if state is JobState.succeeded:
                     assert job.exit_code == 0
             # a cancel is honoured: the job is never retried after it and ends cancelled
-            if job.id in self.cancel_requested and not (job.id in self.cancel_swallowed and not STRICT):
+            if job.id in self.cancel_requested:
                 assert state in (JobState.starting, JobState.running, JobState.cancelled), (
                     f"job {job.id} was cancelled but is now {job.state}")
             if state is JobState.cancelled:
@@ -476,29 +472,15 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     def _e2e_checker(self, w: dict) -> None:
         # the checker's own code on this database; only its engine is one with the shared statement cache
-        try:
-            with mock.patch.object(e2e_invariants, "make_engine", lambda url: self.check_engine):
-                check_invariants(self.url)
-        except AssertionError as exc:
-            # known bug (test_preemption_does_not_overcommit_the_victims_gpu): tolerated only when every
-            # over-commit disappears once pre-empted attempts that are still stopping are left out
-            if STRICT or not str(exc).startswith("a GPU is over-committed"):
-                raise
-            per_gpu = defaultdict(int)
-            for a in w["allocs"].values():
-                if a.state in ACTIVE and not (a.state == "stopping" and a.stop_reason.startswith("preempted")):
-                    for g in a.gpu_indices:
-                        per_gpu[(a.node_id, g)] += a.gpu_share_milli or 1000
-            assert all(v <= 1000 for v in per_gpu.values()), f"GPU over-committed: {dict(per_gpu)}"
+        with mock.patch.object(e2e_invariants, "make_engine", lambda url: self.check_engine):
+            check_invariants(self.url)
 
     def _commitment(self, allocs: dict, nodes: dict) -> None:
-        """No GPU and no node's CPUs over-committed (same known-bug tolerance as above)."""
+        """No GPU and no node's CPUs over-committed, counting attempts that are still stopping."""
         gpu = defaultdict(int)
         cpu = defaultdict(int)
         for a in allocs.values():
             if a.state not in ACTIVE:
-                continue
-            if not STRICT and a.state == "stopping" and a.stop_reason.startswith("preempted"):
                 continue
             for g in a.gpu_indices:
                 gpu[(a.node_id, g)] += a.gpu_share_milli or 1000
@@ -529,10 +511,6 @@ def _live_on_gpu0(mc: LifecycleMachine) -> list[m.Allocation]:
     return [a for a in mc.world()["allocs"].values() if a.state in ACTIVE and 0 in a.gpu_indices]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pre-emption starts the new job on the victim's GPU in the same round, while the victim is still "
-    "`stopping` (the agent gets run and stop in one answer and starts the new job at once, the victim has "
-    "up to stop_grace_s left): the GPU is committed twice"))
 def test_preemption_does_not_overcommit_the_victims_gpu(machine):
     mc = machine
     mc.register_node(provider=0, gpus=1, cpus=2)
@@ -541,13 +519,16 @@ def test_preemption_does_not_overcommit_the_victims_gpu(machine):
     assert [a.state for a in _live_on_gpu0(mc)] == ["running"]
     mc.submit_job(priority=90, gpus=1, interruptible=False, limit=0, on=[], poke=True)  # pre-empts it
     live = _live_on_gpu0(mc)
-    assert len(live) == 1, [(a.job_id, a.state, a.stop_reason) for a in live]  # got: stopping + assigned
+    assert len(live) == 1, [(a.job_id, a.state, a.stop_reason) for a in live]  # the victim, stopping
+    check_invariants(mc.url)
+    (victim,) = live
+    mc.beat(victim.node_id, [], [agents.Finished(victim.id, 143, stopped=True)], mc.tick())
+    mc.time_passes(dt=1.0, beat=True)  # once the victim has stopped, the pre-empting job takes the GPU
+    (taker,) = _live_on_gpu0(mc)
+    assert taker.job_id == mc.jobs[1]
     check_invariants(mc.url)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cancelling a job whose attempt is already stopping for a pre-emption keeps the stop reason "
-    "'preempted', so the agent's stopped report retries the job (back to pending) instead of cancelling it"))
 def test_cancel_during_preemption_stop_is_honoured(machine):
     mc = machine
     mc.register_node(provider=0, gpus=1, cpus=2)
@@ -562,4 +543,4 @@ def test_cancel_during_preemption_stop_is_honoured(machine):
     assert alloc.state == "stopping"
     mc.beat(alloc.node_id, [], [agents.Finished(alloc.id, None, stopped=True)], mc.tick())
     job = mc.world()["jobs"][victim]
-    assert job.state == JobState.cancelled.value, (job.state, job.retries, job.reason)  # got: pending, retries 1
+    assert job.state == JobState.cancelled.value, (job.state, job.retries, job.reason)

@@ -169,7 +169,14 @@ class Agent:
                 text, used = _decode_prefix(data)
                 if used == 0:
                     break
-                answer = self.client.upload_logs(alloc_id, [{"stream": stream, "offset": offset, "data": text}])
+                try:
+                    answer = self.client.upload_logs(alloc_id, [{"stream": stream, "offset": offset, "data": text}])
+                except CetiError as exc:
+                    if exc.status in (0, 429) or exc.status >= 500:
+                        raise  # the server is away or busy: try again next tick
+                    # refused for good (over a limit, a value the database cannot store): skip it, keep beating
+                    log.error("log chunk %s/%s@%d refused: %s; skipped", alloc_id, stream, offset, exc.message)
+                    answer = {}
                 offsets[stream] = offset + used
                 self._save()
                 if answer.get("truncated"):

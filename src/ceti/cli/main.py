@@ -24,6 +24,8 @@ from ceti.spec import JobSpecError, load_job_spec_yaml
 app = typer.Typer(help="ceτi Compute Fabric", no_args_is_help=True, pretty_exceptions_enable=False)
 token_app = typer.Typer(help="Create, list and revoke tokens (admin).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+secret_app = typer.Typer(help="Project secrets: encrypted at rest, given to jobs that name them.", no_args_is_help=True)
+app.add_typer(secret_app, name="secret")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -394,6 +396,30 @@ def token_list(server: ServerOpt = None, token: TokenOpt = None, json_out: JsonO
 def token_revoke(token_id: str, server: ServerOpt = None, token: TokenOpt = None) -> None:
     row = call(client(server, token).revoke_token, token_id)
     console.print(f"token {row['id']} revoked")
+
+
+@secret_app.command("set")
+def secret_set(
+    name: Annotated[str, typer.Argument(help="the environment variable name jobs will see")],
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Set a secret; the value is read from standard input (or prompted for, hidden)."""
+    value = sys.stdin.read().rstrip("\n") if not sys.stdin.isatty() else typer.prompt("value", hide_input=True)
+    call(client(server, token).set_secret, name, value)
+    console.print(f"secret {name} set")
+
+
+@secret_app.command("list")
+def secret_list(server: ServerOpt = None, token: TokenOpt = None) -> None:
+    for row in call(client(server, token).secrets):
+        console.print(f"{row['name']}  (updated {_ts(row['updated_at'])})")
+
+
+@secret_app.command("delete")
+def secret_delete(name: str, server: ServerOpt = None, token: TokenOpt = None) -> None:
+    call(client(server, token).delete_secret, name)
+    console.print(f"secret {name} deleted")
 
 
 def _mount_optional() -> None:

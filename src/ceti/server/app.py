@@ -9,16 +9,16 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from ceti import __version__
-from ceti.server import schemas
+from ceti.server import middleware, schemas
 from ceti.server.background.scheduler_loop import SchedulerLoop
-from ceti.server import middleware
 from ceti.server.errors import install_error_handlers
-from ceti.server.routers import admin, agent, jobs, scheduler
+from ceti.server.routers import admin, agent, jobs, scheduler, secrets
 from ceti.server.services.tokens import bootstrap_admin
 from ceti.server.settings import Settings
 from ceti.store.db import make_engine, migrate, session_factory
@@ -61,7 +61,9 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
         lock = SingleReplicaLock(settings.data_dir) if settings.is_sqlite else None
         if lock:
             lock.acquire()
-        engine = make_engine(settings.url)
+        # fewer request threads than pooled connections: no thread can wait forever for a connection
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
+        engine = make_engine(settings.url, pool_size=settings.request_threads + 8)
         migrate(engine)
         sessions = session_factory(engine)
         with sessions() as s:
@@ -124,6 +126,7 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
     app.include_router(jobs.router)
     app.include_router(agent.router)
     app.include_router(admin.router)
+    app.include_router(secrets.router)
     app.include_router(scheduler.router)
     return app
 

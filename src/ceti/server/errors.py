@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, TimeoutError as PoolTimeout
+from sqlalchemy.exc import DataError, DBAPIError, TimeoutError as PoolTimeout
 
 from ceti.spec import JobSpecError
 
@@ -58,6 +58,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PoolTimeout)
     async def _database_down(_req: Request, exc: Exception) -> JSONResponse:
         # the transaction was rolled back: nothing of this request was applied, so a retry is safe
+        if isinstance(exc, DataError):  # e.g. PostgreSQL refuses a NUL character in text
+            return JSONResponse({"detail": f"the database refused a value: {str(exc.orig).splitlines()[0]}",
+                                 "errors": []}, status_code=422)
         if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not _is_connection_error(exc):
             raise exc
         return JSONResponse({"detail": "the database is unavailable; retry shortly"}, status_code=503,

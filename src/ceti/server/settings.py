@@ -28,16 +28,30 @@ class Settings:
     max_log_chunk_bytes: int = field(default_factory=lambda: _env_int("CETI_MAX_LOG_CHUNK_BYTES", 256 * 1024))
     max_log_bytes_per_job: int = field(default_factory=lambda: _env_int("CETI_MAX_LOG_BYTES_PER_JOB", 16 * 1024 * 1024))
     max_log_chunks_per_job: int = field(default_factory=lambda: _env_int("CETI_MAX_LOG_CHUNKS_PER_JOB", 20_000))
+    # threads serving requests; the database pool gets these plus a few for the background loops
+    request_threads: int = field(default_factory=lambda: _env_int("CETI_REQUEST_THREADS", 32))
     # per caller (token, or token and node for heartbeats); 0 turns the limit off
     rate_limit_per_s: float = field(default_factory=lambda: _env_float("CETI_RATE_LIMIT_PER_S", 100.0))
     rate_limit_burst: float = field(default_factory=lambda: _env_float("CETI_RATE_LIMIT_BURST", 400.0))
+    # Fernet key for job secrets; unset, the server makes one in its data directory at first start
+    secret_key: str | None = field(default_factory=lambda: os.environ.get("CETI_SECRET_KEY") or None)
     max_jobs_per_project: int = field(default_factory=lambda: _env_int("CETI_MAX_ACTIVE_JOBS_PER_PROJECT", 100_000))
+
+    _box: object | None = field(default=None, repr=False, compare=False)
 
     @property
     def url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'ceti.db').resolve()}"
+
+    def secret_box(self):
+        """The cipher for job secrets (made on first use: most requests never need it)."""
+        from ceti.server.services.secrets import SecretBox, load_key
+
+        if self._box is None:
+            self._box = SecretBox(self.secret_key.encode() if self.secret_key else load_key(self.data_dir))
+        return self._box
 
     @property
     def is_sqlite(self) -> bool:

@@ -122,6 +122,8 @@ class JobSpec(_Strict):
     name: str = Field("job", description="a short name, letters, digits, . _ -")
     command: list[str] = Field(..., min_length=1, max_length=1000)
     env: dict[str, str] = Field(default_factory=dict)
+    secrets: list[str] = Field(default_factory=list, max_length=100,
+                               description="names of project secrets given to the job as environment variables")
     files: dict[str, str] = Field(default_factory=dict, description="relative path -> text content")
     resources: Resources = Field(default_factory=Resources)
     placement: Placement = Field(default_factory=Placement)
@@ -156,6 +158,14 @@ class JobSpec(_Strict):
             if key.startswith("CETI_"):
                 raise ValueError(f"{key!r}: names starting with CETI_ are reserved")
         return env
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", name) or name.startswith("CETI_"):
+                raise ValueError(f"{name!r} is not a usable secret (environment variable) name")
+        return names
 
     @field_validator("files")
     @classmethod

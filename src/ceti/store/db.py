@@ -18,9 +18,12 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'ceti.db').resolve()}"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, pool_size: int = 10) -> Engine:
+    """`pool_size` must cover every thread that may hold a session at once (request threads plus background
+    loops): a thread that waits for a connection while others wait for a thread to release theirs deadlocks."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               pool_size=pool_size, max_overflow=0, pool_timeout=10)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # noqa: ANN001
@@ -34,7 +37,7 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=10, pool_pre_ping=True)
 
 
 def migrate(engine: Engine) -> None:

@@ -147,3 +147,16 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(300))
     status: Mapped[int] = mapped_column(Integer)
     remote: Mapped[str] = mapped_column(String(64))
+
+
+class Secret(Base):
+    """A project's secret, encrypted at rest with the server's key; only its name is ever shown."""
+
+    __tablename__ = "secrets"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_secrets_project_name"),)

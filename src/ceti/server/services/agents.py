@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from ceti.server.errors import BadRequest, Forbidden, NotFound, TooLarge
 from ceti.server.services.events import record, set_job_state
+from ceti.server.services import secrets
 from ceti.server.services.lifecycle import end_attempt
 from ceti.server.services.tokens import Principal, new_id
 from ceti.server.settings import Settings
@@ -150,12 +151,13 @@ def _desired(s: Session, node: m.Node, settings: Settings) -> HeartbeatAnswer:
             continue
         job = s.get(m.Job, alloc.job_id)
         spec = JobSpec.model_validate(job.spec)
+        env = {**spec.env, **secrets.values_for(s, settings, job.project_id, spec.secrets)}
         answer.run.append({
             "allocation_id": alloc.id,
             "job_id": job.id,
             "name": job.name,
             "command": spec.command,
-            "env": spec.env,
+            "env": env,
             "files": spec.files,
             "gpu_indices": list(alloc.gpu_indices),
             "gpu_share_milli": alloc.gpu_share_milli,
@@ -175,6 +177,7 @@ def upload_logs(
         raise NotFound(f"no allocation {allocation_id}")
     own_node(s, who, alloc.node_id)
     job = s.get(m.Job, alloc.job_id)
+    hidden = list(secrets.values_for(s, settings, job.project_id, job.spec.get("secrets") or []).values())
     accepted = duplicates = 0
     for stream, offset, data in chunks:
         size = len(data.encode())
@@ -201,6 +204,8 @@ def upload_logs(
                        f"{settings.max_log_chunks_per_job} chunks per job); later output is not stored",
                        job_id=job.id, allocation_id=alloc.id)
             break
+        # NUL cannot be stored as text in PostgreSQL; a space keeps the byte length and so the offsets true
+        data = secrets.mask(data, hidden).replace("\x00", " ")
         s.add(m.LogChunk(job_id=job.id, allocation_id=alloc.id, stream=stream, offset=offset, data=data,
                          created_at=now))
         job.log_bytes += size

@@ -6,7 +6,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ceti.server.errors import Conflict, Forbidden, NotFound
+from ceti.server.errors import BadRequest, Conflict, Forbidden, NotFound
+from ceti.server.services import secrets
 from ceti.server.services.events import record, set_job_state
 from ceti.server.services.tokens import DEFAULT_PROJECT, Principal, ensure_project, new_id
 from ceti.spec import AllocationState, JobSpec, JobState
@@ -36,6 +37,9 @@ def submit(
             if existing.spec != spec.model_dump(mode="json"):
                 raise Conflict("this idempotency key was used for a different job spec")
             return existing, False
+    absent = secrets.missing(s, project_id, spec.secrets)
+    if absent:
+        raise BadRequest(f"unknown secret(s) {', '.join(absent)}: set them with `ceti secret set NAME`")
     active = s.scalar(
         select(func.count()).select_from(m.Job).where(
             m.Job.project_id == project_id, m.Job.state.in_(["pending", "starting", "running"])
@@ -123,9 +127,9 @@ def cancel(s: Session, who: Principal, job_id: str, now: float) -> m.Job:
         set_job_state(s, job, JobState.cancelled, "cancelled by the user", now)
         return job
     for alloc in live:
-        if alloc.state != AllocationState.stopping.value:
-            alloc.state = AllocationState.stopping.value
-            alloc.stop_reason = "cancelled"
+        # a cancel overrides a stop already under way (pre-emption, time limit): the user's word is final
+        alloc.state = AllocationState.stopping.value
+        alloc.stop_reason = "cancelled"
     job.reason = "cancelling: waiting for the agent to stop it"
     job.updated_at = now
     return job

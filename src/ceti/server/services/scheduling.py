@@ -140,18 +140,43 @@ def build_snapshot(s: Session, now: float) -> fabric.Snapshot:
     return fabric.Snapshot(nodes=tuple(nodes), running=tuple(running), pending=tuple(pending), now=now)
 
 
+def _preempting_nodes(s: Session) -> set[str]:
+    rows = s.scalars(select(m.Allocation.node_id).where(
+        m.Allocation.state == AllocationState.stopping.value, m.Allocation.stop_reason.startswith("preempted")
+    ))
+    return set(rows)
+
+
 def apply_decisions(s: Session, snapshot: fabric.Snapshot, decisions: fabric.Decisions, now: float) -> RoundReport:
+    """Apply one round's decisions.
+
+    A pre-empted allocation keeps its resources until its agent confirms the stop (it has a grace period to
+    checkpoint), while the fabric plans the pre-empting job onto those resources at once. So a start on a node
+    where this round pre-empts waits for a later round, and a node pre-empts one wave at a time: while one is
+    stopping there, no further victims are taken on that node (the waiting job would not need them).
+    """
     report = RoundReport()
     jobs = {j.id: j for j in snapshot.pending}
+    node_of_alloc = {a.id: a.node_id for a in snapshot.running}
+    already = _preempting_nodes(s)
+    planned = {node_of_alloc.get(p.allocation_id) for p in decisions.preemptions}
     for p in decisions.preemptions:
         alloc = s.get(m.Allocation, p.allocation_id)
         if alloc is None or alloc.state not in ACTIVE or alloc.state == AllocationState.stopping.value:
             continue
+        if alloc.node_id in already:
+            continue  # an earlier wave is still stopping there
         alloc.state = AllocationState.stopping.value
         alloc.stop_reason = f"preempted: {p.reason}"
         record(s, "preempted", now, p.reason, job_id=alloc.job_id, node_id=alloc.node_id, allocation_id=alloc.id)
         report.preempted += 1
+    held_back = {st.job_id for st in decisions.starts if st.node_id in planned}
     for start in decisions.starts:
+        if start.job_id in held_back:  # a gang waits whole: none of its tasks starts early
+            job = s.get(m.Job, start.job_id)
+            if job is not None and start.task_index == 0 and job.state == JobState.pending.value:
+                _set_wait_reason(job, "waiting for pre-empted work to stop", now, report)
+            continue
         job = s.get(m.Job, start.job_id)
         if job is None or job.state != JobState.pending.value and start.task_index == 0:
             continue  # changed since the snapshot (cancelled); the next round sees it as it is
