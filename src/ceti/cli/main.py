@@ -422,23 +422,18 @@ def secret_delete(name: str, server: ServerOpt = None, token: TokenOpt = None) -
     console.print(f"secret {name} deleted")
 
 
-def _mount_optional() -> None:
+def _mount_subcommands() -> None:
     """Sub-commands that live in their own modules (simulator, benchmarks)."""
-    try:
-        from ceti.cli.sim import app as sim_app
+    from ceti.cli.bench import app as bench_app
+    from ceti.cli.bench_control_plane import control_plane
+    from ceti.cli.sim import app as sim_app
 
-        app.add_typer(sim_app, name="sim", help="Replay traces through the fabric and its baselines.")
-    except ImportError:
-        pass
-    try:
-        from ceti.cli.bench import app as bench_app
-
-        app.add_typer(bench_app, name="bench", help="Benchmarks that print figures.")
-    except ImportError:
-        pass
+    bench_app.command("control-plane")(control_plane)
+    app.add_typer(sim_app, name="sim", help="Replay traces through the fabric and its baselines.")
+    app.add_typer(bench_app, name="bench", help="Benchmarks that print figures.")
 
 
-_mount_optional()
+_mount_subcommands()
 
 if __name__ == "__main__":
     app()
