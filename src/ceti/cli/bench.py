@@ -169,14 +169,17 @@ def run_bench(
         snap = synthetic_snapshot(nodes, jobs, seed)
         build_s = time.perf_counter() - t0
         lat: list[float] = []
+        cpu_lat: list[float] = []
         decisions = None
         for r in range(rounds):
             if status:
                 status.update(f"ours: round {r + 1}/{rounds} ...")
             gc.collect()
+            c0 = time.process_time()
             t0 = time.perf_counter()
             decisions = schedule(snap)
             lat.append(time.perf_counter() - t0)
+            cpu_lat.append(time.process_time() - c0)
         assert decisions is not None
         if status:
             status.update("ours: one more round under tracemalloc for peak memory ...")
@@ -227,6 +230,9 @@ def run_bench(
         "ours_median_s": round(med, 4),
         "ours_max_s": round(max(lat), 4),
         "ours_latencies_s": [round(x, 4) for x in lat],
+        "ours_cpu_median_s": round(statistics.median(cpu_lat), 4),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
         "ours_peak_traced_mib": round(peak / 2**20, 1),
         "process_max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "ours_placed_jobs": len(started),
@@ -270,6 +276,7 @@ def fabric(
     t.add_column("value", justify="right")
     for label, key in (
         ("ours: median round (s)", "ours_median_s"), ("ours: max round (s)", "ours_max_s"),
+        ("ours: median round, CPU time (s)", "ours_cpu_median_s"), ("load average (1 min)", "load_average_1m"),
         ("ours: peak traced memory (MiB)", "ours_peak_traced_mib"), ("process max RSS (MiB)", "process_max_rss_mib"),
         ("ours: jobs placed", "ours_placed_jobs"), ("ours: pre-emptions", "ours_preemptions"),
         ("ours: waiting", "ours_waiting"), ("ours: unschedulable", "ours_unschedulable"),

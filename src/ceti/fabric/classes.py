@@ -342,9 +342,12 @@ def node_classes(
     key = None
     if len(rows) <= EXACT_CLASS_ROWS:
         # small enough: classes on the exact free shape, so the flow's capacities are exact
-        cols = np.stack([t.gpu_type[rows], t.region[rows], whole, part, cpu, mem, disk_free[rows]], axis=1)
-        _, inv = np.unique(cols, axis=0, return_inverse=True)
-        inv = inv.reshape(-1)
+        inv = np.zeros(len(rows), np.int64)
+        for v in (t.gpu_type[rows], t.region[rows], whole, part, cpu, mem, disk_free[rows]):
+            _, vi = np.unique(v, return_inverse=True)
+            inv = inv * (int(vi.max(initial=0)) + 1) + vi.reshape(-1)
+            _, inv = np.unique(inv, return_inverse=True)
+            inv = inv.reshape(-1)
         if int(inv.max(initial=-1)) + 1 <= MAX_EXACT_CLASSES:
             key = inv.astype(np.int64)
     if key is None:

@@ -193,7 +193,14 @@ class _Round:
             starts.append(Start(job.id, ids[r], t.gpu_indices(r, pos) if pos else (), share, task))
 
     def _place_job(
-        self, job: Job, need: Need, rows: list[int], start: int, limit: int | None, dead: set[int] | None = None
+        self,
+        job: Job,
+        need: Need,
+        rows: list[int],
+        start: int,
+        limit: int | None,
+        dead: set[int] | None = None,
+        priced: bool = False,
     ) -> tuple[list[tuple[int, list[int]]] | None, int]:
         """Try the job's tasks on `rows[start:]`; returns (placements or None, new start).
 
@@ -208,7 +215,7 @@ class _Round:
         n = len(rows)
         seen = 0
         constrained = need.constrained_gpus
-        bid = job.bid_per_hour is not None
+        bid = job.bid_per_hour is not None and not priced  # priced: the rows are already within the bid
         c, m, dk = d.cpu_milli, d.memory_mib, d.disk_mib
         k, share = d.gpu_count, d.gpu_share_milli
         cpu, mem, disk, gpu = f.cpu, f.mem, f.disk, f.gpu
@@ -304,7 +311,7 @@ class _Round:
             )
             if len(cand) > MIN_ARCS_PER_KIND:
                 # the cheapest classes until they could hold twice the kind's tasks
-                o = np.argsort(cost, kind="stable")
+                o = np.argsort(cost)
                 enough = int(np.searchsorted(np.cumsum(cap[cand[o]]), 2 * supply[j])) + 1
                 keep = o[: min(max(enough, MIN_ARCS_PER_KIND), MAX_ARCS_PER_KIND)]
                 cand, cost = cand[keep], cost[keep]
@@ -377,7 +384,7 @@ class _Round:
         if need.node_rows is not None:
             rows_a = need.node_rows[t.schedulable[need.node_rows]]
             rows_a = rows_a[need.place_ok(t, rows_a)]
-            rows = self._with_room(need, jobs, rows_a).tolist()
+            rows_a = self._with_room(need, jobs, rows_a)
         else:
             C = nc.size
             if C == 0:
@@ -410,16 +417,28 @@ class _Round:
             self.spill_budget -= n_rows
             b = nc.bounds
             rows_a = np.concatenate([nc.rows[b[c] : b[c + 1]] for c in cand.tolist()])
-            rows = self._with_room(need, jobs, rows_a).tolist()
+            rows_a = self._with_room(need, jobs, rows_a)
+        rows = rows_a.tolist()
+        # a bid job only looks at the nodes it can afford: one filtered list (and cursor) per (CPUs, bid)
+        lists: dict[tuple[int, float], list] = {}
         left: list[Job] = []
         failed: list[tuple[int, int, int, float]] = []
-        start = 0
         dead: set[int] = set()
+        cursor = [rows, 0]
         for i, job in enumerate(jobs):
-            if start >= len(rows):  # no candidate node has the kind's GPUs any more
-                left.extend(jobs[i:])
-                break
             d = job.demand
+            if job.bid_per_hour is None:
+                cursor = lists.get((0, math.inf)) or lists.setdefault((0, math.inf), [rows, 0])
+            else:
+                key = (d.cpu_milli, job.bid_per_hour)
+                cursor = lists.get(key)
+                if cursor is None:
+                    price = (k.gpu_count * t.price_gpu[rows_a] + d.cpu_milli / 1000.0 * t.price_cpu[rows_a])
+                    affordable = rows_a[price * k.gang_size <= job.bid_per_hour + 1e-9].tolist()
+                    cursor = lists[key] = [affordable, 0]
+            if cursor[1] >= len(cursor[0]):
+                left.append(job)
+                continue
             lim = math.inf if job.bid_per_hour is None else job.bid_per_hour
             if any(
                 d.cpu_milli >= fc and d.memory_mib >= fm and d.disk_mib >= fd and lim <= fl
@@ -427,7 +446,7 @@ class _Round:
             ):
                 left.append(job)
                 continue
-            placed, start = self._place_job(job, need, rows, start, None, dead)
+            placed, cursor[1] = self._place_job(job, need, cursor[0], cursor[1], None, dead, priced=True)
             if placed is None:
                 left.append(job)
                 failed.append((d.cpu_milli, d.memory_mib, d.disk_mib, lim))
