@@ -10,8 +10,15 @@ def full_node(nid: str, gpus: int = 1) -> Node:
     return Node(nid, 16_000, 64 * 1024, tuple(GPU(i, "A100", 40960) for i in range(gpus)))
 
 
-def victim(aid: str, nid: str, *, priority: int = 10, interruptible: bool = True, lost_h: float = 1.0,
-           value: float = 1.0) -> Allocation:
+def victim(
+    aid: str,
+    nid: str,
+    *,
+    priority: int = 10,
+    interruptible: bool = True,
+    lost_h: float = 1.0,
+    value: float = 1.0,
+) -> Allocation:
     return Allocation(aid, f"job-{aid}", nid, 4000, 8192, (0,), 0, priority, interruptible, value, lost_h)
 
 
@@ -28,7 +35,9 @@ def test_higher_priority_preempts_lower_interruptible_work() -> None:
 
 def test_never_preempts_equal_or_higher_priority() -> None:
     for prio in (90, 95):
-        d = schedule(Snapshot((full_node("n1"),), running=(victim("v", "n1", priority=prio),), pending=(pending(),)))
+        d = schedule(
+            Snapshot((full_node("n1"),), running=(victim("v", "n1", priority=prio),), pending=(pending(),))
+        )
         assert not d.preemptions and not d.starts
 
 

@@ -23,7 +23,11 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
         g = draw(st.integers(0, 4))
         mixed = draw(st.booleans()) and g > 1
         gpus = tuple(
-            GPU(k, MODELS[(i + k) % 3] if mixed else MODELS[i % 3], VRAM[MODELS[(i + k) % 3 if mixed else i % 3]])
+            GPU(
+                k,
+                MODELS[(i + k) % 3] if mixed else MODELS[i % 3],
+                VRAM[MODELS[(i + k) % 3 if mixed else i % 3]],
+            )
             for k in range(g)
         )
         cpu = draw(st.sampled_from([4000, 16000, 64000]))
@@ -31,8 +35,18 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
         disk = draw(st.sampled_from([0, 100_000]))
         nid = f"n{i}"
         nodes.append(
-            Node(nid, cpu, mem, gpus, REGIONS[i % 2], disk, draw(st.sampled_from([0.0, 0.5, 2.0])), 0.01,
-                 draw(st.sampled_from([0.9, 0.99, 1.0])), draw(st.booleans()) or i == 0)
+            Node(
+                nid,
+                cpu,
+                mem,
+                gpus,
+                REGIONS[i % 2],
+                disk,
+                draw(st.sampled_from([0.0, 0.5, 2.0])),
+                0.01,
+                draw(st.sampled_from([0.9, 0.99, 1.0])),
+                draw(st.booleans()) or i == 0,
+            )
         )
         # running work that fits the node, built by construction
         free_cpu, free_mem, free_disk, gfree = cpu, mem, disk, [WHOLE_GPU_MILLI] * g
@@ -54,9 +68,20 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
                 share = 0
             free_cpu, free_mem, free_disk = free_cpu - c, free_mem - m, free_disk - dk
             running.append(
-                Allocation(f"a{i}-{a}", f"r{i}-{a}", nid, c, m, idx, share, draw(st.sampled_from([10, 50, 90])),
-                           draw(st.booleans()), draw(st.sampled_from([0.0, 1.0, 5.0])),
-                           draw(st.sampled_from([0.0, 0.5, 3.0])), dk)
+                Allocation(
+                    f"a{i}-{a}",
+                    f"r{i}-{a}",
+                    nid,
+                    c,
+                    m,
+                    idx,
+                    share,
+                    draw(st.sampled_from([10, 50, 90])),
+                    draw(st.booleans()),
+                    draw(st.sampled_from([0.0, 1.0, 5.0])),
+                    draw(st.sampled_from([0.0, 0.5, 3.0])),
+                    dk,
+                )
             )
     jobs: list[Job] = []
     for j in range(draw(st.integers(0, 10))):
@@ -74,9 +99,16 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
             frozenset({f"n{draw(st.integers(0, n_nodes))}"}) if draw(st.integers(0, 5)) == 0 else frozenset(),
         )
         jobs.append(
-            Job(f"j{j}", d, draw(st.integers(0, 5)), draw(st.sampled_from([10, 50, 90])),
-                draw(st.sampled_from([1, 1, 2, 3])), draw(st.sampled_from([None, None, 0.5, 5.0])),
-                draw(st.booleans()), draw(st.sampled_from([{}, {"T4": 2.0}, {"A100": 0.5, "V100": 3.0}])))
+            Job(
+                f"j{j}",
+                d,
+                draw(st.integers(0, 5)),
+                draw(st.sampled_from([10, 50, 90])),
+                draw(st.sampled_from([1, 1, 2, 3])),
+                draw(st.sampled_from([None, None, 0.5, 5.0])),
+                draw(st.booleans()),
+                draw(st.sampled_from([{}, {"T4": 2.0}, {"A100": 0.5, "V100": 3.0}])),
+            )
         )
     return Snapshot(tuple(nodes), tuple(running), tuple(jobs))
 
@@ -135,8 +167,11 @@ def check_invariants(snap: Snapshot, d: Decisions) -> None:
     for p in d.preemptions:
         a = by_alloc[p.allocation_id]
         assert a.interruptible and top is not None and a.priority < top
-        assert any(jobs[j].priority > a.priority and by_alloc[p.allocation_id].node_id in
-                   {s.node_id for s in d.starts if s.job_id == j} for j in tasks)
+        assert any(
+            jobs[j].priority > a.priority
+            and by_alloc[p.allocation_id].node_id in {s.node_id for s in d.starts if s.job_id == j}
+            for j in tasks
+        )
     # every job exactly one outcome
     outcomes = list(tasks) + [w.job_id for w in d.waiting] + [u.job_id for u in d.unschedulable]
     assert sorted(outcomes) == sorted(jobs)

@@ -14,8 +14,16 @@ def test_bench_fabric_json() -> None:
     res = CliRunner().invoke(app, ["fabric", "--nodes", "300", "--jobs", "300", "--rounds", "2", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
-    for key in ("ours_median_s", "ours_max_s", "ours_peak_traced_mib", "ours_placed_jobs", "baseline_per_job_ms",
-                "baseline_est_full_round_s", "speedup", "note"):
+    for key in (
+        "ours_median_s",
+        "ours_max_s",
+        "ours_peak_traced_mib",
+        "ours_placed_jobs",
+        "baseline_per_job_ms",
+        "baseline_est_full_round_s",
+        "speedup",
+        "note",
+    ):
         assert key in out
     assert out["nodes"] == 300 and out["jobs"] == 300 and len(out["ours_latencies_s"]) == 2
     assert out["ours_placed_jobs"] > 0

@@ -11,7 +11,9 @@ def node(nid: str, gpus: int = 4, model: str = "A100", *, cpu: int = 64, mem_gib
 
 
 def job(jid: str, order: int, gpus: int = 1, *, cpu: int = 4, mem_gib: int = 8, share: int = 0, **kw) -> Job:
-    demand_kw = {k: kw.pop(k) for k in ("gpu_models", "min_vram_mib", "regions", "node_ids", "disk_mib") if k in kw}
+    demand_kw = {
+        k: kw.pop(k) for k in ("gpu_models", "min_vram_mib", "regions", "node_ids", "disk_mib") if k in kw
+    }
     return Job(jid, Demand(cpu * 1000, mem_gib * 1024, gpus, share, **demand_kw), order, **kw)
 
 

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ceti.fabric.baseline_scan import schedule_first_fit
+from ceti.fabric.decisions import Decisions
 from ceti.fabric.model import GPU, Allocation, Demand, Job, Node, Snapshot
 from ceti.fabric.schedule import schedule
 
@@ -33,6 +34,7 @@ app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
 @app.callback()
 def _bench() -> None:
     """Benchmarks of the fabric and friends."""
+
 
 TRACE_DIR = Path(os.environ.get("CETI_TRACE_DIR", "/work/shared/data/alibaba-openb-2023"))
 REGIONS = ("us-east", "us-west", "eu-west", "eu-central", "ap-south", "ap-east", "sa-east", "me-central")
@@ -46,16 +48,30 @@ SPEED_PROFILES = (
 
 # (count, gpus, model, cpu_milli, memory_mib): the trace's GPU nodes with 2+ GPUs, used if the CSV is absent
 _NODES_FALLBACK = [
-    (131, 2, "P100", 64000, 262144), (387, 2, "T4", 104000, 524288), (17, 4, "T4", 96000, 393216),
-    (28, 4, "V100M16", 96000, 393216), (9, 4, "V100M32", 96000, 393216), (549, 8, "G2", 96000, 393216),
-    (39, 8, "G3", 128000, 786432), (8, 8, "V100M16", 96000, 786432), (21, 8, "V100M32", 96000, 786432),
+    (131, 2, "P100", 64000, 262144),
+    (387, 2, "T4", 104000, 524288),
+    (17, 4, "T4", 96000, 393216),
+    (28, 4, "V100M16", 96000, 393216),
+    (9, 4, "V100M32", 96000, 393216),
+    (549, 8, "G2", 96000, 393216),
+    (39, 8, "G3", 128000, 786432),
+    (8, 8, "V100M16", 96000, 786432),
+    (21, 8, "V100M32", 96000, 786432),
 ]
 # (count, num_gpu, gpu_milli, cpu_milli, memory_mib, gpu_spec)
 _PODS_FALLBACK = [
-    (3911, 1, 1000, 12000, 24576, ""), (1088, 0, 0, 8000, 30517, ""), (1078, 1, 810, 6000, 12288, ""),
-    (750, 1, 470, 6000, 12288, ""), (328, 1, 320, 4000, 8192, ""), (253, 1, 650, 8000, 16384, ""),
-    (140, 1, 230, 4000, 8192, ""), (128, 1, 460, 6000, 12288, ""), (44, 8, 1000, 64000, 262144, ""),
-    (16, 2, 1000, 24000, 65536, ""), (15, 4, 1000, 32000, 131072, ""), (300, 1, 1000, 8000, 16384, "T4"),
+    (3911, 1, 1000, 12000, 24576, ""),
+    (1088, 0, 0, 8000, 30517, ""),
+    (1078, 1, 810, 6000, 12288, ""),
+    (750, 1, 470, 6000, 12288, ""),
+    (328, 1, 320, 4000, 8192, ""),
+    (253, 1, 650, 8000, 16384, ""),
+    (140, 1, 230, 4000, 8192, ""),
+    (128, 1, 460, 6000, 12288, ""),
+    (44, 8, 1000, 64000, 262144, ""),
+    (16, 2, 1000, 24000, 65536, ""),
+    (15, 4, 1000, 32000, 131072, ""),
+    (300, 1, 1000, 8000, 16384, "T4"),
     (100, 1, 1000, 12000, 32768, "V100M16|V100M32"),
 ]
 
@@ -64,7 +80,10 @@ def _trace_nodes() -> list[tuple[int, str, int, int]]:
     path = TRACE_DIR / "openb_node_list_gpu_node.csv"
     if path.exists():
         with path.open() as f:
-            rows = [(int(r["gpu"]), r["model"], int(r["cpu_milli"]), int(r["memory_mib"])) for r in csv.DictReader(f)]
+            rows = [
+                (int(r["gpu"]), r["model"], int(r["cpu_milli"]), int(r["memory_mib"]))
+                for r in csv.DictReader(f)
+            ]
         rows = [r for r in rows if 2 <= r[0] <= 8]
         if rows:
             return rows
@@ -76,7 +95,13 @@ def _trace_pods() -> list[tuple[int, int, int, int, str]]:
     if path.exists():
         with path.open() as f:
             rows = [
-                (int(r["num_gpu"]), int(r["gpu_milli"]), int(r["cpu_milli"]), int(r["memory_mib"]), r["gpu_spec"] or "")
+                (
+                    int(r["num_gpu"]),
+                    int(r["gpu_milli"]),
+                    int(r["cpu_milli"]),
+                    int(r["memory_mib"]),
+                    r["gpu_spec"] or "",
+                )
                 for r in csv.DictReader(f)
             ]
         rows = [r for r in rows if r[0] <= 8]
@@ -85,7 +110,9 @@ def _trace_pods() -> list[tuple[int, int, int, int, str]]:
     return [(g, m, c, mem, s) for n, g, m, c, mem, s in _PODS_FALLBACK for _ in range(n)]
 
 
-def synthetic_snapshot(n_nodes: int, n_jobs: int, seed: int = 0, load: tuple[float, float] = (0.3, 0.95)) -> Snapshot:
+def synthetic_snapshot(
+    n_nodes: int, n_jobs: int, seed: int = 0, load: tuple[float, float] = (0.3, 0.95)
+) -> Snapshot:
     """A seeded, heterogeneous snapshot: busy nodes, a backlog of pending jobs."""
     rng = np.random.default_rng(seed)
     shapes = _trace_nodes()
@@ -111,21 +138,53 @@ def synthetic_snapshot(n_nodes: int, n_jobs: int, seed: int = 0, load: tuple[flo
         nid = f"node-{i:06d}"
         price = round(GPU_PRICE.get(model, 1.0) * float(factor[i]), 2)
         nodes.append(
-            Node(nid, cpu, mem, gpus, REGIONS[int(region[i])], 0, price, float(cpu_price[i]),
-                 float(reliability[i]), not bool(drain[i]))
+            Node(
+                nid,
+                cpu,
+                mem,
+                gpus,
+                REGIONS[int(region[i])],
+                0,
+                price,
+                float(cpu_price[i]),
+                float(reliability[i]),
+                not bool(drain[i]),
+            )
         )
         busy = int(util[i] * g)
         if busy:
             prio = 10 if interruptible[i] else 50
-            running.append(Allocation(
-                f"alloc-{i:06d}-a", f"run-{i:06d}-a", nid, int(cpu * util[i] * 0.8), int(mem * util[i] * 0.8),
-                tuple(range(busy)), 0, prio, bool(interruptible[i]), price * busy * 1.2, float(lost[i]),
-            ))
+            running.append(
+                Allocation(
+                    f"alloc-{i:06d}-a",
+                    f"run-{i:06d}-a",
+                    nid,
+                    int(cpu * util[i] * 0.8),
+                    int(mem * util[i] * 0.8),
+                    tuple(range(busy)),
+                    0,
+                    prio,
+                    bool(interruptible[i]),
+                    price * busy * 1.2,
+                    float(lost[i]),
+                )
+            )
         if busy < g and rng.random() < 0.5:
-            running.append(Allocation(
-                f"alloc-{i:06d}-b", f"run-{i:06d}-b", nid, 2000, 4096, (busy,), int(share[i]), 10, True,
-                price * 0.5, float(lost[i]) / 2,
-            ))
+            running.append(
+                Allocation(
+                    f"alloc-{i:06d}-b",
+                    f"run-{i:06d}-b",
+                    nid,
+                    2000,
+                    4096,
+                    (busy,),
+                    int(share[i]),
+                    10,
+                    True,
+                    price * 0.5,
+                    float(lost[i]) / 2,
+                )
+            )
     pods = _trace_pods()
     pod = rng.integers(0, len(pods), n_jobs)
     prio = rng.choice([10, 50, 90], n_jobs, p=[0.2, 0.7, 0.1])
@@ -149,11 +208,13 @@ def synthetic_snapshot(n_nodes: int, n_jobs: int, seed: int = 0, load: tuple[flo
             per_gpu = float(bid_tier[k])
             bid = round((g * per_gpu + cpu / 1000.0 * 0.02 * per_gpu) * int(gang[k]), 2)
         sp = SPEED_PROFILES[int(speed[k])] if g and speed[k] < len(SPEED_PROFILES) else {}
-        jobs.append(Job(f"job-{k:06d}", d, int(order[k]), int(prio[k]), int(gang[k]), bid, bool(prio[k] == 10), sp))
+        jobs.append(
+            Job(f"job-{k:06d}", d, int(order[k]), int(prio[k]), int(gang[k]), bid, bool(prio[k] == 10), sp)
+        )
     return Snapshot(tuple(nodes), tuple(running), tuple(jobs), now=0.0)
 
 
-def _placed(decisions) -> int:  # noqa: ANN001
+def _placed(decisions: Decisions) -> int:
     return len({s.job_id for s in decisions.starts})
 
 
@@ -263,7 +324,9 @@ def fabric(
     jobs: int = typer.Option(100_000, help="Pending jobs in the synthetic snapshot."),
     rounds: int = typer.Option(5, min=1, help="Scheduling rounds to time."),
     seed: int = typer.Option(0, help="Seed of the synthetic snapshot."),
-    baseline_budget: float = typer.Option(20.0, help="Seconds the first-fit baseline may take before it is extrapolated."),
+    baseline_budget: float = typer.Option(
+        20.0, help="Seconds the first-fit baseline may take before it is extrapolated."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Time `fabric.schedule` on a synthetic snapshot against a per-job first-fit scan."""
@@ -271,19 +334,28 @@ def fabric(
     if as_json:
         typer.echo(json.dumps(res))
         return
-    t = Table(title=f"fabric: {nodes:,} nodes x {jobs:,} pending jobs ({res['running']:,} running), {rounds} rounds")
+    t = Table(
+        title=f"fabric: {nodes:,} nodes x {jobs:,} pending jobs ({res['running']:,} running), {rounds} rounds"
+    )
     t.add_column("measure")
     t.add_column("value", justify="right")
     for label, key in (
-        ("ours: median round (s)", "ours_median_s"), ("ours: max round (s)", "ours_max_s"),
-        ("ours: median round, CPU time (s)", "ours_cpu_median_s"), ("load average (1 min)", "load_average_1m"),
-        ("ours: peak traced memory (MiB)", "ours_peak_traced_mib"), ("process max RSS (MiB)", "process_max_rss_mib"),
-        ("ours: jobs placed", "ours_placed_jobs"), ("ours: pre-emptions", "ours_preemptions"),
-        ("ours: waiting", "ours_waiting"), ("ours: unschedulable", "ours_unschedulable"),
-        ("baseline: jobs timed", "baseline_jobs_timed"), ("baseline: per job (ms)", "baseline_per_job_ms"),
+        ("ours: median round (s)", "ours_median_s"),
+        ("ours: max round (s)", "ours_max_s"),
+        ("ours: median round, CPU time (s)", "ours_cpu_median_s"),
+        ("load average (1 min)", "load_average_1m"),
+        ("ours: peak traced memory (MiB)", "ours_peak_traced_mib"),
+        ("process max RSS (MiB)", "process_max_rss_mib"),
+        ("ours: jobs placed", "ours_placed_jobs"),
+        ("ours: pre-emptions", "ours_preemptions"),
+        ("ours: waiting", "ours_waiting"),
+        ("ours: unschedulable", "ours_unschedulable"),
+        ("baseline: jobs timed", "baseline_jobs_timed"),
+        ("baseline: per job (ms)", "baseline_per_job_ms"),
         ("baseline: est. full round (s)", "baseline_est_full_round_s"),
         ("baseline: placed in timed prefix", "baseline_placed_in_prefix"),
-        ("ours: placed in the same prefix", "ours_placed_in_same_prefix"), ("speed-up (x)", "speedup"),
+        ("ours: placed in the same prefix", "ours_placed_in_same_prefix"),
+        ("speed-up (x)", "speedup"),
     ):
         t.add_row(label, str(res[key]))
     console = Console()

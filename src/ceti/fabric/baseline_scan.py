@@ -23,8 +23,10 @@ class _Free:
 
 
 def _free(snapshot: Snapshot) -> list[_Free]:
-    free = {n.id: _Free(n, n.cpu_milli, n.memory_mib, n.disk_mib, [WHOLE_GPU_MILLI] * len(n.gpus))
-            for n in snapshot.nodes}
+    free = {
+        n.id: _Free(n, n.cpu_milli, n.memory_mib, n.disk_mib, [WHOLE_GPU_MILLI] * len(n.gpus))
+        for n in snapshot.nodes
+    }
     for a in snapshot.running:
         f = free.get(a.node_id)
         if f is None:
@@ -45,7 +47,11 @@ def _gpus(f: _Free, d: Demand) -> list[int] | None:
     need = d.gpu_milli_per_gpu
     out = []
     for p, g in enumerate(f.node.gpus):
-        if f.gpu_free[p] >= need and (not d.gpu_models or g.model in d.gpu_models) and g.vram_mib >= d.min_vram_mib:
+        if (
+            f.gpu_free[p] >= need
+            and (not d.gpu_models or g.model in d.gpu_models)
+            and g.vram_mib >= d.min_vram_mib
+        ):
             out.append(p)
             if len(out) == d.gpu_count:
                 return out

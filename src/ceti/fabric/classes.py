@@ -28,7 +28,13 @@ EXACT_CLASS_ROWS = 20_000
 MAX_EXACT_CLASSES = 3_000
 
 _node_cols = attrgetter(
-    "cpu_milli", "memory_mib", "disk_mib", "price_per_gpu_hour", "price_per_cpu_hour", "reliability", "schedulable"
+    "cpu_milli",
+    "memory_mib",
+    "disk_mib",
+    "price_per_gpu_hour",
+    "price_per_cpu_hour",
+    "reliability",
+    "schedulable",
 )
 
 
@@ -97,7 +103,8 @@ class NodeTable:
         first_model = self.gpu_model[:, 0]
         first_vram = self.gpu_vram[:, 0]
         same = (
-            ((self.gpu_model == first_model[:, None]) & (self.gpu_vram == first_vram[:, None])) | ~self.gpu_valid
+            ((self.gpu_model == first_model[:, None]) & (self.gpu_vram == first_vram[:, None]))
+            | ~self.gpu_valid
         ).all(axis=1)
         self.homogeneous = same
         type_key = np.where(counts > 0, first_model * (1 << 40) + first_vram, -1)
@@ -144,7 +151,12 @@ class NodeTable:
             return z, z, np.zeros(0), np.zeros(0)
         key = np.zeros(self.n, np.int64)
         for v in (
-            self.gpu_type, self.region, self.gpu_count, self.cpu_total, self.mem_total, self.disk_total,
+            self.gpu_type,
+            self.region,
+            self.gpu_count,
+            self.cpu_total,
+            self.mem_total,
+            self.disk_total,
             self.schedulable.astype(np.int64),
         ):
             _, inv = np.unique(v, return_inverse=True)
@@ -366,7 +378,14 @@ def node_classes(
     eff_price = (1.0 + rel_ask) / np.clip(t.reliability[rows], 0.05, 1.0)
     gpu_sum = np.where(free > 0, free, 0).sum(axis=1)
     order = np.lexsort((rows, cpu, gpu_sum, eff_price, key))
-    rows, key, whole, part, cpu, mem = rows[order], key[order], whole[order], part[order], cpu[order], mem[order]
+    rows, key, whole, part, cpu, mem = (
+        rows[order],
+        key[order],
+        whole[order],
+        part[order],
+        cpu[order],
+        mem[order],
+    )
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(rows) else np.zeros(0, np.int64)
     bounds = np.r_[starts, len(rows)].astype(np.int64)
     count = np.diff(bounds)
@@ -396,4 +415,3 @@ def node_classes(
         price_cpu=red(np.add, t.price_cpu[rows]) / np.maximum(count, 1),
         reliability=red(np.add, t.reliability[rows]) / np.maximum(count, 1),
     )
-

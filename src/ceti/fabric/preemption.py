@@ -12,7 +12,7 @@ Gangs are all-or-nothing here too: if one task finds no room the whole attempt i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,7 +142,7 @@ class Preemptor:
             self._gsum_cache = (rows, np.where(gpu[rows] > 0, gpu[rows], 0).sum(axis=1))
         return self._gsum_cache[1]
 
-    def place(self, need: Need, jobs: list[Job], price_ok) -> int:  # noqa: ANN001
+    def place(self, need: Need, jobs: list[Job], price_ok: Callable[[Job, int], bool]) -> int:
         """Start a prefix of `jobs` on room freed from lower-priority work; returns how many started."""
         k = need.kind
         if self.min_priority is None or k.priority <= self.min_priority or self.budget <= 0:
@@ -175,7 +175,9 @@ class Preemptor:
             placed += 1
         return placed  # the level's bounds stay valid: removing victims only raises lower bounds
 
-    def _place_job(self, need: Need, job: Job, bound: list[tuple[float, int]], price_ok) -> bool:  # noqa: ANN001
+    def _place_job(
+        self, need: Need, job: Job, bound: list[tuple[float, int]], price_ok: Callable[[Job, int], bool]
+    ) -> bool:
         t = self.t
         f = self.free
         k = need.kind
@@ -226,7 +228,9 @@ class Preemptor:
             )
         self.budget -= len(victims_all)
         for task, (r, pos) in enumerate(taken):
-            self.decisions.starts.append(Start(job.id, t.ids[r], t.gpu_indices(r, pos), d.gpu_share_milli, task))
+            self.decisions.starts.append(
+                Start(job.id, t.ids[r], t.gpu_indices(r, pos), d.gpu_share_milli, task)
+            )
         return True
 
     def _rollback(self, job: Job, taken: list[tuple[int, list[int]]], victims: list[Allocation]) -> None:

@@ -109,7 +109,8 @@ def static_misfit(
         if not (ok & (h >= v)).any():
             most = int(h[ok].max()) if ok.any() else 0
             return (
-                f"needs {_num(v / unit)}{u} {name}" + (f" with {what}" if d.gpu_count else "")
+                f"needs {_num(v / unit)}{u} {name}"
+                + (f" with {what}" if d.gpu_count else "")
                 + f"; the largest eligible node has {_num(most / unit)}{u}"
             )
         ok &= h >= v
@@ -306,8 +307,13 @@ class _Round:
             price = k.gpu_count * nc.price_gpu[cand] + (cpu / 1000.0) * nc.price_cpu[cand]
             norm = k.gpu_count * self.max_pg + (cpu / 1000.0) * self.max_pc
             cost = arc_cost(
-                k, price, norm, need.class_speed(t, nc.gpu_type[cand], nc.sample[cand]), nc.reliability[cand],
-                nc.whole[cand], nc.partial_min[cand],
+                k,
+                price,
+                norm,
+                need.class_speed(t, nc.gpu_type[cand], nc.sample[cand]),
+                nc.reliability[cand],
+                nc.whole[cand],
+                nc.partial_min[cand],
             )
             if len(cand) > MIN_ARCS_PER_KIND:
                 # the cheapest classes until they could hold twice the kind's tasks
@@ -369,7 +375,9 @@ class _Round:
                     self._commit(job, placed)
                     done = True
                     break
-                misses[i] += 1  # three misses in a row: the class is full for this kind (the next round re-plans)
+                misses[i] += (
+                    1  # three misses in a row: the class is full for this kind (the next round re-plans)
+                )
             if not done:
                 left.append(job)
         self.left[id(k)] = left
@@ -407,7 +415,12 @@ class _Round:
             price = k.gpu_count * nc.price_gpu[cand] + (cpu / 1000.0) * nc.price_cpu[cand]
             norm = k.gpu_count * self.max_pg + (cpu / 1000.0) * self.max_pc
             cost = arc_cost(
-                k, price, norm, need.node_speed(t, nc.sample[cand]), nc.reliability[cand], nc.whole[cand],
+                k,
+                price,
+                norm,
+                need.node_speed(t, nc.sample[cand]),
+                nc.reliability[cand],
+                nc.whole[cand],
                 nc.partial_min[cand],
             )
             cand = cand[np.lexsort((cand, cost))]
@@ -424,7 +437,6 @@ class _Round:
         left: list[Job] = []
         failed: list[tuple[int, int, int, float]] = []
         dead: set[int] = set()
-        cursor = [rows, 0]
         for i, job in enumerate(jobs):
             d = job.demand
             if job.bid_per_hour is None:
@@ -433,7 +445,7 @@ class _Round:
                 key = (d.cpu_milli, job.bid_per_hour)
                 cursor = lists.get(key)
                 if cursor is None:
-                    price = (k.gpu_count * t.price_gpu[rows_a] + d.cpu_milli / 1000.0 * t.price_cpu[rows_a])
+                    price = k.gpu_count * t.price_gpu[rows_a] + d.cpu_milli / 1000.0 * t.price_cpu[rows_a]
                     affordable = rows_a[price * k.gang_size <= job.bid_per_hour + 1e-9].tolist()
                     cursor = lists[key] = [affordable, 0]
             if cursor[1] >= len(cursor[0]):
@@ -482,7 +494,15 @@ class _Round:
             r, w = (rows, weight)
             if need.node_rows is not None:
                 r, w = need.node_rows, np.ones(len(need.node_rows), np.int64)
-            base = (k.gang_size, k.gpu_count, k.gpu_share_milli, k.gpu_models, k.min_vram_mib, k.regions, k.node_ids)
+            base = (
+                k.gang_size,
+                k.gpu_count,
+                k.gpu_share_milli,
+                k.gpu_models,
+                k.min_vram_mib,
+                k.regions,
+                k.node_ids,
+            )
             keep: list[Job] = []
             for j in k.jobs:
                 d = j.demand
@@ -581,7 +601,9 @@ class _Round:
 def never_fits_reason(nodes: Sequence[Node], d: Demand, gang_size: int = 1) -> str | None:
     """A reason when no node of the network could hold the demand even if it were empty."""
     t = NodeTable(nodes)
-    k = JobKind(0, gang_size, d.gpu_count, d.gpu_share_milli, d.gpu_models, d.min_vram_mib, d.regions, d.node_ids, ())
+    k = JobKind(
+        0, gang_size, d.gpu_count, d.gpu_share_milli, d.gpu_models, d.min_vram_mib, d.regions, d.node_ids, ()
+    )
     need = Need(t, k)
     rows, weight, _, _ = t.shape_groups()
     if need.node_rows is not None:
