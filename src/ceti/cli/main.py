@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ceti.cli.config import config_path, load_config, resolve, save_config
+from ceti.cli.config import resolve, save_config
 from ceti.client import CetiError, Client
 from ceti.spec import JobSpecError, load_job_spec_yaml
 
@@ -61,7 +61,7 @@ def call(fn, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except CetiError as exc:
-        fail(exc.message if exc.status else exc.message, 1)
+        fail(exc.message, 1)
 
 
 def _ts(t: float | None) -> str:
@@ -190,7 +190,7 @@ def up(
         )
         procs.append(agt)
         path = save_config({"server": address, "token": admin})
-        console.print(f"[bold green]ceτi fabric is up[/bold green] on this machine")
+        console.print("[bold green]ceτi fabric is up[/bold green] on this machine")
         console.print(f"  API:       {address}/v1   (OpenAPI: {address}/docs)")
         console.print(f"  admin token: {admin}")
         console.print(f"  config written to {path}; logs in {log_dir}")

@@ -25,7 +25,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$", re.IGNORECASE)
 _DURATION_S = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_size_mib(value: int | float | str) -> int:
+def parse_size_mib(value: float | str) -> int:
     """A size in MiB. Numbers are MiB; strings may carry a unit (Ki, Mi, Gi, Ti, or decimal K, M, G, T)."""
     if isinstance(value, bool):
         raise ValueError("a size must be a number or a string such as '4Gi'")
@@ -40,7 +40,7 @@ def parse_size_mib(value: int | float | str) -> int:
     return int(number * _SIZE_MIB[unit.lower() if unit else None])
 
 
-def parse_duration_s(value: int | float | str) -> int:
+def parse_duration_s(value: float | str) -> int:
     """A duration in seconds. Numbers are seconds; strings may end in s, m, h or d."""
     if isinstance(value, bool):
         raise ValueError("a duration must be a number or a string such as '90m'")

@@ -26,7 +26,7 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
                                pool_size=pool_size, max_overflow=0, pool_timeout=10)
 
         @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record):  # noqa: ANN001
+        def _pragmas(dbapi_conn, _record):
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")

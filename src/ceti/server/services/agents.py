@@ -10,12 +10,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ceti.server.errors import BadRequest, Forbidden, NotFound, TooLarge
-from ceti.server.services.events import record, set_job_state
 from ceti.server.services import secrets
+from ceti.server.services.events import record, set_job_state
 from ceti.server.services.lifecycle import end_attempt
 from ceti.server.services.tokens import Principal, new_id
 from ceti.server.settings import Settings
-from ceti.spec import AllocationState, JobSpec, JobState, NodeInfo, RetryOn
+from ceti.spec import AllocationState, JobState, NodeInfo, RetryOn
 from ceti.store import models as m
 
 ACTIVE = [s.value for s in AllocationState if s.active]
@@ -96,16 +96,25 @@ def heartbeat(
     _mark_alive(s, node, now)
     for report in finished:
         _apply_finished(s, node, report, now)
+    # the node's live attempts and their jobs, two queries whatever the node runs
+    live = _live_allocations(s, node.id)
+    job_ids = sorted({a.job_id for a in live.values()})
+    jobs = {j.id: j for j in s.scalars(select(m.Job).where(m.Job.id.in_(job_ids)))} if job_ids else {}
     for alloc_id in running:
-        alloc = s.get(m.Allocation, alloc_id)
-        if alloc is None or alloc.node_id != node.id or alloc.state != AllocationState.assigned.value:
+        alloc = live.get(alloc_id)
+        if alloc is None or alloc.state != AllocationState.assigned.value:
             continue
         alloc.state = AllocationState.running.value
         alloc.started_at = now
-        job = s.get(m.Job, alloc.job_id)
+        job = jobs.get(alloc.job_id)
         if job is not None and job.state == JobState.starting.value:
             set_job_state(s, job, JobState.running, f"running on {node.hostname}", now, node.id, alloc.id)
-    return _desired(s, node, settings)
+    return _desired(s, node, live, jobs, settings)
+
+
+def _live_allocations(s: Session, node_id: str) -> dict[str, m.Allocation]:
+    rows = s.scalars(select(m.Allocation).where(m.Allocation.node_id == node_id, m.Allocation.state.in_(ACTIVE)))
+    return {a.id: a for a in rows}
 
 
 def _apply_finished(s: Session, node: m.Node, report: Finished, now: float) -> None:
@@ -139,26 +148,29 @@ def _apply_finished(s: Session, node: m.Node, report: Finished, now: float) -> N
     end_attempt(s, job, alloc, AllocationState.exited, now, cause=RetryOn.failure, exit_code=code, reason=detail)
 
 
-def _desired(s: Session, node: m.Node, settings: Settings) -> HeartbeatAnswer:
+def _desired(
+    s: Session, node: m.Node, live: dict[str, m.Allocation], jobs: dict[str, m.Job], settings: Settings
+) -> HeartbeatAnswer:
     s.flush()  # the epoch must include this heartbeat's own changes
     epoch = s.scalar(select(m.Node.epoch).where(m.Node.id == node.id))
     answer = HeartbeatAnswer(node_state=node.state, epoch=epoch)
-    allocs = s.scalars(select(m.Allocation).where(m.Allocation.node_id == node.id, m.Allocation.state.in_(ACTIVE)))
-    for alloc in allocs:
+    for alloc in live.values():
+        if alloc.state not in ACTIVE:
+            continue
         if alloc.state == AllocationState.stopping.value:
             answer.stop.append({"allocation_id": alloc.id, "grace_s": settings.stop_grace_s,
                                 "reason": alloc.stop_reason})
             continue
-        job = s.get(m.Job, alloc.job_id)
-        spec = JobSpec.model_validate(job.spec)
-        env = {**spec.env, **secrets.values_for(s, settings, job.project_id, spec.secrets)}
+        job = jobs[alloc.job_id]
+        spec = job.spec  # validated at submit; stored as its JSON form
+        env = {**spec["env"], **secrets.values_for(s, settings, job.project_id, spec.get("secrets") or [])}
         answer.run.append({
             "allocation_id": alloc.id,
             "job_id": job.id,
             "name": job.name,
-            "command": spec.command,
+            "command": spec["command"],
             "env": env,
-            "files": spec.files,
+            "files": spec["files"],
             "gpu_indices": list(alloc.gpu_indices),
             "gpu_share_milli": alloc.gpu_share_milli,
             "cpu_milli": alloc.cpu_milli,

@@ -156,7 +156,16 @@ def apply_decisions(s: Session, snapshot: fabric.Snapshot, decisions: fabric.Dec
     stopping there, no further victims are taken on that node (the waiting job would not need them).
     """
     report = RoundReport()
+    with s.no_autoflush:  # one flush at commit: the write lock is held for the writes only
+        _apply(s, snapshot, decisions, now, report)
+    return report
+
+
+def _apply(s: Session, snapshot: fabric.Snapshot, decisions: fabric.Decisions, now: float,
+           report: RoundReport) -> None:
     jobs = {j.id: j for j in snapshot.pending}
+    # the rows of every job a decision names, in one query (they are all pending in the snapshot)
+    rows = {j.id: j for j in s.scalars(select(m.Job).where(m.Job.state == JobState.pending.value))}
     node_of_alloc = {a.id: a.node_id for a in snapshot.running}
     already = _preempting_nodes(s)
     planned = {node_of_alloc.get(p.allocation_id) for p in decisions.preemptions}
@@ -173,11 +182,11 @@ def apply_decisions(s: Session, snapshot: fabric.Snapshot, decisions: fabric.Dec
     held_back = {st.job_id for st in decisions.starts if st.node_id in planned}
     for start in decisions.starts:
         if start.job_id in held_back:  # a gang waits whole: none of its tasks starts early
-            job = s.get(m.Job, start.job_id)
+            job = rows.get(start.job_id)
             if job is not None and start.task_index == 0 and job.state == JobState.pending.value:
                 _set_wait_reason(job, "waiting for pre-empted work to stop", now, report)
             continue
-        job = s.get(m.Job, start.job_id)
+        job = rows.get(start.job_id)
         if job is None or job.state != JobState.pending.value and start.task_index == 0:
             continue  # changed since the snapshot (cancelled); the next round sees it as it is
         d = jobs[start.job_id].demand
@@ -196,7 +205,7 @@ def apply_decisions(s: Session, snapshot: fabric.Snapshot, decisions: fabric.Dec
         report.started += 1
     has_nodes = bool(snapshot.nodes)
     for u in decisions.unschedulable:
-        job = s.get(m.Job, u.job_id)
+        job = rows.get(u.job_id)
         if job is None or job.state != JobState.pending.value:
             continue
         if not has_nodes:  # an empty network is not proof: nodes may still join
@@ -205,10 +214,9 @@ def apply_decisions(s: Session, snapshot: fabric.Snapshot, decisions: fabric.Dec
         set_job_state(s, job, JobState.unschedulable, u.reason, now)
         report.unschedulable += 1
     for w in decisions.waiting:
-        job = s.get(m.Job, w.job_id)
+        job = rows.get(w.job_id)
         if job is not None and job.state == JobState.pending.value:
             _set_wait_reason(job, w.reason, now, report)
-    return report
 
 
 def _set_wait_reason(job: m.Job, reason: str, now: float, report: RoundReport) -> None:
@@ -220,9 +228,11 @@ def _set_wait_reason(job: m.Job, reason: str, now: float, report: RoundReport) -
 
 
 def run_round(s: Session, settings: Settings, now: float, listening_since: float = 0.0) -> RoundReport:
-    """Everything one tick does, in one transaction the caller commits."""
+    """Everything one tick does. Housekeeping commits on its own; the decisions are applied in one transaction
+    the caller commits. Between the two, the snapshot and the pure fabric run without holding a write lock."""
     lost = detect_lost_nodes(s, settings, now, listening_since)
     timed_out = enforce_max_duration(s, now)
+    s.commit()
     snapshot = build_snapshot(s, now)
     decisions = fabric.schedule(snapshot)
     report = apply_decisions(s, snapshot, decisions, now)

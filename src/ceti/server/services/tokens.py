@@ -99,7 +99,7 @@ def ensure_provider(s: Session, name: str, now: float) -> m.Provider:
     return row
 
 
-def create_named(s: Session, table: type[m.Project] | type[m.Provider], name: str, now: float):
+def create_named(s: Session, table: type[m.Project | m.Provider], name: str, now: float):
     if s.scalar(select(table).where(table.name == name)) is not None:
         raise Conflict(f"{table.__tablename__[:-1]} {name!r} already exists")
     row = table(id=new_id(), name=name, created_at=now)
