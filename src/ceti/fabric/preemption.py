@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 
@@ -47,27 +48,29 @@ class Preemptor:
         self.free = free
         self.decisions = decisions
         self.by_node: dict[int, list[Allocation]] = {}
-        for a in running:
-            if not a.interruptible:
-                continue
-            i = t.index.get(a.node_id)
-            if i is not None:
-                self.by_node.setdefault(i, []).append(a)
-        for lst in self.by_node.values():
-            lst.sort(key=lambda a: (lost_cost(a), a.priority, a.id))
-        self.min_priority = min((a.priority for v in self.by_node.values() for a in v), default=None)
+        vs = [a for a in running if a.interruptible and a.node_id in t.index]
+        m = len(vs)
+        self._v_row = np.fromiter((t.index[x] for x in map(attrgetter("node_id"), vs)), np.int64, m)
+        self._v_prio = np.fromiter(map(attrgetter("priority"), vs), np.int64, m)
+        lost = np.fromiter(map(attrgetter("lost_work_hours"), vs), np.float64, m)
+        value = np.fromiter(map(attrgetter("value_per_hour"), vs), np.float64, m)
+        self._v_cost = np.maximum(lost, 0.0) * np.maximum(value, 0.0)
+        self._v_cpu = np.fromiter(map(attrgetter("cpu_milli"), vs), np.int64, m)
+        self._v_mem = np.fromiter(map(attrgetter("memory_mib"), vs), np.int64, m)
+        share = np.fromiter(map(attrgetter("gpu_share_milli"), vs), np.int64, m)
+        n_gpus = np.fromiter(map(len, map(attrgetter("gpu_indices"), vs)), np.int64, m)
+        self._v_gpu = np.where(share > 0, share, 1000) * n_gpus
+        # per node, victims cheapest first (then priority, id), for the exact search
+        ids = [a.id for a in vs]
+        order = np.lexsort(
+            (np.array(ids, dtype=object) if m else np.zeros(0), self._v_prio, self._v_cost, self._v_row)
+        )
+        for i in order.tolist():
+            self.by_node.setdefault(int(self._v_row[i]), []).append(vs[i])
+        self.min_priority = int(self._v_prio.min()) if m else None
         self.gone: set[str] = set()
         self.budget = MAX_PREEMPTED_PER_ROUND
         self.kinds_left = MAX_KINDS_PER_ROUND
-        # columns of the interruptible allocations, for vectorised upper bounds per level
-        vs = [a for v in self.by_node.values() for a in v]
-        self._victims = vs
-        self._v_row = np.fromiter((t.index[a.node_id] for a in vs), np.int64, len(vs))
-        self._v_prio = np.fromiter((a.priority for a in vs), np.int64, len(vs))
-        self._v_cost = np.fromiter((lost_cost(a) for a in vs), np.float64, len(vs))
-        self._v_cpu = np.fromiter((a.cpu_milli for a in vs), np.int64, len(vs))
-        self._v_mem = np.fromiter((a.memory_mib for a in vs), np.int64, len(vs))
-        self._v_gpu = np.fromiter((a.gpu_milli_per_gpu * len(a.gpu_indices) for a in vs), np.int64, len(vs))
         self._level: tuple[int, tuple[np.ndarray, ...]] | None = None
         self._gsum_cache: tuple[np.ndarray, np.ndarray] | None = None
 

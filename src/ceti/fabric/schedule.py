@@ -358,17 +358,24 @@ class _Round:
         if not plan or not jobs:
             return
         quota = [q for _, _, q in plan]
-        members = [nc.members(c) for _, c, _ in plan]
+        classes = [c for _, c, _ in plan]
+        members: list[list[int] | None] = [None] * len(plan)  # read lazily: most jobs land in the first
         start = [0] * len(plan)
+        misses = [0] * len(plan)
+        first = 0  # entries before it are spent for this kind
         left: list[Job] = []
         gang = k.gang_size
-        misses = [0] * len(plan)
         for job in jobs:
             done = False
-            for i in range(len(plan)):
-                if quota[i] < gang or start[i] >= len(members[i]) or misses[i] >= 3:
+            for i in range(first, len(plan)):
+                rows = members[i]
+                if rows is None:
+                    rows = members[i] = nc.members(classes[i])
+                if quota[i] < gang or start[i] >= len(rows) or misses[i] >= 3:
+                    if i == first:
+                        first += 1
                     continue
-                placed, start[i] = self._place_job(job, need, members[i], start[i], FLOW_SCAN_ROWS)
+                placed, start[i] = self._place_job(job, need, rows, start[i], FLOW_SCAN_ROWS)
                 if placed is not None:
                     quota[i] -= gang
                     misses[i] = 0
@@ -376,7 +383,7 @@ class _Round:
                     done = True
                     break
                 misses[i] += (
-                    1  # three misses in a row: the class is full for this kind (the next round re-plans)
+                    1  # three misses in a row: the class is full for this kind (a later round re-plans)
                 )
             if not done:
                 left.append(job)
