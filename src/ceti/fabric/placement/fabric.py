@@ -44,6 +44,7 @@ class PlaceableCache(FragCache):
         self.version = state.version
 
     def frag_of(self, units, small, total, cpu, access):  # type: ignore[override]
+        """`units` [K, C]: per class, sum over the GPUs of floor(free / class milli); `small` is unused."""
         wl = self.wl
         by_cpu = np.where(wl.cpu[:, None] > 0, cpu[None, :] // np.maximum(wl.cpu[:, None], 1), 1 << 40)
         copies = np.minimum(units // np.maximum(wl.count[:, None], 1), by_cpu)
@@ -67,7 +68,7 @@ class PlaceableCache(FragCache):
         rows, gpus = np.nonzero(free >= m)
         a = free[rows, gpus]
         key = rows * 2048 + a
-        _, first = np.unique(key, return_index=True)
+        _, first = np.unique(key, return_index=True)  # the same options, in the same order, as FragCache
         first.sort()
         rows, gpus, a = rows[first], gpus[first], a[first]
         opt_nodes = nodes[rows]
@@ -78,55 +79,76 @@ class PlaceableCache(FragCache):
 
 
 class FabricPolicy(FGDPolicy):
+    """FGD's integer score with a model-protection charge, then the placeable measure, then a used node."""
+
     name = "fabric"
-    protect = "dynamic"  # none | static | dynamic
-    protect_mode = "penalty"  # penalty | primary
-    protect_cap = 1.0
-    tie = "pressure"  # pressure | bestfit | none
-    measure = "placeable"  # fgd | placeable
 
     def __init__(self, workload: TargetWorkload | None = None) -> None:
         super().__init__(workload)
         self._share: tuple[object, object, np.ndarray] | None = None
+        self._pressure: tuple[object, object, np.ndarray] | None = None
+        self._pc: PlaceableCache | None = None
+        self._pc_models: object = None
 
-    def cache(self, state: ClusterState, pod: PodRequest) -> FragCache:
-        if self.measure == "fgd" or self.workload is None or len(self.workload) == 0:
-            return super().cache(state, pod)
-        if self._cache is None or self._models is not state.models:
-            self._models = state.models
-            self._cache = PlaceableCache(state, WorkloadArrays.build(self.workload, state.models))
+    def placeable_cache(self, state: ClusterState) -> PlaceableCache | None:
+        if self.workload is None or len(self.workload) == 0:
+            return None
+        if self._pc is None or self._pc_models is not state.models:
+            self._pc_models = state.models
+            self._pc = PlaceableCache(state, WorkloadArrays.build(self.workload, state.models))
         else:
-            self._cache.sync(state)
-        return self._cache
+            self._pc.sync(state)
+        return self._pc
 
     def reserved_share(self, state: ClusterState, wl: WorkloadArrays) -> np.ndarray:
-        """Per model index: the share of the target workload's GPU demand that only that model's nodes can
-        serve (type-constrained classes; a class that accepts several models is split over them in
-        proportion to their GPUs). 0 for a model no class is constrained to."""
+        """Per model index: the share of the target workload's GPU demand (milli x count, per task) that
+        only that model's nodes can serve: classes that some GPU model of the cluster cannot serve, split
+        over the models they accept in proportion to those models' GPUs. 0 where nothing is constrained."""
         if self._share is not None and self._share[0] is state.models and self._share[1] is wl:
             return self._share[2]
         gpu_model = np.asarray([bool(m) for m in state.models])
         constrained = wl.is_gpu & (~wl.access[:, gpu_model]).any(axis=1)
         capacity = np.bincount(state.model_idx, weights=state.gpu_count, minlength=len(state.models))
-        demand = wl.prob * wl.milli * wl.count  # expected milli per arriving task, by class
+        demand = wl.prob * wl.milli * wl.count
         total = float(demand.sum())
         cap_acc = wl.access * capacity[None, :]  # [K, M]
         split = cap_acc / np.maximum(cap_acc.sum(axis=1, keepdims=True), 1)
-        share = ((demand * constrained)[:, None] * split).sum(axis=0) / total if total > 0 else np.zeros(
-            len(state.models)
-        )
+        share = np.zeros(len(state.models))
+        if total > 0:
+            share = ((demand * constrained)[:, None] * split).sum(axis=0) / total
         self._share = (state.models, wl, share)
         return share
 
     def load_factor(self, state: ClusterState, wl: WorkloadArrays) -> np.ndarray:
-        """Per model index: constrained demand still to come over the model's free GPU milli."""
+        """Per model index: the constrained demand still to come if arrivals fill the cluster's free GPUs
+        (free milli x reserved share) over the model's own free milli. Above 1: the model's constrained
+        classes alone will not fit in what is left of it."""
         share = self.reserved_share(state, wl)
-        if self.protect == "static":
-            cap = np.bincount(state.model_idx, weights=state.gpu_count, minlength=len(state.models))
-            return share * cap.sum() / np.maximum(cap, 1e-9)
         free_m = np.bincount(state.model_idx, weights=state.gpu_free.sum(axis=1), minlength=len(state.models))
-        free_total = float(free_m.sum())
-        return share * free_total / np.maximum(free_m, 1.0)
+        return share * float(free_m.sum()) / np.maximum(free_m, 1.0)
+
+    def protection_charge(self, state: ClusterState, wl: WorkloadArrays, pod: PodRequest, models: np.ndarray):
+        """Milli-GPU charged to a placement on each model: the pod's GPU milli x min(1, load factor), the
+        expected constrained demand it will displace. Zero for CPU-only pods."""
+        if pod.gpu_count == 0:
+            return np.zeros(len(models))
+        return np.minimum(self.load_factor(state, wl), 1.0)[models] * pod.gpu_milli_total
+
+    def model_pressure(self, state: ClusterState, wl: WorkloadArrays) -> np.ndarray:
+        """Per model index: constrained GPU demand per GPU of the model, split equally over the models a
+        class accepts (a report of how wanted a model is; placement uses `load_factor`)."""
+        if self._pressure is not None and self._pressure[0] is state.models and self._pressure[1] is wl:
+            return self._pressure[2]
+        gpu_model = np.asarray([bool(m) for m in state.models])
+        constrained = wl.is_gpu & (~wl.access[:, gpu_model]).any(axis=1)
+        accepted = wl.access.sum(axis=1)
+        demand = np.where(
+            accepted > 0, wl.prob * wl.milli * wl.count * constrained / np.maximum(accepted, 1), 0
+        )
+        capacity = np.bincount(state.model_idx, weights=state.gpu_count, minlength=len(state.models))
+        pressure = (demand[:, None] * wl.access).sum(axis=0) / np.maximum(capacity, 1)
+        self._pressure = (state.models, wl, pressure)
+        return pressure
 
     def place(self, state: ClusterState, pod: PodRequest, rng: np.random.Generator) -> Placement | None:
         nodes = np.flatnonzero(self.filter(state, pod))
@@ -135,30 +157,20 @@ class FabricPolicy(FGDPolicy):
         cache = self.cache(state, pod)
         nodes = cache.distinct(nodes)
         opt_nodes, gpus, after = cache.options(state, pod, nodes)
-        models = state.model_idx[opt_nodes]
-        penalty = np.zeros(len(opt_nodes))
-        if self.protect != "none" and pod.gpu_count > 0:
-            load = np.minimum(self.load_factor(state, cache.wl), self.protect_cap)
-            penalty = load[models] * pod.gpu_milli_total
-        if self.protect_mode == "penalty":
-            score = fgd_score(cache.frag[opt_nodes], after + penalty)
-            primary = np.zeros(len(opt_nodes))
-        else:
-            score = fgd_score(cache.frag[opt_nodes], after)
-            primary = penalty
+        charge = self.protection_charge(state, cache.wl, pod, state.model_idx[opt_nodes])
+        score = fgd_score(cache.frag[opt_nodes], after + charge)
+        second = np.zeros(len(opt_nodes))
+        pc = self.placeable_cache(state)
+        if pc is not None:
+            p_nodes, _, p_after = pc.options(state, pod, nodes)
+            if not np.array_equal(p_nodes, opt_nodes):  # pragma: no cover - both enumerate the same options
+                raise AssertionError("placeable options out of step with FGD's")
+            second = p_after + charge - pc.frag[opt_nodes]
         in_use = (state.cpu_free[opt_nodes] < state.cpu_capacity[opt_nodes]) | (
             state.gpu_free[opt_nodes].sum(axis=1) < WHOLE_GPU_MILLI * state.gpu_count[opt_nodes]
         )
-        if self.tie == "pressure":
-            second = self.reserved_share(state, cache.wl)[models]
-        elif self.tie == "bestfit":
-            second = (state.cpu_free[opt_nodes] - pod.cpu_milli) / 128_000 + (
-                state.gpu_free[opt_nodes].sum(axis=1) - pod.gpu_milli_total
-            ) / 8_000
-        else:
-            second = np.zeros(len(opt_nodes))
         # lexsort: last key is primary; options are in (node, gpu) order, so ties keep the smallest name
-        best = int(np.lexsort((~in_use, second, -score, primary))[0])
+        best = int(np.lexsort((~in_use, second, -score))[0])
         node = int(opt_nodes[best])
         if pod.is_share:
             return node, (int(gpus[best]),)
