@@ -1,0 +1,178 @@
+"""Hand-worked cases that pin the `fabric` placement policy's rules.
+
+fabric = FGD's integer score of (fragmentation change + model-protection charge); ties broken by the
+change in the placeable measure (CPU-aware copies of the target classes), then a node already in use,
+then the smallest name. Every number below is worked out by hand in the comments.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from ceti.fabric.placement import ClusterState, PodRequest, TargetWorkload, TaskClass, make_policy
+from ceti.fabric.placement.fabric import FabricPolicy, PlaceableCache
+from ceti.fabric.placement.workload import WorkloadArrays
+
+RNG = np.random.default_rng(0)
+
+
+def cluster(*nodes: tuple[str, int, list[int], str], cpu_capacity: int = 128_000) -> ClusterState:
+    """nodes: (name, free cpu milli, free milli per GPU, model)."""
+    return ClusterState.build(
+        names=[n[0] for n in nodes],
+        cpu_milli=[cpu_capacity] * len(nodes),
+        memory_mib=[256_000] * len(nodes),
+        gpu_models=[n[3] for n in nodes],
+        gpu_free_milli=[n[2] for n in nodes],
+        cpu_free=[n[1] for n in nodes],
+    )
+
+
+def place(policy: str, state: ClusterState, pod: PodRequest, target: TargetWorkload):
+    choice = make_policy(policy, target).place(state, pod, RNG)
+    return None if choice is None else (state.names[choice[0]], choice[1])
+
+
+def t4_mask(state: ClusterState) -> np.ndarray:
+    return state.model_mask({"T4"})
+
+
+T4_AND_ANY = TargetWorkload((TaskClass(1000, 1000, 1, "T4"), TaskClass(1000, 1000, 1)), (0.5, 0.5))
+
+
+def test_reserved_share_and_load_factor_by_hand() -> None:
+    state = cluster(("a", 64_000, [1000, 1000], "T4"), ("b", 64_000, [1000] * 6, "G2"))
+    policy = FabricPolicy(T4_AND_ANY)
+    wl = WorkloadArrays.build(T4_AND_ANY, state.models)
+    t4, g2 = state.models.index("T4"), state.models.index("G2")
+    # demand per task: 0.5 * 1000 (T4 only) + 0.5 * 1000 (any); only the T4 half is constrained
+    share = policy.reserved_share(state, wl)
+    assert share[t4] == pytest.approx(0.5) and share[g2] == pytest.approx(0.0)
+    # filling the 8 free GPUs would bring 0.5 * 8000 of T4-only work into T4's 2000 free milli
+    load = policy.load_factor(state, wl)
+    assert load[t4] == pytest.approx(2.0) and load[g2] == pytest.approx(0.0)
+    # the charge is capped at the pod's own GPU milli
+    charge = policy.protection_charge(state, wl, PodRequest(1000, 1000, 1, 1000), np.asarray([t4, g2]))
+    assert charge.tolist() == pytest.approx([1000.0, 0.0])
+    assert policy.protection_charge(state, wl, PodRequest(1000, 1000), np.asarray([t4])).tolist() == [0.0]
+
+
+def test_multi_model_class_is_split_by_gpus_and_a_class_accepting_every_model_constrains_nothing() -> None:
+    state = cluster(
+        ("a", 64_000, [1000] * 2, "T4"), ("b", 64_000, [1000] * 6, "V100M32"), ("c", 64_000, [1000] * 8, "G2")
+    )
+    target = TargetWorkload(
+        (TaskClass(1000, 1000, 1, "T4|V100M32"), TaskClass(1000, 1000, 1, "T4|V100M32|G2")), (0.5, 0.5)
+    )
+    share = FabricPolicy(target).reserved_share(state, WorkloadArrays.build(target, state.models))
+    t4, v100, g2 = (state.models.index(m) for m in ("T4", "V100M32", "G2"))
+    # the first class (half the demand) may not use G2: split 2:6 over T4 and V100M32 by GPUs
+    assert share[t4] == pytest.approx(0.5 * 2 / 8)
+    assert share[v100] == pytest.approx(0.5 * 6 / 8)
+    assert share[g2] == pytest.approx(0.0)
+
+
+def test_unconstrained_pod_leaves_the_constrained_model_alone_where_fgd_ties() -> None:
+    # a: T4, 2 free GPUs, 64 cores. b: G2, 2 free GPUs, 1.5 cores. Pod: any model, 1 GPU, 1 core.
+    # FGD: on a both classes fit before and after: dF = 0, score 50.
+    #      on b the T4 class counts all idle GPUs (2000 -> 1000, x0.5 = -500), and the any class stops
+    #      fitting (0.5 CPU left < 1 core): 0 -> 0.5 * 1000 (+500): dF = 0, score 50. Tie: smallest name, a.
+    # fabric: a T4 GPU carries a charge of 1000 x min(1, 0.5 * 4000 / 2000) = 1000: a scores
+    #      int(100 * sigmoid(-1)) = 26, b 50: b.
+    state = cluster(("a", 64_000, [1000, 1000], "T4"), ("b", 1_500, [1000, 1000], "G2"))
+    pod = PodRequest(1000, 1000, 1, 1000)
+    assert place("fgd", state, pod, T4_AND_ANY)[0] == "a"
+    assert place("fabric", state, pod, T4_AND_ANY)[0] == "b"
+
+
+def test_constrained_pod_uses_its_model_and_is_refused_when_the_model_is_full() -> None:
+    state = cluster(("a", 64_000, [1000, 1000], "G2"), ("b", 64_000, [1000], "T4"))
+    assert place("fabric", state, PodRequest(1000, 1000, 1, 1000, t4_mask(state)), T4_AND_ANY) == ("b", (0,))
+    state.gpu_free[state.names.index("b")] = 0  # T4 full, G2 idle
+    assert place("fabric", state, PodRequest(1000, 1000, 1, 1000, t4_mask(state)), T4_AND_ANY) is None
+
+
+def test_cpu_only_pod_goes_where_it_blocks_no_gpu_copy() -> None:
+    # Target: 4-core, 1-GPU tasks. A 4-core CPU-only pod: FGD's measure sees no change on either node
+    # (the class still fits once on a), both score 50, FGD takes a. The placeable measure: a (8 cores,
+    # 2 GPUs) goes from 2 copies to 1, +1000 milli fragmented; b (64 cores) stays at 2 copies: fabric b.
+    target = TargetWorkload((TaskClass(4000, 1000, 1),), (1.0,))
+    state = cluster(("a", 8_000, [1000, 1000], "G2"), ("b", 64_000, [1000, 1000], "G2"))
+    pod = PodRequest(4000, 1000)
+    assert place("fgd", state, pod, target)[0] == "a"
+    assert place("fabric", state, pod, target)[0] == "b"
+
+
+def test_placeable_measure_by_hand() -> None:
+    # One node, GPUs free [1000, 700, 300], 5 cores. Classes: (2 cores, 500 milli) p=0.5 and
+    # (1 core, 1000 x 2 GPUs) p=0.5. Share class: GPU copies 2 + 1 + 0 = 3, CPU copies 2 -> 2 copies,
+    # 1000 usable of 2000: 1000 fragmented. Two-GPU class: one whole GPU -> 0 copies: 2000 fragmented.
+    target = TargetWorkload((TaskClass(2000, 500, 1), TaskClass(1000, 1000, 2)), (0.5, 0.5))
+    state = cluster(("a", 5_000, [1000, 700, 300], "G2"))
+    cache = PlaceableCache(state, WorkloadArrays.build(target, state.models))
+    assert cache.frag[0] == pytest.approx(0.5 * 1000 + 0.5 * 2000)
+    # a 300-milli share on the 700 GPU: share copies 2 + 0 + 0 = 2, CPU 1 core left -> 0 copies,
+    # all 1700 fragmented; the two-GPU class still 0 copies: 1700
+    _, gpus, after = cache.options(state, PodRequest(4000, 1000, 1, 300), np.asarray([0]))
+    option = {int(g): float(x) for g, x in zip(gpus, after, strict=True)}
+    assert option[1] == pytest.approx(0.5 * 1700 + 0.5 * 1700)
+
+
+def test_ties_go_to_a_used_node_then_the_smallest_name() -> None:
+    target = TargetWorkload((TaskClass(1000, 1000, 1),), (1.0,))
+    idle = cluster(("a", 64_000, [1000, 1000], "T4"), ("b", 64_000, [1000, 1000], "T4"), cpu_capacity=64_000)
+    pod = PodRequest(1000, 1000)
+    assert place("fabric", idle, pod, target)[0] == "a"
+    used = cluster(("a", 64_000, [1000, 1000], "T4"), ("b", 63_000, [1000, 1000], "T4"), cpu_capacity=64_000)
+    assert place("fabric", used, pod, target)[0] == "b"
+
+
+def test_share_goes_to_the_lowest_index_gpu_among_equal_ones() -> None:
+    target = TargetWorkload((TaskClass(1000, 500, 1),), (1.0,))
+    state = cluster(("a", 64_000, [1000, 1000, 1000], "T4"))
+    assert place("fabric", state, PodRequest(1000, 1000, 1, 500), target) == ("a", (0,))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_never_places_where_a_constraint_forbids(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    models = ["T4", "G2", "V100M32", ""]
+    nodes = []
+    for i in range(12):
+        model = models[int(rng.integers(len(models)))]
+        gpus = [1000] * (int(rng.integers(1, 5)) if model else 0)
+        nodes.append((f"n{i:02d}", int(rng.integers(4, 33)) * 1000, gpus, model))
+    state = cluster(*nodes, cpu_capacity=32_000)
+    state.memory_free[:] = state.memory_capacity = np.full(state.size, 64_000)
+    specs = ["", "T4", "G2|V100M32", "V100M32"]
+    classes = []
+    for _ in range(6):
+        count = int(rng.integers(0, 3))
+        milli = 0 if count == 0 else int(rng.choice([250, 500, 1000])) if count == 1 else 1000
+        classes.append(
+            TaskClass(
+                int(rng.integers(1, 9)) * 1000, milli, count, specs[int(rng.integers(4))] if count else ""
+            )
+        )
+    target = TargetWorkload.from_counts(Counter(classes))
+    policy = make_policy("fabric", target)
+    for _ in range(150):
+        c = classes[int(rng.integers(len(classes)))]
+        mask = state.model_mask(c.gpu_models) if (c.gpu_count and c.gpu_models) else None
+        pod = PodRequest(c.cpu_milli, int(rng.integers(1, 20)) * 1000, c.gpu_count, c.gpu_milli, mask)
+        feasible = state.feasible(pod)
+        choice = policy.place(state, pod, RNG)
+        if choice is None:
+            assert not feasible.any()
+            continue
+        node, gpus = choice
+        assert feasible[node]
+        if mask is not None:
+            assert mask[state.model_idx[node]], "placed on a GPU model the pod does not accept"
+        assert state.cpu_free[node] >= pod.cpu_milli and state.memory_free[node] >= pod.memory_mib
+        assert len(set(gpus)) == pod.gpu_count
+        state.allocate(node, pod, gpus)  # raises if a GPU lacks the milli
+        assert (state.cpu_free >= 0).all() and (state.memory_free >= 0).all() and (state.gpu_free >= 0).all()
