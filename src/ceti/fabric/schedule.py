@@ -544,7 +544,8 @@ class _Round:
                     self._pack_planned(need, plan, nc)
                 if len(self.decisions.starts) == before:
                     break
-            nc = node_classes(t, *self.free.arrays())
+            # the last classes still bound every node's room from above (room only shrank): the spill's
+            # optimistic filter may use them as they are
             for need in level:
                 self._spill(need, nc)
             for need in level:
