@@ -1,6 +1,25 @@
-"""`fabric`: our placement policy, FGD's fragmentation measure plus GPU-model protection.
+"""`fabric`: our placement policy: FGD's score, GPU-model protection, a CPU-aware tie-break.
 
-(docstring rewritten once the variants are screened)
+Each way to place a task (node, and GPU for a share) is ranked by, in order:
+
+1. FGD's integer score, floor(100 * sigmoid(-(dF + charge) / 1000)), where dF is the change in FGD's
+   fragmentation measure and `charge` is a model-protection charge in the same unit (milli-GPU): the task's
+   GPU milli times min(1, load factor of the node's GPU model). The load factor is the GPU demand of the
+   target workload that only that model can serve (type-constrained classes, split over the models they
+   accept by GPUs), scaled to the cluster's free GPUs, over the model's own free GPUs: the share of what is
+   left of the model that constrained work will still want. A task that can go elsewhere pays for the
+   constrained work it would displace; a task constrained to the model pays the same on all its options.
+2. The change in the "placeable" measure (+ the same charge): per target class, idle GPU milli that cannot
+   become copies of the class, copies limited by GPUs (sum of floor(free / milli) over GPUs, over the GPU
+   count) and by free CPU. FGD asks only whether one copy fits, so CPU-only tasks and CPU-heavy tasks look
+   free to it on nodes with little CPU per GPU; this key sends them where CPU is to spare.
+3. A node already in use, keeping idle nodes whole; then the smallest name (lowest GPU index).
+
+Why (docs/sim-inflation.md): on the openb `gpuspec33` trace FGD lets unconstrained and CPU-only tasks use
+up the CPU and GPUs of the scarce models (G3, P100, V100) and leaves G2 nodes idle while constrained tasks
+fail; first-fit beats it by filling one node order, so constrained tasks, which arrive faster relative to
+their model's size, fill their models ahead of the unconstrained front. Both keys are learnt from the
+trace's class distribution only, the same code and constants for every trace.
 """
 
 from __future__ import annotations
