@@ -24,7 +24,11 @@ def restart_with(server, crash_at: str | None) -> None:
     else:
         server.env.pop("CETI_FAULT_CRASH_AT", None)
     server.proc = None
-    server.start()
+    try:
+        server.start()
+    except AssertionError:
+        if not (crash_at and server.proc.returncode == -signal.SIGKILL):
+            raise  # it may hit its crash point before answering its first health check; nothing else may
 
 
 def test_server_killed_between_decisions_and_commit(fabric):

@@ -19,7 +19,8 @@ def _changed_nodes(session: Session) -> set[str]:
         if isinstance(obj, m.Allocation):
             nodes.add(obj.node_id)
     for obj in session.dirty:
-        if isinstance(obj, m.Allocation) and inspect(obj).attrs.state.history.has_changes():
+        attrs = inspect(obj).attrs if isinstance(obj, m.Allocation) else None
+        if attrs is not None and (attrs.state.history.has_changes() or attrs.stop_reason.history.has_changes()):
             nodes.add(obj.node_id)
     return nodes
 

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from sqlalchemy.orm import Session, sessionmaker
 
 from ceti.server.faults import crash_point
-from ceti.server.services.scheduling import RoundReport, run_round
+from ceti.server.services.scheduling import PendingCache, RoundReport, run_round
 from ceti.server.settings import Settings
 
 log = logging.getLogger("ceti.server.scheduler")
+MIN_GAP_S = 0.2
 
 
 class SchedulerLoop:
@@ -31,6 +32,7 @@ class SchedulerLoop:
         self.last_error: str | None = None
         self.listening_since = clock()
         self.rounds = 0  # rounds completed since start
+        self._cache = PendingCache()
         self.recent_round_s: deque[float] = deque(maxlen=1024)  # durations of the latest rounds, oldest first
 
     def start(self) -> None:
@@ -50,7 +52,7 @@ class SchedulerLoop:
     def run_once(self) -> RoundReport:
         started = time.perf_counter()
         with self._sessions() as s:
-            report = run_round(s, self._settings, self._clock(), self.listening_since)
+            report = run_round(s, self._settings, self._clock(), self.listening_since, self._cache)
             if report.started:
                 crash_point("round_before_commit")
             s.commit()
@@ -69,5 +71,9 @@ class SchedulerLoop:
             except Exception as exc:  # the loop must survive a bad round (database restarting, ...)
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("scheduling round failed; retrying next tick")
-            self._wake.wait(self._settings.schedule_interval_s)
+            # a poke (a submit) starts the next round early, but never sooner than a short gap after the last:
+            # a burst of submits is scheduled in one round, not one round each
+            interval = self._settings.schedule_interval_s
+            self._stop.wait(min(MIN_GAP_S, interval))
+            self._wake.wait(max(0.0, interval - MIN_GAP_S))
             self._wake.clear()

@@ -103,10 +103,10 @@ def demand_of(spec: JobSpec, known_models: set[str]) -> fabric.Demand:
     )
 
 
-def node_of(row: m.Node) -> fabric.Node:
-    info = NodeInfo.model_validate(row.info)
+def node_of(node_id: str, info_json: dict, state: str) -> fabric.Node:
+    info = NodeInfo.model_validate(info_json)
     return fabric.Node(
-        id=row.id,
+        id=node_id,
         cpu_milli=info.cpus * 1000,
         memory_mib=info.memory_mib,
         gpus=tuple(fabric.GPU(g.index, g.model, g.vram_mib) for g in info.gpus),
@@ -114,29 +114,58 @@ def node_of(row: m.Node) -> fabric.Node:
         disk_mib=info.disk_mib,
         price_per_gpu_hour=info.price_per_gpu_hour,
         price_per_cpu_hour=info.price_per_cpu_hour,
-        schedulable=row.state == "online",
+        schedulable=state == "online",
     )
 
 
-def build_snapshot(s: Session, now: float) -> fabric.Snapshot:
-    nodes = [node_of(n) for n in s.scalars(select(m.Node).order_by(m.Node.id))]
-    known_models = {g.model for n in nodes for g in n.gpus}
+class PendingCache:
+    """What a pending job asks of the fabric, parsed once: a job's spec never changes after submit, so only
+    new jobs (or a change in the network's GPU models, which widens "A100" to its variants) cost a parse."""
+
+    def __init__(self, max_entries: int = 500_000):
+        self._entries: dict[str, tuple[frozenset[str], fabric.Demand, float | None, bool]] = {}
+        self._max = max_entries
+
+    def get(self, job_id: str, models: frozenset[str]):
+        hit = self._entries.get(job_id)
+        return hit[1:] if hit is not None and hit[0] == models else None
+
+    def put(self, job_id: str, models: frozenset[str], spec: JobSpec) -> tuple[fabric.Demand, float | None, bool]:
+        if len(self._entries) >= self._max:
+            self._entries.clear()
+        value = (demand_of(spec, set(models)), spec.max_price_per_hour, spec.interruptible)
+        self._entries[job_id] = (models, *value)
+        return value
+
+
+def build_snapshot(s: Session, now: float, cache: PendingCache | None = None) -> fabric.Snapshot:
+    """`cache` (kept by the scheduling loop across rounds) spares re-parsing the specs of waiting jobs."""
+    cache = cache if cache is not None else PendingCache()
+    # plain column reads, not ORM objects: a round reads every node and every live and pending job
+    nodes = [node_of(*row) for row in s.execute(select(m.Node.id, m.Node.info, m.Node.state).order_by(m.Node.id))]
+    known_models = frozenset(g.model for n in nodes for g in n.gpus)
     running = []
-    for alloc, job in s.execute(
-        select(m.Allocation, m.Job).join(m.Job, m.Job.id == m.Allocation.job_id).where(m.Allocation.state.in_(ACTIVE))
+    a, j = m.Allocation, m.Job
+    for row in s.execute(
+        select(a.id, a.job_id, a.node_id, a.cpu_milli, a.memory_mib, a.gpu_indices, a.gpu_share_milli, a.disk_mib,
+               j.priority, j.spec).join(j, j.id == a.job_id).where(a.state.in_(ACTIVE))
     ):
         running.append(fabric.Allocation(
-            id=alloc.id, job_id=job.id, node_id=alloc.node_id, cpu_milli=alloc.cpu_milli,
-            memory_mib=alloc.memory_mib, gpu_indices=tuple(alloc.gpu_indices), gpu_share_milli=alloc.gpu_share_milli,
-            priority=job.priority, interruptible=bool(job.spec.get("interruptible")), disk_mib=alloc.disk_mib,
+            id=row[0], job_id=row[1], node_id=row[2], cpu_milli=row[3], memory_mib=row[4],
+            gpu_indices=tuple(row[5]), gpu_share_milli=row[6], disk_mib=row[7], priority=row[8],
+            interruptible=bool(row[9].get("interruptible")),
         ))
     pending = []
-    for job in s.scalars(select(m.Job).where(m.Job.state == JobState.pending.value).order_by(m.Job.queue_order)):
-        spec = JobSpec.model_validate(job.spec)
-        pending.append(fabric.Job(
-            id=job.id, demand=demand_of(spec, known_models), order=job.queue_order, priority=job.priority,
-            bid_per_hour=spec.max_price_per_hour, interruptible=spec.interruptible,
-        ))
+    queue = s.execute(select(j.id, j.queue_order, j.priority).where(j.state == JobState.pending.value)
+                      .order_by(j.queue_order)).all()
+    unknown = [job_id for job_id, _, _ in queue if cache.get(job_id, known_models) is None]
+    for start in range(0, len(unknown), 500):
+        for job_id, spec in s.execute(select(j.id, j.spec).where(j.id.in_(unknown[start:start + 500]))):
+            cache.put(job_id, known_models, JobSpec.model_validate(spec))
+    for job_id, order, priority in queue:
+        demand, bid, interruptible = cache.get(job_id, known_models)
+        pending.append(fabric.Job(id=job_id, demand=demand, order=order, priority=priority, bid_per_hour=bid,
+                                  interruptible=interruptible))
     return fabric.Snapshot(nodes=tuple(nodes), running=tuple(running), pending=tuple(pending), now=now)
 
 
@@ -227,13 +256,15 @@ def _set_wait_reason(job: m.Job, reason: str, now: float, report: RoundReport) -
         job.updated_at = now
 
 
-def run_round(s: Session, settings: Settings, now: float, listening_since: float = 0.0) -> RoundReport:
+def run_round(
+    s: Session, settings: Settings, now: float, listening_since: float = 0.0, cache: PendingCache | None = None
+) -> RoundReport:
     """Everything one tick does. Housekeeping commits on its own; the decisions are applied in one transaction
     the caller commits. Between the two, the snapshot and the pure fabric run without holding a write lock."""
     lost = detect_lost_nodes(s, settings, now, listening_since)
     timed_out = enforce_max_duration(s, now)
     s.commit()
-    snapshot = build_snapshot(s, now)
+    snapshot = build_snapshot(s, now, cache)
     decisions = fabric.schedule(snapshot)
     report = apply_decisions(s, snapshot, decisions, now)
     report.lost_nodes, report.timed_out = lost, timed_out
