@@ -182,11 +182,11 @@ def up(
         if not provider_file.exists():
             provider_file.write_text(admin_client.create_token("provider", "local agent", provider="local")["token"])
             provider_file.chmod(0o600)
+        # the token goes in the environment, not the arguments: any local user can read a process's arguments
         agt = subprocess.Popen(
-            [*exe, "agent", "--server", address, "--token", provider_file.read_text().strip(), "--region", region,
-             "--data-dir", str(data_dir / "agent")],
+            [*exe, "agent", "--server", address, "--region", region, "--data-dir", str(data_dir / "agent")],
             stdout=open(log_dir / "agent.log", "a"), stderr=subprocess.STDOUT,
-            env={k: v for k, v in os.environ.items() if k != "CETI_TOKEN"},
+            env={**os.environ, "CETI_TOKEN": provider_file.read_text().strip()},
         )
         procs.append(agt)
         path = save_config({"server": address, "token": admin})
