@@ -93,13 +93,14 @@ def heartbeat(
     now: float,
 ) -> HeartbeatAnswer:
     node = own_node(s, who, node_id)
-    _mark_alive(s, node, now)
     for report in finished:
         _apply_finished(s, node, report, now)
-    # the node's live attempts and their jobs, two queries whatever the node runs
-    live = _live_allocations(s, node.id)
-    job_ids = sorted({a.job_id for a in live.values()})
-    jobs = {j.id: j for j in s.scalars(select(m.Job).where(m.Job.id.in_(job_ids)))} if job_ids else {}
+    # reads first, writes last: on SQLite the write lock is then held from the first write to the commit only
+    with s.no_autoflush:
+        live = _live_allocations(s, node.id)
+        job_ids = sorted({a.job_id for a in live.values()})
+        jobs = {j.id: j for j in s.scalars(select(m.Job).where(m.Job.id.in_(job_ids)))} if job_ids else {}
+    _mark_alive(s, node, now)
     for alloc_id in running:
         alloc = live.get(alloc_id)
         if alloc is None or alloc.state != AllocationState.assigned.value:
@@ -114,7 +115,8 @@ def heartbeat(
 
 def _live_allocations(s: Session, node_id: str) -> dict[str, m.Allocation]:
     rows = s.scalars(select(m.Allocation).where(m.Allocation.node_id == node_id, m.Allocation.state.in_(ACTIVE)))
-    return {a.id: a for a in rows}
+    # an attempt closed by this heartbeat's own reports is not flushed yet: leave it out here
+    return {a.id: a for a in rows if a.state in ACTIVE}
 
 
 def _apply_finished(s: Session, node: m.Node, report: Finished, now: float) -> None:
