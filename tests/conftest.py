@@ -113,8 +113,27 @@ def database_url(request) -> str | None:
 # -- the fabric's processes --------------------------------------------------------------------------
 
 
+class _Process:
+    """kill -9 or a graceful stop of a test's child process (`self.proc`)."""
+
+    proc: subprocess.Popen | None
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
 @dataclass
-class ServerProc:
+class ServerProc(_Process):
     url: str
     port: int
     data_dir: Path
@@ -152,22 +171,10 @@ class ServerProc:
         except CetiError:
             return False
 
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @dataclass
-class AgentProc:
+class AgentProc(_Process):
     name: str
     data_dir: Path
     cmd: list[str]
@@ -181,18 +188,6 @@ class AgentProc:
         self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=open(self.log_path, "a"),
                                      stderr=subprocess.STDOUT)
 
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @dataclass

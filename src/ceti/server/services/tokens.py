@@ -81,31 +81,28 @@ def revoke(s: Session, token_id: str, now: float) -> m.Token:
     return row
 
 
-def ensure_project(s: Session, name: str, now: float) -> m.Project:
-    row = s.scalar(select(m.Project).where(m.Project.name == name))
-    if row is None:
-        row = m.Project(id=new_id(), name=name, created_at=now)
-        s.add(row)
-        s.flush()
-    return row
-
-
-def ensure_provider(s: Session, name: str, now: float) -> m.Provider:
-    row = s.scalar(select(m.Provider).where(m.Provider.name == name))
-    if row is None:
-        row = m.Provider(id=new_id(), name=name, created_at=now)
-        s.add(row)
-        s.flush()
-    return row
-
-
-def create_named(s: Session, table: type[m.Project | m.Provider], name: str, now: float):
-    if s.scalar(select(table).where(table.name == name)) is not None:
-        raise Conflict(f"{table.__tablename__[:-1]} {name!r} already exists")
+def _named(s: Session, table: type[m.Project | m.Provider], name: str, now: float, must_be_new: bool):
+    row = s.scalar(select(table).where(table.name == name))
+    if row is not None:
+        if must_be_new:
+            raise Conflict(f"{table.__tablename__[:-1]} {name!r} already exists")
+        return row
     row = table(id=new_id(), name=name, created_at=now)
     s.add(row)
     s.flush()
     return row
+
+
+def ensure_project(s: Session, name: str, now: float) -> m.Project:
+    return _named(s, m.Project, name, now, must_be_new=False)
+
+
+def ensure_provider(s: Session, name: str, now: float) -> m.Provider:
+    return _named(s, m.Provider, name, now, must_be_new=False)
+
+
+def create_named(s: Session, table: type[m.Project | m.Provider], name: str, now: float):
+    return _named(s, table, name, now, must_be_new=True)
 
 
 def bootstrap_admin(s: Session, now: float) -> str | None:
