@@ -36,7 +36,9 @@ def _bench() -> None:
     """Benchmarks of the fabric and friends."""
 
 
-TRACE_DIR = Path(os.environ.get("CETI_TRACE_DIR", "/work/shared/data/alibaba-openb-2023"))
+# the team's data sets sit beside the repository (../shared/data); CETI_TRACE_DIR points elsewhere
+_BESIDE_REPO = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "alibaba-openb-2023"
+TRACE_DIR = Path(os.environ.get("CETI_TRACE_DIR", str(_BESIDE_REPO)))
 REGIONS = ("us-east", "us-west", "eu-west", "eu-central", "ap-south", "ap-east", "sa-east", "me-central")
 GPU_PRICE = {"V100M16": 1.10, "V100M32": 1.50, "P100": 0.80, "T4": 0.35, "A10": 0.75, "G2": 1.00, "G3": 2.20}
 GPU_VRAM_GIB = {"V100M16": 16, "V100M32": 32, "P100": 16, "T4": 16, "A10": 24, "G2": 32, "G3": 80}
