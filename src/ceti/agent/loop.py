@@ -53,7 +53,10 @@ class Agent:
         self._register_until_done()
         n = 0
         while not self._stop.is_set():
-            self.tick()
+            try:
+                self.tick()
+            except Exception:  # a malformed answer or a full disk must not take the node's running work down
+                log.exception("reconcile step failed; the next heartbeat tries again")
             n += 1
             if max_iterations is not None and n >= max_iterations:
                 return
