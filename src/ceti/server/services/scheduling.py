@@ -216,7 +216,7 @@ def _apply(s: Session, snapshot: fabric.Snapshot, decisions: fabric.Decisions, n
                 _set_wait_reason(job, "waiting for pre-empted work to stop", now, report)
             continue
         job = rows.get(start.job_id)
-        if job is None or job.state != JobState.pending.value and start.task_index == 0:
+        if job is None or (start.task_index == 0 and job.state != JobState.pending.value):
             continue  # changed since the snapshot (cancelled); the next round sees it as it is
         d = jobs[start.job_id].demand
         alloc = m.Allocation(
