@@ -88,25 +88,8 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
     app.state.settings = settings
     install_error_handlers(app)
 
-    middleware.install(app, settings.rate_limit_per_s, settings.rate_limit_burst)
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
-            return JSONResponse(
-                {"detail": f"request body larger than {settings.max_body_bytes} bytes"}, status_code=413
-            )
-        if length is None and request.method in ("POST", "PUT", "PATCH"):
-            body = await request.body()  # chunked upload: measure what actually came
-            if len(body) > settings.max_body_bytes:
-                return JSONResponse(
-                    {"detail": f"request body larger than {settings.max_body_bytes} bytes"}, status_code=413
-                )
-        response = await call_next(request)
-        if request.url.path.startswith("/v1/jobs") and request.method == "POST" and response.status_code < 300:
-            app.state.scheduler.poke()
-        return response
+    app.add_middleware(middleware.RequestGuards, max_body_bytes=settings.max_body_bytes,
+                       rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst)
 
     @app.get("/healthz", response_model=schemas.HealthOut, tags=["health"], responses={
         503: {"model": schemas.HealthOut, "description": "the database cannot be reached"},

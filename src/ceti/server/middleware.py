@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -64,22 +64,61 @@ def _remote(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def install(app: FastAPI, rate_per_s: float, burst: float) -> None:
-    limiter = RateLimiter(rate_per_s, burst)
+class RequestGuards:
+    """Body size, rate limit, audit trail and the scheduler's nudge, as one plain ASGI middleware: the
+    request path pays for one wrapper, not a task and a stream per guard."""
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        wait = limiter.admit(caller_key(request), time.monotonic())
+    def __init__(self, app, max_body_bytes: int, rate_per_s: float, burst: float):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.limiter = RateLimiter(rate_per_s, burst)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request = Request(scope, receive)
+        too_big = JSONResponse({"detail": f"request body larger than {self.max_body_bytes} bytes"}, status_code=413)
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            return await too_big(scope, receive, send)
+        if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            body = await request.body()  # chunked upload: measure what actually came, then replay it
+            if len(body) > self.max_body_bytes:
+                return await too_big(scope, receive, send)
+            receive = _replay(body)
+        wait = self.limiter.admit(caller_key(request), time.monotonic())
         if wait > 0:
-            return JSONResponse({"detail": "too many requests; slow down"}, status_code=429,
-                                headers={"Retry-After": str(max(1, math.ceil(wait)))})
-        response = await call_next(request)
-        who = getattr(request.state, "principal", None)
-        refused = response.status_code in (401, 403)
-        admin_action = who is not None and who.is_admin and request.method not in ("GET", "HEAD", "OPTIONS")
-        if refused or admin_action:
-            await run_in_threadpool(_audit, request, who, response.status_code)
-        return response
+            limited = JSONResponse({"detail": "too many requests; slow down"}, status_code=429,
+                                   headers={"Retry-After": str(max(1, math.ceil(wait)))})
+            return await limited(scope, receive, send)
+        status = 500
+
+        async def send_and_note(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, send_and_note)
+        who = scope.get("state", {}).get("principal")
+        admin_action = who is not None and who.is_admin and scope["method"] not in ("GET", "HEAD", "OPTIONS")
+        if status in (401, 403) or admin_action:
+            await run_in_threadpool(_audit, request, who, status)
+        if scope["method"] == "POST" and scope["path"].startswith("/v1/jobs") and status < 300:
+            request.app.state.scheduler.poke()  # a new job: schedule it now, not at the next tick
+
+
+def _replay(body: bytes):
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
 
 
 def _audit(request: Request, who, status: int) -> None:
