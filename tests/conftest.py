@@ -19,8 +19,6 @@ import pytest
 
 from ceti.client import CetiError, Client
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 
 
 def free_port() -> int:
