@@ -12,7 +12,7 @@ def node(nid: str, gpus: int = 4, model: str = "A100", *, cpu: int = 64, mem_gib
 
 def job(jid: str, order: int, gpus: int = 1, *, cpu: int = 4, mem_gib: int = 8, share: int = 0, **kw) -> Job:
     demand_kw = {
-        k: kw.pop(k) for k in ("gpu_models", "min_vram_mib", "regions", "node_ids", "disk_mib") if k in kw
+        k: kw.pop(k) for k in ("gpu_models", "min_vram_mib", "regions", "node_ids", "disk_mib", "features") if k in kw
     }
     return Job(jid, Demand(cpu * 1000, mem_gib * 1024, gpus, share, **demand_kw), order, **kw)
 
@@ -152,6 +152,17 @@ def test_region_and_node_pins_are_respected() -> None:
     )
     got = started(d)
     assert got["r"][0].startswith("us") and got["p"] == ["us2"]
+
+
+def test_required_features_are_respected_and_explained() -> None:
+    box = frozenset({"container"})
+    nodes = (node("plain-a", region="us"), node("engine", region="us", features=box), node("plain-b", region="eu"))
+    pending = tuple(job(f"c{i}", i, features=box) for i in range(2)) + (job("p", 9),)
+    got = started(schedule(Snapshot(nodes, pending=pending)))
+    assert got["c0"] == ["engine"] and got["c1"] == ["engine"]
+    d = schedule(Snapshot(nodes, pending=(job("eu-box", 1, features=box, regions=frozenset({"eu"})),)))
+    assert not d.starts
+    assert d.unschedulable[0].reason == "needs a node with container; none has it in the requested regions"
 
 
 def test_every_job_gets_one_outcome() -> None:

@@ -48,7 +48,8 @@ def test_gpu_shorthands():
         ({"command": ["x"], "files": {"/abs": "x"}}, "files", "relative path"),
         ({"command": ["x"], "env": {"CETI_TOKEN": "x"}}, "env", "reserved"),
         ({"command": ["x"], "name": "has space"}, "name", "letters"),
-        ({"name": "x"}, "command", "Field required"),
+        ({"name": "x"}, "command", "give a command"),
+        ({"command": ["x"], "image": "-rm"}, "image", "image reference"),
     ],
 )
 def test_bad_fields_name_the_path_and_reason(doc, path, words):
@@ -76,3 +77,8 @@ def test_deep_nesting_is_refused_not_a_crash():
         load_job_spec_yaml("command: [x]\nenv: " + "[" * 20 + "]" * 20 + "\n")
     with pytest.raises(JobSpecError, match="nested deeper"):
         load_job_spec_yaml("a: " + "[" * 5000 + "]" * 5000 + "\n")
+
+
+def test_an_image_alone_is_something_to_run():
+    spec = parse_job_spec({"image": "docker.io/library/busybox:1.36"})
+    assert spec.command == [] and spec.image == "docker.io/library/busybox:1.36"

@@ -69,6 +69,8 @@ def _fits(f: _Free, job: Job) -> list[int] | None:
         return None
     if d.node_ids and n.id not in d.node_ids:
         return None
+    if d.features and not d.features <= n.features:
+        return None
     if job.bid_per_hour is not None:
         price = d.gpu_count * n.price_per_gpu_hour + d.cpu_milli / 1000.0 * n.price_per_cpu_hour
         if price * job.gang_size > job.bid_per_hour + 1e-9:

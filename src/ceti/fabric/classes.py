@@ -70,10 +70,14 @@ class NodeTable:
         self.price_cpu = cols[:, 4].copy()
         self.reliability = cols[:, 5].copy()
         self.schedulable = cols[:, 6] != 0
-        regions = list(map(attrgetter("region"), nodes))
-        self.region_names: list[str] = sorted(set(regions))
-        rid = {r: i for i, r in enumerate(self.region_names)}
-        self.region = np.fromiter(map(rid.__getitem__, regions), dtype=np.int64, count=n)
+        # A node's "place" is its region with its features: constraints on either are one lookup per place id,
+        # and node classes never mix nodes that differ in either.
+        places = list(map(attrgetter("region", "features"), nodes))
+        place_list = sorted(set(places), key=lambda p: (p[0], sorted(p[1])))
+        pid = {p: i for i, p in enumerate(place_list)}
+        self.region_names: list[str] = [p[0] for p in place_list]  # the region of each place id
+        self.place_features: list[frozenset[str]] = [p[1] for p in place_list]
+        self.region = np.fromiter(map(pid.__getitem__, places), dtype=np.int64, count=n)
 
         self.gpus: list[tuple] = list(map(attrgetter("gpus"), nodes))
         counts = np.fromiter(map(len, self.gpus), dtype=np.int64, count=n)
@@ -188,6 +192,7 @@ class JobKind:
     min_vram_mib: int
     regions: frozenset[str]
     node_ids: frozenset[str]
+    features: frozenset[str]
     speed_by_model: tuple[tuple[str, float], ...]
     jobs: list[Job] = field(default_factory=list)
 
@@ -198,7 +203,9 @@ class JobKind:
         return 1.0
 
 
-_kind_fields = attrgetter("gpu_count", "gpu_share_milli", "gpu_models", "min_vram_mib", "regions", "node_ids")
+_kind_fields = attrgetter(
+    "gpu_count", "gpu_share_milli", "gpu_models", "min_vram_mib", "regions", "node_ids", "features"
+)
 _job_fields = attrgetter("priority", "gang_size", "speed_by_model", "demand")
 
 
@@ -241,6 +248,8 @@ class Need:
         region_ok = np.ones(max(len(t.region_names), 1), np.bool_)
         if k.regions:
             region_ok[: len(t.region_names)] = [r in k.regions for r in t.region_names]
+        if k.features:
+            region_ok[: len(t.place_features)] &= [k.features <= f for f in t.place_features]
         self.region_ok = region_ok
         self.node_rows: np.ndarray | None = None
         if k.node_ids:

@@ -30,6 +30,8 @@ class Node:
     price_per_cpu_hour: float = 0.0
     reliability: float = 1.0  # probability that work placed here finishes (observed)
     schedulable: bool = True  # False while draining or lost: keeps its running work, takes no new
+    # what the node offers beyond its resources, e.g. "container" (an engine that runs images), "verified"
+    features: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,8 @@ class Demand:
     disk_mib: int = 0
     regions: frozenset[str] = frozenset()  # empty = any region
     node_ids: frozenset[str] = frozenset()  # empty = any node
+    features: frozenset[str] = frozenset()  # node features the task needs, all of them
+
 
     @property
     def gpu_milli_per_gpu(self) -> int:

@@ -80,9 +80,16 @@ def static_misfit(
         return "no nodes are registered"
     ok = np.ones(len(rows), np.bool_)
     if d.regions:
-        ok &= need.region_ok[t.region[rows]]
+        in_region = np.array([r in d.regions for r in t.region_names], np.bool_)
+        ok &= in_region[t.region[rows]]
         if not ok.any():
             return f"no node in region {_names(d.regions)}"
+    if d.features:
+        ok &= need.region_ok[t.region[rows]]
+        if not ok.any():
+            return f"needs a node with {_names(d.features)}; none has it" + (
+                " in the requested regions" if d.regions else ""
+            )
     if d.node_ids:
         ok &= np.isin(rows, need.node_rows if need.node_rows is not None else [])
         if not ok.any():
@@ -509,6 +516,7 @@ class _Round:
                 k.min_vram_mib,
                 k.regions,
                 k.node_ids,
+                k.features,
             )
             keep: list[Job] = []
             for j in k.jobs:
@@ -610,7 +618,16 @@ def never_fits_reason(nodes: Sequence[Node], d: Demand, gang_size: int = 1) -> s
     """A reason when no node of the network could hold the demand even if it were empty."""
     t = NodeTable(nodes)
     k = JobKind(
-        0, gang_size, d.gpu_count, d.gpu_share_milli, d.gpu_models, d.min_vram_mib, d.regions, d.node_ids, ()
+        0,
+        gang_size,
+        d.gpu_count,
+        d.gpu_share_milli,
+        d.gpu_models,
+        d.min_vram_mib,
+        d.regions,
+        d.node_ids,
+        d.features,
+        (),
     )
     need = Need(t, k)
     rows, weight, _, _ = t.shape_groups()

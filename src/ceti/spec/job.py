@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -24,6 +25,8 @@ SizeMiB = Annotated[int, BeforeValidator(parse_size_mib)]
 DurationS = Annotated[int, BeforeValidator(parse_duration_s)]
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$")
+# No whitespace and no leading "-": the reference is handed to a container engine's command line as one argument.
+IMAGE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._:/@+-]{0,511}$")
 MAX_FILE_BYTES = 1024 * 1024
 
 
@@ -128,7 +131,10 @@ class RetryPolicy(_Strict):
 
 class JobSpec(_Strict):
     name: str = Field("job", description="a short name, letters, digits, . _ -")
-    command: list[str] = Field(..., min_length=1, max_length=1000)
+    image: str | None = Field(None, max_length=512,
+                              description="a container image to run the command in (or its own entrypoint)")
+    command: list[str] = Field(default_factory=list, max_length=1000, validate_default=True,
+                               description="program and arguments; may be empty only when an image is given")
     env: dict[str, str] = Field(default_factory=dict)
     secrets: list[str] = Field(default_factory=list, max_length=100,
                                description="names of project secrets given to the job as environment variables")
@@ -156,6 +162,20 @@ class JobSpec(_Strict):
                 raise ValueError("command is empty")
             return ["/bin/sh", "-c", value]
         return value
+
+    @field_validator("command")
+    @classmethod
+    def _something_to_run(cls, command: list[str], info: ValidationInfo) -> list[str]:
+        if not command and info.data.get("image") is None:
+            raise ValueError("give a command (at least 1 item), an image, or both")
+        return command
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, image: str | None) -> str | None:
+        if image is not None and not IMAGE_RE.match(image):
+            raise ValueError(f"{image!r} is not an image reference such as 'registry/name:tag'")
+        return image
 
     @field_validator("env")
     @classmethod

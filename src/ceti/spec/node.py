@@ -31,3 +31,6 @@ class NodeInfo(BaseModel):
     price_per_cpu_hour: float = Field(0.0, ge=0, le=100_000)
     os: str = Field("", max_length=128)
     agent_version: str = Field("", max_length=64)
+    container_engines: list[str] = Field(
+        default_factory=list, max_length=4,
+        description="engines that ran a test container at agent start, e.g. ['podman']; empty = processes only")

@@ -100,6 +100,7 @@ def demand_of(spec: JobSpec, known_models: set[str]) -> fabric.Demand:
         disk_mib=spec.resources.disk_mib,
         regions=frozenset(spec.placement.regions),
         node_ids=frozenset(spec.placement.nodes),
+        features=frozenset({"container"}) if spec.image else frozenset(),
     )
 
 
@@ -115,6 +116,7 @@ def node_of(node_id: str, info_json: dict, state: str) -> fabric.Node:
         price_per_gpu_hour=info.price_per_gpu_hour,
         price_per_cpu_hour=info.price_per_cpu_hour,
         schedulable=state == "online",
+        features=frozenset({"container"}) if info.container_engines else frozenset(),
     )
 
 
