@@ -153,6 +153,7 @@ class RunItem(BaseModel):
     allocation_id: str
     job_id: str
     name: str
+    image: str | None = None
     command: list[str]
     env: dict[str, str]
     files: dict[str, str]

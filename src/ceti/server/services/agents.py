@@ -170,6 +170,7 @@ def _desired(
             "allocation_id": alloc.id,
             "job_id": job.id,
             "name": job.name,
+            "image": spec.get("image"),
             "command": spec["command"],
             "env": env,
             "files": spec["files"],
