@@ -1,0 +1,12 @@
+"""`ceti networks ...`: one sub-command group per decentralized network, each defined beside its adapter."""
+
+from __future__ import annotations
+
+import typer
+
+from ceti.networks.akash import cli as akash_cli
+
+app = typer.Typer(help="Decentralized AI networks: Akash, Bittensor, Render.", no_args_is_help=True)
+
+# One line per network: its typer app and the sub-command name.
+app.add_typer(akash_cli.app, name="akash")
