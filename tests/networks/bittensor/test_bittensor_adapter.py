@@ -164,6 +164,10 @@ def _down():
     raise ConnectionError("connection refused")
 
 
+def _times_out_itself():
+    raise TimeoutError("upstream gateway timeout")
+
+
 def _hangs():
     time.sleep(2)
     return 400.0
@@ -172,6 +176,7 @@ def _hangs():
 @pytest.mark.parametrize(("source", "message"), [
     (_down, "price source failed: ConnectionError"),
     (_hangs, "did not answer within 0.2 s"),
+    (_times_out_itself, "price source failed: TimeoutError"),
     (lambda: "400", "not a number"),
     (lambda: None, "not a number"),
     (lambda: True, "not a number"),

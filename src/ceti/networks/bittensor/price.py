@@ -46,10 +46,12 @@ def read_price(source: PriceSource, what: str, max_usd: float, timeout_s: float 
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="price-source")
     try:
         future = pool.submit(source)
+        # wait first, then collect: a source that itself raises TimeoutError is a failed source, not a slow one
+        done, _ = concurrent.futures.wait([future], timeout=timeout_s)
+        if not done:
+            raise NetworkError(f"{what}: the price source did not answer within {timeout_s:g} s")
         try:
-            value = future.result(timeout=timeout_s)
-        except concurrent.futures.TimeoutError:
-            raise NetworkError(f"{what}: the price source did not answer within {timeout_s:g} s") from None
+            value = future.result()
         except NetworkError:
             raise
         except Exception as exc:  # noqa: BLE001 - a feed's own failure, whatever its type, means "no price"
