@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Annotated
 
 import typer
@@ -85,7 +86,8 @@ def validate(
     if as_json:
         typer.echo(json.dumps(results, indent=2))
     else:
-        console = Console()
+        # a wide page when piped, so image names and prices are not cut
+        console = Console() if sys.stdout.isatty() else Console(width=160)
         for result in results:
             _print(console, result)
     if not all(r["ok"] for r in results):
