@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+pytest.importorskip("bittensor.utils.mock", reason="the bittensor SDK (10.x) is not installed")
+
 from ceti.networks.base import NetworkError, NodeClass
 from ceti.networks.bittensor import (
     BittensorAdapter,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
+
+pytest.importorskip("bittensor.utils.mock", reason="the bittensor SDK (10.x) is not installed")
 
 from ceti.cli.networks_bittensor import app
 

@@ -27,6 +27,7 @@ def connect(network: str) -> Any:
         from ceti.networks.bittensor.mockchain import demo_subnets, new_mock_chain, seed
 
         return seed(new_mock_chain(), demo_subnets())
+    # bittensor>=10,<11: 11.x dropped the mock chain and the axon/dendrite layer miners are built on
     import bittensor
 
     return bittensor.Subtensor(network=network)
