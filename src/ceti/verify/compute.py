@@ -1,0 +1,201 @@
+"""The agent's side of the challenge: generate A and B from the seeds, compute C = A·B, commit to C's rows.
+
+Two backends give the same results: NumPy (CPU nodes, tests, the server's own checks) and CuPy on NVIDIA GPUs
+(the `gpu` extra), imported lazily and chosen automatically when a GPU is present. FP32 results are exact on
+both (see `prng`); the FP16 pass multiplies FP16 operands on the GPU's tensor cores, while NumPy, which has no
+FP16 GEMM, rounds its exact FP32 product to FP16: the value an FP32-accumulating tensor core produces.
+
+The agent keeps C on the host and the memory fill on the device until the server has asked for rows and
+chunks: those are picked only after the roots arrive, so nothing can be computed lazily for them in time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ceti.verify.challenge import Challenge, Lane
+from ceti.verify.merkle import MerkleTree, leaf_digest
+from ceti.verify.prng import STREAM_A, STREAM_B, STREAM_FILL, fill_chunk, matrix_panel, stream_key
+
+PASS_TAG = {"fp32": b"f32", "fp16": b"f16"}
+PASS_DTYPE = {"fp32": np.float32, "fp16": np.float16}
+_PANEL_VALUES = 1 << 22  # values generated per panel: bounds the uint64 temporaries (32 MiB)
+
+
+class ChallengeTooLarge(RuntimeError):
+    """The machine cannot hold what the challenge asks for (an honest answer: the server records `failed`)."""
+
+
+@dataclass
+class LaneResult:
+    lane: Lane
+    c_rows: dict[str, np.ndarray]  # pass -> C on the host
+    trees: dict[str, MerkleTree]
+    fill: list[Any] = field(default_factory=list)  # chunks, resident on the device
+
+
+@dataclass
+class AgentRun:
+    """What the agent keeps between answering roots and answering rows."""
+
+    challenge: Challenge
+    backend: str
+    lanes: list[LaneResult] = field(default_factory=list)
+    error: str | None = None
+
+
+def select_backend(preference: str = "auto") -> str:
+    """"cupy" when asked for or, on "auto", when CuPy imports and sees a GPU; otherwise "numpy"."""
+    if preference == "numpy":
+        return "numpy"
+    try:
+        os.environ.setdefault("CUPY_TF32", "1")  # FP32 GEMM on TF32 tensor cores: exact for our entries
+        import cupy  # type: ignore[import-not-found]
+
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            return "cupy"
+    except Exception:
+        if preference == "cupy":
+            raise
+    return "numpy"
+
+
+def _xp(backend: str) -> Any:
+    if backend == "cupy":
+        import cupy  # type: ignore[import-not-found]
+
+        return cupy
+    return np
+
+
+def generate_matrix(key: int, rows: int, cols: int, xp: Any = np) -> Any:
+    """A whole row-major matrix of the stream, built panel by panel to bound temporary memory."""
+    out = xp.empty((rows, cols), dtype=xp.float32)
+    step = max(1, _PANEL_VALUES // cols)
+    for r0 in range(0, rows, step):
+        count = min(step, rows - r0)
+        out[r0 : r0 + count] = matrix_panel(key, cols, r0, count, xp, xp.float32)
+    return out
+
+
+def row_leaves(c: np.ndarray, pass_name: str, threads: int | None = None) -> list[bytes]:
+    """Leaf digests of every row of C (hashlib releases the GIL, so threads hash in parallel)."""
+    tag = PASS_TAG[pass_name]
+    rows = np.ascontiguousarray(c.astype(c.dtype.newbyteorder("<"), copy=False))
+    workers = threads or min(32, os.cpu_count() or 1)
+    if workers == 1 or len(rows) < 256:
+        return [leaf_digest(i, tag + rows[i].tobytes()) for i in range(len(rows))]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda i: leaf_digest(i, tag + rows[i].tobytes()), range(len(rows))))
+
+
+def lane_bytes(lane: Lane) -> int:
+    """Peak bytes a lane holds: A, B, C in FP32 plus the memory fill (C leaves the device before the fill)."""
+    return 4 * (2 * lane.n * lane.m + lane.n * lane.n) + lane.chunk_bytes * lane.chunk_count
+
+
+def _check_host_memory(challenge: Challenge) -> None:
+    import psutil
+
+    need = sum(lane_bytes(lane) for lane in challenge.lanes)
+    have = psutil.virtual_memory().available
+    if need > 0.9 * have:
+        raise ChallengeTooLarge(
+            f"the challenge needs {need // 2**20} MiB and this machine has {have // 2**20} MiB available"
+        )
+
+
+def _run_lane(lane: Lane, nonce: int, backend: str) -> LaneResult:
+    xp = _xp(backend)
+    device = None
+    if backend == "cupy":
+        device = xp.cuda.Device(lane.gpu_index or 0)
+        device.__enter__()
+    try:
+        a = generate_matrix(stream_key(lane.seed_int, STREAM_A), lane.n, lane.m, xp)
+        b = generate_matrix(stream_key(lane.seed_int, STREAM_B), lane.m, lane.n, xp)
+        c_rows: dict[str, np.ndarray] = {}
+        c32 = a @ b
+        c_rows["fp32"] = c32.get() if backend == "cupy" else c32
+        if "fp16" in lane.passes:
+            if backend == "cupy":
+                del c32
+                c16 = a.astype(xp.float16) @ b.astype(xp.float16)
+                c_rows["fp16"] = c16.get()
+                del c16
+            else:
+                c_rows["fp16"] = c_rows["fp32"].astype(np.float16)
+        del a, b
+        trees = {p: MerkleTree(row_leaves(c_rows[p], p)) for p in lane.passes}
+        key = stream_key(nonce, STREAM_FILL, lane.lane)
+        fill = [fill_chunk(key, j, lane.chunk_bytes, xp) for j in range(lane.chunk_count)]
+        if backend == "cupy":
+            xp.cuda.Device().synchronize()
+        return LaneResult(lane=lane, c_rows=c_rows, trees=trees, fill=fill)
+    finally:
+        if device is not None:
+            device.__exit__(None, None, None)
+
+
+def run_challenge(challenge: Challenge | dict, backend: str = "auto") -> AgentRun:
+    """Do the work and keep the results; never raises for a challenge the machine cannot hold."""
+    ch = challenge if isinstance(challenge, Challenge) else Challenge.model_validate(challenge)
+    chosen = select_backend(backend)
+    run = AgentRun(challenge=ch, backend=chosen)
+    try:
+        if chosen == "numpy":
+            _check_host_memory(ch)
+            run.lanes = [_run_lane(lane, ch.memory_nonce_int, chosen) for lane in ch.lanes]
+        else:
+            with ThreadPoolExecutor(len(ch.lanes)) as pool:  # one thread per GPU: lanes run side by side
+                run.lanes = list(pool.map(lambda ln: _run_lane(ln, ch.memory_nonce_int, chosen), ch.lanes))
+    except (ChallengeTooLarge, MemoryError) as exc:
+        run.error = str(exc) or "out of memory"
+        run.lanes = []
+    return run
+
+
+def roots_answer(run: AgentRun) -> dict:
+    """The first answer: one Merkle root per lane and pass (or the reason the work could not be done)."""
+    if run.error is not None:
+        return {"challenge_id": run.challenge.challenge_id, "error": run.error[:500]}
+    return {
+        "challenge_id": run.challenge.challenge_id,
+        "lanes": [
+            {"lane": r.lane.lane, "roots": {p: t.root.hex() for p, t in r.trees.items()}} for r in run.lanes
+        ],
+    }
+
+
+def rows_answer(run: AgentRun, request: dict) -> dict:
+    """The second answer: the rows and chunk digests the server picked, with Merkle paths."""
+    by_lane = {r.lane.lane: r for r in run.lanes}
+    lanes_out = []
+    for ask in request.get("lanes", []):
+        result = by_lane[ask["lane"]]
+        rows_out: dict[str, list[dict]] = {}
+        for pass_name, indexes in ask.get("rows", {}).items():
+            c = result.c_rows[pass_name]
+            tree = result.trees[pass_name]
+            rows_out[pass_name] = [
+                {
+                    "row": i,
+                    "data": base64.b64encode(np.ascontiguousarray(c[i]).tobytes()).decode(),
+                    "path": [h.hex() for h in tree.proof(i)],
+                }
+                for i in indexes
+            ]
+        chunks_out = []
+        for j in ask.get("chunks", []):
+            chunk = result.fill[j]
+            data = chunk.get() if run.backend == "cupy" else chunk
+            chunks_out.append({"chunk": j, "digest": hashlib.sha256(data.tobytes()).hexdigest()})
+        lanes_out.append({"lane": ask["lane"], "rows": rows_out, "chunks": chunks_out})
+    return {"challenge_id": run.challenge.challenge_id, "lanes": lanes_out}
