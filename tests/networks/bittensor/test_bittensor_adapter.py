@@ -24,7 +24,7 @@ from ceti.networks.bittensor import (
 from ceti.networks.bittensor.chain import ChainReader
 from ceti.networks.bittensor.estimate import quantile
 from ceti.networks.bittensor.mockchain import MockNeuron, MockSubnet, new_mock_chain, seed
-from ceti.networks.bittensor.price import read_price
+from ceti.networks.price import read_price
 
 GPU_NODE = NodeClass(gpu_model="RTX 4090", gpu_count=1, vram_mib=24_576, cpus=16, memory_mib=65_536)
 CPU_NODE = NodeClass(gpu_model=None, gpu_count=0, vram_mib=0, cpus=8, memory_mib=16_384)

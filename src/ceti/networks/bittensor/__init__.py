@@ -12,7 +12,7 @@ from typing import Any
 from ceti.networks.bittensor.adapter import BittensorAdapter, BittensorConfig, SubnetRow
 from ceti.networks.bittensor.chain import ChainReader, SubtensorLike
 from ceti.networks.bittensor.estimate import EstimateSettings, SubnetProfile
-from ceti.networks.bittensor.price import FixedPrice, HttpJsonPrice, PriceSource
+from ceti.networks.price import FixedPrice, HttpJsonPrice, PriceSource
 
 __all__ = [
     "BittensorAdapter", "BittensorConfig", "ChainReader", "EstimateSettings", "FixedPrice", "HttpJsonPrice",

@@ -15,8 +15,8 @@ from ceti.networks.bittensor.estimate import (
     estimate_subnet,
     netuid_of,
 )
-from ceti.networks.bittensor.price import DEFAULT_TIMEOUT_S, PriceSource, read_price
-from ceti.networks.bittensor.template import check_template, check_value, fill
+from ceti.networks.price import DEFAULT_TIMEOUT_S, PriceSource, read_price
+from ceti.networks.template import check_template, check_value, fill
 from ceti.spec.job import JobSpec, RetryOn, RetryPolicy
 
 # The miner entry point most subnets ship (the subnet template's layout); a subnet that differs gets its own

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ceti.networks.base import HealthReport, NetworkAdapter, NetworkError, NodeClass, RevenueEstimate
-from ceti.networks.bittensor.price import DEFAULT_TIMEOUT_S, PriceSource, read_price
+from ceti.networks.price import DEFAULT_TIMEOUT_S, PriceSource, read_price
 from ceti.networks.render.jobs import DEFAULT_COMMAND, RenderJob, check_command, render_command
 from ceti.networks.render.pricing import NETWORK, TIERS, check_obh_rate, estimate_node, tier, unmet_minimum
 from ceti.spec.job import JobSpec, RetryOn, RetryPolicy

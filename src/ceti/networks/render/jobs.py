@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ceti.networks.base import NetworkError
-from ceti.networks.bittensor.template import check_template, check_value, fill
+from ceti.networks.template import check_template, check_value, fill
 from ceti.networks.render.pricing import tier
 
 BLENDER_MAX_FRAME = 1_048_574  # Blender's MAXFRAME
