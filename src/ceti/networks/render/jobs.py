@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ceti.networks.base import NetworkError
-from ceti.networks.template import check_template, check_value, fill
 from ceti.networks.render.pricing import tier
+from ceti.networks.template import check_template, check_value, fill
 
 BLENDER_MAX_FRAME = 1_048_574  # Blender's MAXFRAME
 ENGINES = ("CYCLES", "BLENDER_EEVEE", "BLENDER_EEVEE_NEXT", "BLENDER_WORKBENCH")
