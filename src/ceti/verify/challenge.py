@@ -50,6 +50,7 @@ class VerifyPolicy:
     agent_hash_bytes_per_s: float = 2e9  # allowance for hashing C's rows on the agent's CPU
     device_to_host_bytes_per_s: float = 1e10  # allowance for copying C off the GPU
     overhead_s: float = 2.0  # network round trip and agent start-up
+    cpu_generate_bytes_per_s: float = 2e8  # allowance on a CPU node for generating A, B and the fill
     deadline_factor: float = 20.0  # answers later than this × expected are a timeout, not a mismatch
     vram_tolerance: float = 0.05  # reported VRAM may differ from the table by this share
     max_answer_bytes: int = 64 * MIB

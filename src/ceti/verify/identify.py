@@ -59,7 +59,9 @@ def cpu_timing(lane: Lane, cpus: int, catalog: Catalog, policy: VerifyPolicy) ->
     """A CPU lane: FP32 GEMM at the floor rate per claimed core; there is no 'too fast' for a CPU."""
     flops = lane_work(lane.n, lane.m, lane.passes)["flops_per_pass"] * len(lane.passes)
     compute = flops / (max(1, cpus) * catalog.cpu_gflops_per_core_floor * 1e9)
-    return LaneTiming(compute, allowance_s(lane, policy, on_device=False), 0.0)
+    generated = 4 * 2 * lane.n * lane.m + lane.chunk_bytes * lane.chunk_count
+    generate_s = generated / policy.cpu_generate_bytes_per_s  # a GPU does this at memory speed: no allowance
+    return LaneTiming(compute, allowance_s(lane, policy, on_device=False) + generate_s, 0.0)
 
 
 def vram_fits(model: GPUModel, vram_mib: int, policy: VerifyPolicy) -> bool:
