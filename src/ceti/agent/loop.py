@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ceti.agent.executor import ProcessExecutor
+from ceti.agent.containers import ContainerExecutor
+from ceti.agent.engines import detect
+from ceti.agent.executor import AllocationNotFound, ProcessExecutor
 from ceti.agent.state import AgentState
 from ceti.client import CetiError, Client
 from ceti.spec import NodeInfo
@@ -31,6 +33,8 @@ class AgentConfig:
     heartbeat_s: float = 2.0
     log_chunk_bytes: int = 64 * 1024
     ca_cert: str | None = None
+    # container engine: "off", "auto", "podman", "docker" or a path; None = CETI_CONTAINER_ENGINE (default off)
+    containers: str | None = None
 
 
 class Agent:
@@ -40,6 +44,15 @@ class Agent:
         self._state_path = config.data_dir / "agent.json"
         self.state = AgentState.load(self._state_path)
         self.executor = ProcessExecutor(config.data_dir / "executor")
+        # Jobs with an image run as containers, if an engine ran a test container just now; it is reported so.
+        engines = detect(config.containers)
+        self.containers: ContainerExecutor | None = None
+        if engines:
+            gpus = [g.index for g in config.info.gpus]
+            self.containers = ContainerExecutor(config.data_dir / "containers", engines[0], gpus)
+        elif any((config.data_dir / "containers" / "allocations").glob("*")):
+            log.warning("containers of an earlier run are left alone: no container engine is enabled and working")
+        config.info = config.info.model_copy(update={"container_engines": [e.name for e in engines]})
         self.client = Client(config.servers, config.token, timeout_s=15.0, ca_cert=config.ca_cert, retries=0)
         self._stop = threading.Event()
         self._offline_since: float | None = None
@@ -47,7 +60,7 @@ class Agent:
     # -- life cycle --------------------------------------------------------------------------------
 
     def run(self, max_iterations: int | None = None) -> None:
-        adopted = self.executor.adopt()
+        adopted = self.executor.adopt() + (self.containers.adopt() if self.containers else [])
         if adopted:
             log.info("adopted %d allocation(s) left running by an earlier agent: %s", len(adopted), adopted)
         self._register_until_done()
@@ -86,7 +99,7 @@ class Agent:
     # -- one reconcile step ------------------------------------------------------------------------
 
     def tick(self) -> None:
-        for f in self.executor.poll():
+        for f in self.executor.poll() + (self.containers.poll() if self.containers else []):
             self.state.unreported[f.alloc_id] = {
                 "allocation_id": f.alloc_id,
                 "exit_code": f.exit_code,
@@ -99,10 +112,10 @@ class Agent:
         self._save()
         try:
             # every byte of output goes up before the exit is reported, so a finished job has all its logs
-            for alloc_id in list(self.executor.running()) + list(self.state.unreported):
+            for alloc_id in self._running() + list(self.state.unreported):
                 self._ship_logs(alloc_id)
             answer = self.client.heartbeat(
-                self.state.node_id, self.executor.running(), list(self.state.unreported.values())
+                self.state.node_id, self._running(), list(self.state.unreported.values())
             )
         except CetiError as exc:
             self._offline(exc)
@@ -111,7 +124,7 @@ class Agent:
             log.info("server reachable again after %.0fs", time.time() - self._offline_since)
             self._offline_since = None
         for alloc_id in list(self.state.unreported):
-            self.executor.forget(alloc_id)
+            self._executor_of(alloc_id).forget(alloc_id)
             self.state.log_offsets.pop(alloc_id, None)
         self.state.unreported.clear()
         self._save()
@@ -134,13 +147,13 @@ class Agent:
             log.warning("ignoring a desired state of epoch %d older than %d", epoch, self.state.epoch)
             return
         self.state.epoch = epoch
-        running = set(self.executor.running())
+        running = set(self._running())
         desired = {item["allocation_id"]: item for item in answer["run"]}
         for alloc_id, item in desired.items():
             if alloc_id in running or alloc_id in self.state.unreported:
                 continue
             try:
-                self.executor.start(alloc_id, item["command"], item["env"], item["files"], item["gpu_indices"])
+                self._start(alloc_id, item)
                 log.info("started allocation %s (job %s)", alloc_id, item["job_id"])
             except (OSError, ValueError) as exc:
                 log.error("cannot start allocation %s: %s", alloc_id, exc)
@@ -149,11 +162,11 @@ class Agent:
         stops = {item["allocation_id"]: item for item in answer["stop"]}
         for alloc_id in running:
             if alloc_id in stops:
-                self.executor.request_stop(alloc_id, stops[alloc_id]["grace_s"])
+                self._executor_of(alloc_id).request_stop(alloc_id, stops[alloc_id]["grace_s"])
             elif alloc_id not in desired:
                 # fencing: whatever the server no longer wants here (an attempt it gave up on) must stop
                 log.warning("allocation %s is not desired by the server; stopping it", alloc_id)
-                self.executor.request_stop(alloc_id, 10.0)
+                self._executor_of(alloc_id).request_stop(alloc_id, 10.0)
         for alloc_id in stops:
             if alloc_id not in running and alloc_id not in self.state.unreported:
                 # asked to stop something never started here: report it stopped so the server can close it
@@ -161,12 +174,25 @@ class Agent:
                                                    "reason": "never started on this node"}
         self._save()
 
+    def _start(self, alloc_id: str, item: dict[str, Any]) -> None:
+        if not item.get("image"):
+            self.executor.start(alloc_id, item["command"], item["env"], item["files"], item["gpu_indices"])
+        elif self.containers is None:
+            raise ValueError(f"this node has no working container engine to run {item['image']}")
+        else:
+            self.containers.start(alloc_id, item["image"], item["command"], item["env"], item["files"],
+                                  item["gpu_indices"], item.get("cpu_milli", 0), item.get("memory_mib", 0))
+
     def _ship_logs(self, alloc_id: str) -> None:
         offsets = self.state.log_offsets.setdefault(alloc_id, {s: 0 for s in STREAMS})
         for stream in STREAMS:
             while True:
                 offset = offsets.get(stream, 0)
-                data = self.executor.read_logs(alloc_id, stream, offset, self.config.log_chunk_bytes)
+                executor = self._executor_of(alloc_id)
+                try:
+                    data = executor.read_logs(alloc_id, stream, offset, self.config.log_chunk_bytes)
+                except AllocationNotFound:  # refused before it started: no output, only the exit to report
+                    return
                 if not data:
                     break
                 text, used = _decode_prefix(data)
@@ -186,6 +212,14 @@ class Agent:
                     return
                 if len(data) < self.config.log_chunk_bytes:
                     break
+
+    def _running(self) -> list[str]:
+        return self.executor.running() + (self.containers.running() if self.containers else [])
+
+    def _executor_of(self, alloc_id: str) -> ProcessExecutor | ContainerExecutor:
+        if self.containers is not None and self.containers.alloc_dir(alloc_id).exists():
+            return self.containers
+        return self.executor
 
     def _save(self) -> None:
         self.state.save(self._state_path)
