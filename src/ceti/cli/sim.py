@@ -147,3 +147,93 @@ def inflation(
         mean, std = s.unallocated_gpus(100)
         table.add_row(n, f"{mean:.1f} ± {std:.1f}", f"{s.allocation_ratio(100):.2%}")
     Console().print(table)
+
+
+@app.command()
+def replay(
+    nodes: Annotated[Path, typer.Option("--nodes", help="Node list CSV.")],
+    pods: Annotated[Path, typer.Option("--pods", help="Pod list CSV with creation/deletion/scheduled times.")],
+    policy: Annotated[str, typer.Option("--policy", help="all, or comma-separated policy names.")] = "all",
+    load: Annotated[
+        float | None,
+        typer.Option("--load", help="Compress arrivals until peak GPU demand is this share of the cluster."),
+    ] = 1.2,
+    cluster_fraction: Annotated[
+        float, typer.Option("--cluster-fraction", help="Replay on every k-th node (same GPU mix), 0-1.")
+    ] = 0.1,
+    seed: Annotated[int, typer.Option("--seed")] = 42,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Also write a markdown report and a utilization plot here.")
+    ] = None,
+    on_error: Annotated[str, typer.Option("--on-error", help="skip or reject bad trace rows.")] = "skip",
+) -> None:
+    """Replay a trace with real arrival and run times: queueing delay and completion time per QoS class."""
+    from ceti.sim.replay import ReplaySetup, highest_class, run_replay
+
+    err = Console(stderr=True)
+    if on_error not in ("skip", "reject"):
+        raise typer.BadParameter("--on-error must be skip or reject")
+    names = _policies(policy)
+    try:
+        node_load = load_nodes(nodes, on_error=on_error)  # type: ignore[arg-type]
+        pod_load = load_pods(pods, on_error=on_error)  # type: ignore[arg-type]
+        setup = ReplaySetup.build(node_load.rows, pod_load.rows, load=load, cluster_fraction=cluster_fraction)
+    except (TraceError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    for e in (node_load.errors + pod_load.errors)[:20]:
+        err.print(f"[yellow]skipped[/yellow] {e}")
+    results = []
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=True, disable=not err.is_terminal,
+    ) as progress:
+        task = progress.add_task("replay runs", total=len(names))
+        for name in names:
+            results.append(run_replay(setup, name, seed))
+            progress.advance(task)
+    top = highest_class(results)
+    payload = {
+        "nodes": str(nodes),
+        "pods": str(pods),
+        "cluster_nodes": setup.cluster.size,
+        "cluster_gpus": int(setup.cluster.gpu_count.sum()),
+        "load": load,
+        "arrival_time_scale": setup.time_scale,
+        "highest_class": top,
+        "policies": {r.policy: r.as_json() for r in results},
+    }
+    if out is not None:
+        from ceti.sim.report import plot_utilization, replay_report
+
+        out.mkdir(parents=True, exist_ok=True)
+        plot = out / f"replay-utilization-{pods.stem}.png"
+        plot_utilization(results, plot, pods.stem)
+        command = "ceti sim replay " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        (out / f"replay-{pods.stem}.md").write_text(replay_report(payload, command, plot.name))
+        (out / f"replay-{pods.stem}.json").write_text(json.dumps(payload, indent=2))
+    if as_json:
+        typer.echo(json.dumps(payload))
+        return
+    table = Table(
+        title=f"Replay: {pods.name} on {payload['cluster_nodes']} nodes ({payload['cluster_gpus']} GPUs), "
+        f"load {load}"
+    )
+    for col in ("policy", "class", "pods", "mean wait s", "p95 wait s", "mean JCT s", "never started",
+                "pre-empted", "GPU util"):
+        table.add_column(col, justify="left" if col in ("policy", "class") else "right")
+    for r in results:
+        for q, c in r.as_json()["classes"].items():  # type: ignore[union-attr]
+            table.add_row(
+                r.policy, q + (" *" if q == top else ""), str(c["pods"]), _fmt(c["mean_queue_delay_s"]),
+                _fmt(c["p95_queue_delay_s"]), _fmt(c["mean_completion_s"]), str(c["never_started"]),
+                str(c["preemptions"]), f"{r.gpu_utilization:.1%}",
+            )
+    Console().print(table)
+    if top:
+        Console().print(f"* the highest QoS class with at least 30 pods: {top}")
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.0f}"

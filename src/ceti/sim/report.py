@@ -57,3 +57,44 @@ def plot_allocation(summaries: Mapping[str, PolicySummary], path: Path, title: s
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def replay_report(payload: dict, command: str, plot_name: str | None) -> str:
+    lines = [
+        "# Trace replay",
+        "",
+        f"- nodes: `{payload['nodes']}` ({payload['cluster_nodes']} nodes, {payload['cluster_gpus']} GPUs replayed)",
+        f"- pods: `{payload['pods']}`; load {payload['load']} (arrival times x {payload['arrival_time_scale']:.4g})",
+        f"- command: `{command}`",
+        "",
+        "| policy | class | pods | mean wait s | p95 wait s | mean JCT s | never started | pre-empted |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in payload["policies"].items():
+        for q, c in r["classes"].items():
+            cells = [c["mean_queue_delay_s"], c["p95_queue_delay_s"], c["mean_completion_s"]]
+            shown = " | ".join("-" if v is None else f"{v:,.0f}" for v in cells)
+            lines.append(f"| {name} | {q} | {c['pods']} | {shown} | {c['never_started']} | {c['preemptions']} |")
+    if plot_name:
+        lines += ["", f"![allocated GPU share over time]({plot_name})", ""]
+    return "\n".join(lines) + "\n"
+
+
+def plot_utilization(results, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for r in results:
+        if r.utilization_curve:
+            t, u = zip(*r.utilization_curve, strict=True)
+            ax.plot(np.asarray(t) / 3600, np.asarray(u) * 100, label=r.policy, linewidth=1)
+    ax.set_xlabel("hours since the first arrival")
+    ax.set_ylabel("allocated GPUs (%)")
+    ax.set_title(f"Replay: {title}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -109,8 +109,13 @@ class FabricPolicy(FGDPolicy):
         self._pc: PlaceableCache | None = None
         self._pc_models: object = None
 
+    # The placeable measure scores a node by the copies of the target workload it could still take, which is
+    # right while work only arrives (the inflation experiment). When work also leaves, it keeps nodes partly
+    # filled and starves whole-node tasks: the trace replay turns it off (see sim/replay.py for the figures).
+    placeable_tiebreak = True
+
     def placeable_cache(self, state: ClusterState) -> PlaceableCache | None:
-        if self.workload is None or len(self.workload) == 0:
+        if not self.placeable_tiebreak or self.workload is None or len(self.workload) == 0:
             return None
         if self._pc is None or self._pc_models is not state.models:
             self._pc_models = state.models

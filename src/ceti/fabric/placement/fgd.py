@@ -81,6 +81,11 @@ class FragCache:
             self.recompute(state)
         elif state.version == self.version + 1 and state.last_changed >= 0:
             self.update_node(state, state.last_changed)
+        elif 0 < state.version - self.version <= 64 and len(state.change_log) == state.version:
+            # a few changes since the last look (departures between two arrivals): update just those nodes
+            for node in sorted(set(state.change_log[self.version : state.version])):
+                self.update_node(state, node)
+            self.version = state.version
         elif state.version != self.version:
             self.recompute(state)
 

@@ -69,6 +69,7 @@ class ClusterState:
     tag_mask: np.ndarray  # [N] int64 bitmask of affinity tags placed on the node
     version: int = 0  # bumped on every change; lets policies cache per-state work
     last_changed: int = -1  # the node the last change touched
+    change_log: list[int] = field(default_factory=list)  # change_log[v] = the node version v+1 touched
     _tag_bits: dict[int, int] = field(default_factory=dict)
 
     @classmethod
@@ -169,6 +170,26 @@ class ClusterState:
             self.gpu_free[node, g] -= pod.gpu_milli
         if pod.tag != TAG_NONE:
             self.tag_mask[node] |= 1 << pod.tag
+        self._changed(node)
+
+    def release(self, node: int, pod: PodRequest, gpus: Sequence[int]) -> None:
+        """Give back what `allocate(node, pod, gpus)` took (a departure or a pre-emption). A node that
+        becomes empty forgets its affinity tags; one that still holds work keeps them (they are a hint)."""
+        for g in gpus:
+            if self.gpu_free[node, g] + pod.gpu_milli > WHOLE_GPU_MILLI:
+                raise ValueError(f"GPU {g} of node {self.names[node]} would hold more than a whole GPU")
+        self.cpu_free[node] += pod.cpu_milli
+        self.memory_free[node] += pod.memory_mib
+        for g in gpus:
+            self.gpu_free[node, g] += pod.gpu_milli
+        if self.cpu_free[node] == self.cpu_capacity[node] and (
+            self.gpu_free[node, : self.gpu_count[node]] == WHOLE_GPU_MILLI
+        ).all():
+            self.tag_mask[node] = 0
+        self._changed(node)
+
+    def _changed(self, node: int) -> None:
+        self.change_log.append(node)
         self.version += 1
         self.last_changed = node
 
