@@ -23,9 +23,11 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 install-dev: $(DEV_STAMP)
 
-# PostgreSQL from Debian's packages, for the tests that run the same suite on it.
+# PostgreSQL (the suite runs on it too) and Chromium with Playwright (the dashboard's browser tests).
 system-deps:
 	@bash scripts/install-system-deps.sh
+	@bash scripts/install-browser-deps.sh $(BIN)/python
+	@bash scripts/install-container-deps.sh
 
 up: install
 	$(BIN)/ceti up

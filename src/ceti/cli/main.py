@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -32,6 +31,8 @@ err_console = Console(stderr=True)
 ServerOpt = Annotated[str | None, typer.Option("--server", help="server address(es), comma-separated", envvar="CETI_SERVER")]
 TokenOpt = Annotated[str | None, typer.Option("--token", help="bearer token", envvar="CETI_TOKEN")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+LogFormatOpt = Annotated[str, typer.Option("--log-format", help="json (one object per line) or console (readable); "
+                                          "auto: console on a terminal, else json")]
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -64,6 +65,15 @@ def call(fn, *args: Any, **kwargs: Any) -> Any:
         fail(exc.message, 1)
 
 
+def _configure_logging(log_format: str, log_level: str) -> None:
+    from ceti.logs import configure_logging
+
+    try:
+        configure_logging(log_format, log_level)
+    except ValueError as exc:
+        fail(str(exc), 2)
+
+
 def _ts(t: float | None) -> str:
     return datetime.fromtimestamp(t).strftime("%H:%M:%S") if t else "-"
 
@@ -81,6 +91,7 @@ def server(
     tls_cert: Annotated[Path | None, typer.Option(help="serve HTTPS with this certificate (PEM)")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="the certificate's private key (PEM)")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    log_format: LogFormatOpt = "auto",
 ) -> None:
     """Run the control plane (REST API, scheduling loop)."""
     import uvicorn
@@ -98,10 +109,10 @@ def server(
     for path in (tls_cert, tls_key):
         if path and not path.is_file():
             fail(f"cannot read {path}", 2)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging(log_format, log_level)
     try:
         uvicorn.run(create_app(settings, admin_token_file=admin_token_file), host=host, port=port,
-                    log_level=log_level, access_log=False, timeout_graceful_shutdown=5,
+                    log_level=log_level, access_log=False, timeout_graceful_shutdown=5, log_config=None,
                     ssl_certfile=str(tls_cert) if tls_cert else None, ssl_keyfile=str(tls_key) if tls_key else None)
     except RuntimeError as exc:
         fail(str(exc))
@@ -120,12 +131,16 @@ def agent(
     hostname: Annotated[str | None, typer.Option(help="name to report instead of the machine's")] = None,
     ca_cert: Annotated[str | None, typer.Option(help="trust this CA for an HTTPS server")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    log_format: LogFormatOpt = "auto",
+    containers: Annotated[str | None, typer.Option(
+        help="container engine for jobs with an image: off, auto, podman, docker or a path "
+             "(default: CETI_CONTAINER_ENGINE, else off)")] = None,
 ) -> None:
     """Provide this machine to the fabric: discover it, register, heartbeat, run what the server assigns."""
     from ceti.agent.discovery import discover
     from ceti.agent.loop import Agent, AgentConfig
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging(log_format, log_level)
     servers, tok = resolve(server, token)
     if not tok:
         fail("no provider token: pass --token or set CETI_TOKEN", 2)
@@ -136,7 +151,7 @@ def agent(
     if hostname:
         info = info.model_copy(update={"hostname": hostname})
     the_agent = Agent(AgentConfig(servers=servers, token=tok, data_dir=data_dir, info=info, heartbeat_s=heartbeat_s,
-                                  ca_cert=ca_cert or _global["ca_cert"]))
+                                  ca_cert=ca_cert or _global["ca_cert"], containers=containers))
     signal.signal(signal.SIGTERM, lambda *_: the_agent.shutdown())
     try:
         the_agent.run()
@@ -426,11 +441,15 @@ def _mount_subcommands() -> None:
     """Sub-commands that live in their own modules (simulator, benchmarks)."""
     from ceti.cli.bench import app as bench_app
     from ceti.cli.bench_control_plane import control_plane
+    from ceti.cli.networks import app as networks_app
     from ceti.cli.sim import app as sim_app
+    from ceti.cli.verify import app as verify_app
 
     bench_app.command("control-plane")(control_plane)
     app.add_typer(sim_app, name="sim", help="Replay traces through the fabric and its baselines.")
     app.add_typer(bench_app, name="bench", help="Benchmarks that print figures.")
+    app.add_typer(networks_app, name="networks", help="Decentralized AI networks: Akash, Bittensor, Render.")
+    app.add_typer(verify_app, name="verify", help="Proof of hardware: run the challenge the fabric runs.")
 
 
 _mount_subcommands()

@@ -15,10 +15,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from ceti import __version__
-from ceti.server import middleware, schemas
+from ceti.logs import RequestIds
+from ceti.server import metrics, middleware, schemas
 from ceti.server.background.scheduler_loop import SchedulerLoop
 from ceti.server.errors import install_error_handlers
-from ceti.server.routers import admin, agent, jobs, scheduler, secrets
+from ceti.server.routers import admin, agent, dashboard, jobs, scheduler, secrets, verification
 from ceti.server.services.tokens import bootstrap_admin
 from ceti.server.settings import Settings
 from ceti.store.db import make_engine, migrate, session_factory
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
     app.state.settings = settings
     install_error_handlers(app)
 
+    app.add_middleware(RequestIds)  # log records of a request carry the job/node/allocation id of its path
     app.add_middleware(middleware.RequestGuards, max_body_bytes=settings.max_body_bytes,
                        rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst)
 
@@ -111,6 +113,10 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
     app.include_router(admin.router)
     app.include_router(secrets.router)
     app.include_router(scheduler.router)
+    app.include_router(verification.router)
+    app.include_router(dashboard.router)
+    app.include_router(dashboard.pages)
+    app.include_router(metrics.router)
     return app
 
 

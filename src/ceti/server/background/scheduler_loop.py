@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from ceti.server import metrics
 from ceti.server.faults import crash_point
 from ceti.server.services.scheduling import PendingCache, RoundReport, run_round
 from ceti.server.settings import Settings
@@ -57,6 +58,7 @@ class SchedulerLoop:
                 crash_point("round_before_commit")
             s.commit()
         self.last_round_s = time.perf_counter() - started
+        metrics.observe_round(self.last_round_s)
         self.last_round_at = self._clock()
         self.recent_round_s.append(self.last_round_s)
         self.rounds += 1

@@ -4,7 +4,7 @@ import time
 
 from fastapi import APIRouter, Request
 
-from ceti.server import schemas
+from ceti.server import metrics, schemas
 from ceti.server.deps import PrincipalDep, SessionDep
 from ceti.server.faults import crash_point
 from ceti.server.services import agents as svc
@@ -24,7 +24,9 @@ def heartbeat(node_id: str, body: schemas.HeartbeatIn, request: Request, s: Sess
     finished = [svc.Finished(**f.model_dump()) for f in body.finished]
     answer = svc.heartbeat(s, who, node_id, body.running, finished, request.app.state.settings, time.time())
     s.commit()
-    return {"node_state": answer.node_state, "epoch": answer.epoch, "run": answer.run, "stop": answer.stop}
+    metrics.record_heartbeat()
+    return {"node_state": answer.node_state, "epoch": answer.epoch, "run": answer.run, "stop": answer.stop,
+            "verify": answer.verify}
 
 
 @router.post("/allocations/{allocation_id}/logs", response_model=schemas.LogUploadOut,
