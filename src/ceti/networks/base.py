@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 
 from ceti.spec.job import JobSpec
 
+# Every network workload carries its network's name in this environment variable, so the control plane (and the
+# dashboard) can tell network work from developer work and which network it serves.
+NETWORK_ENV = "FABRIC_NETWORK"
+
 
 class NetworkError(ValueError):
     """Bad input for a network (an invalid document, an unknown subnet, a price source that is down): the

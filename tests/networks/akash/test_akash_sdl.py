@@ -63,7 +63,7 @@ def test_job_spec_carries_resources_command_and_gpu_models():
     assert vllm.max_price.denom.startswith("ibc/") and vllm.max_price.amount == Decimal("100000.25")
     spec = vllm.to_job_spec()
     assert spec.resources.gpus.count == 2 and spec.resources.gpus.models == gpu.models
-    assert spec.env == {"HF_TOKEN": ""}
+    assert spec.env == {"HF_TOKEN": "", "FABRIC_NETWORK": "akash"}  # the network tag tells network work apart
 
 
 def test_entrypoint_only_service_keeps_its_image_in_the_job_spec():

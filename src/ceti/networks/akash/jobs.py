@@ -2,10 +2,9 @@
 
 An Akash service is a container: an image, its entrypoint overridden by `command`/`args`, ports exposed to
 the world or to other services, and a price ceiling per block in the denom the SDL names. `AkashJob` carries
-all of that beside the fabric resources; `to_job_spec()` gives the `JobSpec` the scheduler places. Until
-`JobSpec` has an `image` field, a service that keeps its image's entrypoint has no command the fabric can
-run on its own; its `JobSpec` then runs the image reference as the command and names the image in the
-`AKASH_IMAGE` environment variable, so nothing is lost and the container executor can pick it up.
+all of that beside the fabric resources; `to_job_spec()` gives the `JobSpec` the scheduler places: the image (run
+by a node's container engine, so only nodes with one take it), the command if the SDL overrides the entrypoint,
+and the network tag. Exposed ports and volumes stay on `AkashJob` until the fabric can give them.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ceti.networks.akash.gpu_models import fabric_gpu_models
 from ceti.networks.akash.sdl import ComputeProfile, Sdl
 from ceti.networks.akash.units import bytes_to_mib
+from ceti.networks.base import NETWORK_ENV
 from ceti.spec.job import JobSpec
 
 _FABRIC_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -103,17 +103,11 @@ class AkashJob(BaseModel):
         """The fabric job for this replica. Environment names the fabric cannot take (dots, dashes, the
         reserved CETI_ prefix) stay in `env` here and are left out of the JobSpec."""
         env = {k: v for k, v in self.env.items() if _FABRIC_ENV_NAME.match(k) and not k.startswith("CETI_")}
+        env[NETWORK_ENV] = "akash"
         argv = [*self.command, *self.args]
-        fields = JobSpec.model_fields
-        data: dict[str, object] = {}
-        if "image" in fields:
-            data["image"] = self.image
-        if not argv and "image" not in fields:
-            argv = [self.image]
-            env["AKASH_IMAGE"] = self.image
         gpu = self.resources.gpu
         return JobSpec.model_validate({
-            **data,
+            "image": self.image,
             "name": self.name,
             "command": argv,
             "env": env,

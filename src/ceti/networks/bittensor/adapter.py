@@ -6,7 +6,14 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ceti.networks.base import HealthReport, NetworkAdapter, NetworkError, NodeClass, RevenueEstimate
+from ceti.networks.base import (
+    NETWORK_ENV,
+    HealthReport,
+    NetworkAdapter,
+    NetworkError,
+    NodeClass,
+    RevenueEstimate,
+)
 from ceti.networks.bittensor.chain import ChainReader, SubtensorLike
 from ceti.networks.bittensor.estimate import (
     NETWORK,
@@ -157,6 +164,7 @@ class BittensorAdapter(NetworkAdapter):
         return JobSpec(
             name=f"bittensor-sn{netuid}-{hotkey}"[:63],
             command=command,
+            env={NETWORK_ENV: "bittensor"},
             resources={
                 "cpus": profile.cpus or max(node.cpus, 1),
                 "memory": profile.memory_mib or max(node.memory_mib, 512),

@@ -6,7 +6,14 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ceti.networks.base import HealthReport, NetworkAdapter, NetworkError, NodeClass, RevenueEstimate
+from ceti.networks.base import (
+    NETWORK_ENV,
+    HealthReport,
+    NetworkAdapter,
+    NetworkError,
+    NodeClass,
+    RevenueEstimate,
+)
 from ceti.networks.price import DEFAULT_TIMEOUT_S, PriceSource, read_price
 from ceti.networks.render.jobs import DEFAULT_COMMAND, RenderJob, check_command, render_command
 from ceti.networks.render.pricing import NETWORK, TIERS, check_obh_rate, estimate_node, tier, unmet_minimum
@@ -100,6 +107,7 @@ class RenderAdapter(NetworkAdapter):
         return JobSpec(
             name=f"render-{job.job_id}"[:63],
             command=render_command(job, self.config.command),
+            env={NETWORK_ENV: "render"},
             resources={
                 "cpus": max(node.cpus, 1),
                 "memory": max(node.memory_mib, 512),

@@ -23,13 +23,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ceti.networks.base import NETWORK_ENV
 from ceti.server.errors import Forbidden, NotFound
 from ceti.server.services import jobs as jobs_svc
 from ceti.server.services.tokens import Principal
 from ceti.spec import AllocationState, JobState
 from ceti.store import models as m
 
-NETWORK_ENV = "FABRIC_NETWORK"
 KNOWN_NETWORKS = ("bittensor", "akash", "render")
 DEVELOPER, IDLE, OTHER_NETWORK = "developer", "idle", "other-network"
 ACTIVE = [s.value for s in AllocationState if s.active]
