@@ -170,6 +170,13 @@ class Client:
 
     # -- the agent protocol ------------------------------------------------------------------------
 
+    def answer_verification(self, challenge_id: str, step: str, answer: dict[str, Any]) -> dict[str, Any]:
+        """Send a proof-of-hardware answer: `step` is "roots" (then the server names the rows it wants) or
+        "rows" (then the server gives its verdict)."""
+        if step not in ("roots", "rows"):
+            raise ValueError(f"unknown proof-of-hardware step {step!r}")
+        return self._request("POST", f"/v1/agent/verifications/{challenge_id}/{step}", json=answer)
+
     def register_node(self, info: NodeInfo, node_id: str | None = None) -> dict[str, Any]:
         return self._request("POST", "/v1/agent/register", json={"node_id": node_id, "info": info.model_dump(mode="json")})
 

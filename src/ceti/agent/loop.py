@@ -17,6 +17,7 @@ from ceti.agent.containers import ContainerExecutor
 from ceti.agent.engines import detect
 from ceti.agent.executor import AllocationNotFound, ProcessExecutor
 from ceti.agent.state import AgentState
+from ceti.agent.verification import ChallengeRunner
 from ceti.client import CetiError, Client
 from ceti.spec import NodeInfo
 
@@ -54,6 +55,7 @@ class Agent:
             log.warning("containers of an earlier run are left alone: no container engine is enabled and working")
         config.info = config.info.model_copy(update={"container_engines": [e.name for e in engines]})
         self.client = Client(config.servers, config.token, timeout_s=15.0, ca_cert=config.ca_cert, retries=0)
+        self.verification = ChallengeRunner(config.servers, config.token, config.ca_cert)  # proof of hardware
         self._stop = threading.Event()
         self._offline_since: float | None = None
 
@@ -147,6 +149,7 @@ class Agent:
             log.warning("ignoring a desired state of epoch %d older than %d", epoch, self.state.epoch)
             return
         self.state.epoch = epoch
+        self.verification.handle(answer.get("verify"))  # runs in its own thread; returns at once
         running = set(self._running())
         desired = {item["allocation_id"]: item for item in answer["run"]}
         for alloc_id, item in desired.items():

@@ -361,16 +361,25 @@ def nodes(server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = 
     if not rows:
         console.print("no nodes yet: start one with `ceti agent --server URL --token PROVIDER_TOKEN`")
         return
-    table = Table("id", "host", "region", "state", "cpus", "memory", "gpus", "$/gpu-h", "heartbeat", "allocs")
+    table = Table("id", "host", "region", "state", "cpus", "memory", "gpus", "$/gpu-h", "hardware", "heartbeat",
+                  "allocs")
     now = time.time()
     for n in rows:
         info = n["info"]
         gpus = ", ".join(sorted({g["model"] for g in info["gpus"]}))
         table.add_row(n["id"][:8], n["hostname"], n["region"], n["state"], str(info["cpus"]),
                       f"{info['memory_mib'] / 1024:.1f} GiB", f"{len(info['gpus'])} {gpus}".strip(),
-                      f"{info['price_per_gpu_hour']:.2f}", f"{now - n['last_heartbeat_at']:.0f}s ago",
+                      f"{info['price_per_gpu_hour']:.2f}", _verdict(n), f"{now - n['last_heartbeat_at']:.0f}s ago",
                       str(n["allocations"]))
     console.print(table)
+
+
+def _verdict(node: dict[str, Any]) -> str:
+    """The proof-of-hardware verdict; for a mismatch, what the hardware really is."""
+    verdict = node.get("verdict") or "unchecked"
+    if verdict == "mismatch" and node.get("model_estimate"):
+        return f"mismatch ({node['model_estimate']})"
+    return verdict
 
 
 # -- tokens -----------------------------------------------------------------------------------------

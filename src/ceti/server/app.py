@@ -19,7 +19,7 @@ from ceti.logs import RequestIds
 from ceti.server import metrics, middleware, schemas
 from ceti.server.background.scheduler_loop import SchedulerLoop
 from ceti.server.errors import install_error_handlers
-from ceti.server.routers import admin, agent, dashboard, jobs, scheduler, secrets
+from ceti.server.routers import admin, agent, dashboard, jobs, scheduler, secrets, verification
 from ceti.server.services.tokens import bootstrap_admin
 from ceti.server.settings import Settings
 from ceti.store.db import make_engine, migrate, session_factory
@@ -91,7 +91,8 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
 
     app.add_middleware(RequestIds)  # log records of a request carry the job/node/allocation id of its path
     app.add_middleware(middleware.RequestGuards, max_body_bytes=settings.max_body_bytes,
-                       rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst)
+                       rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst,
+                       max_proof_body_bytes=settings.max_proof_body_bytes)
 
     @app.get("/healthz", response_model=schemas.HealthOut, tags=["health"], responses={
         503: {"model": schemas.HealthOut, "description": "the database cannot be reached"},
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
     app.include_router(admin.router)
     app.include_router(secrets.router)
     app.include_router(scheduler.router)
+    app.include_router(verification.router)
     app.include_router(dashboard.router)
     app.include_router(dashboard.pages)
     app.include_router(metrics.router)

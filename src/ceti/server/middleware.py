@@ -64,26 +64,33 @@ def _remote(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+PROOF_PATH = "/v1/agent/verifications/"
+
+
 class RequestGuards:
     """Body size, rate limit, audit trail and the scheduler's nudge, as one plain ASGI middleware: the
     request path pays for one wrapper, not a task and a stream per guard."""
 
-    def __init__(self, app, max_body_bytes: int, rate_per_s: float, burst: float):
+    def __init__(self, app, max_body_bytes: int, rate_per_s: float, burst: float,
+                 max_proof_body_bytes: int | None = None):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # a proof-of-hardware answer carries full rows of a VRAM-sized product: its own, larger limit
+        self.max_proof_body_bytes = max_proof_body_bytes or max_body_bytes
         self.limiter = RateLimiter(rate_per_s, burst)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         request = Request(scope, receive)
-        too_big = JSONResponse({"detail": f"request body larger than {self.max_body_bytes} bytes"}, status_code=413)
+        limit = self.max_proof_body_bytes if scope["path"].startswith(PROOF_PATH) else self.max_body_bytes
+        too_big = JSONResponse({"detail": f"request body larger than {limit} bytes"}, status_code=413)
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+        if length is not None and (not length.isdigit() or int(length) > limit):
             return await too_big(scope, receive, send)
         if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
             body = await request.body()  # chunked upload: measure what actually came, then replay it
-            if len(body) > self.max_body_bytes:
+            if len(body) > limit:
                 return await too_big(scope, receive, send)
             receive = _replay(body)
         wait = self.limiter.admit(caller_key(request), time.monotonic())

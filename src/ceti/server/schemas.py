@@ -122,6 +122,11 @@ class NodeOut(BaseModel):
     last_heartbeat_at: float
     info: dict[str, Any]
     allocations: int = 0
+    verdict: str | None = Field(None, description="proof of hardware for the claimed hardware: verified, mismatch, "
+                                "failed; none while unchecked")
+    model_estimate: str | None = Field(None, description="the model the proof of hardware found")
+    verdict_at: float | None = None
+    next_verify_at: float | None = None
 
 
 class RegisterIn(_Body):
@@ -174,6 +179,7 @@ class HeartbeatOut(BaseModel):
     epoch: int = Field(..., description="fencing token: an agent ignores answers older than the newest it saw")
     run: list[RunItem]
     stop: list[StopItem]
+    verify: dict[str, Any] | None = Field(None, description="a proof-of-hardware challenge to run, if any")
 
 
 class LogChunkIn(_Body):

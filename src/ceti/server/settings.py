@@ -16,6 +16,20 @@ def _env_int(name: str, default: int) -> int:
 
 
 @dataclass
+class VerifySettings:
+    """Proof of hardware (see services/verification.py)."""
+
+    enabled: bool = field(default_factory=lambda: os.environ.get("CETI_VERIFY_ENABLED", "1") != "0")
+    # re-checks come at random: exponential gaps with this mean, so a provider cannot predict them
+    mean_interval_s: float = field(default_factory=lambda: _env_float("CETI_VERIFY_MEAN_INTERVAL_S", 86400.0))
+    retry_after_failed_s: float = field(default_factory=lambda: _env_float("CETI_VERIFY_RETRY_AFTER_FAILED_S", 3600.0))
+    # cap on each GPU's matrices and memory fill, and a CPU node's budget (MiB); 0 = fill the claimed VRAM
+    budget_mib: int = field(default_factory=lambda: _env_int("CETI_VERIFY_BUDGET_MIB", 0))
+    rows_per_pass: int = field(default_factory=lambda: _env_int("CETI_VERIFY_ROWS_PER_PASS", 8))
+    overhead_s: float = field(default_factory=lambda: _env_float("CETI_VERIFY_OVERHEAD_S", 2.0))
+
+
+@dataclass
 class Settings:
     data_dir: Path = field(default_factory=lambda: Path(os.environ.get("CETI_DATA_DIR", "~/.ceti/server")).expanduser())
     database_url: str | None = field(default_factory=lambda: os.environ.get("CETI_DATABASE_URL") or None)
@@ -25,6 +39,9 @@ class Settings:
     node_lost_after_s: float = field(default_factory=lambda: _env_float("CETI_NODE_LOST_AFTER_S", 30.0))
     stop_grace_s: float = field(default_factory=lambda: _env_float("CETI_STOP_GRACE_S", 10.0))
     max_body_bytes: int = field(default_factory=lambda: _env_int("CETI_MAX_BODY_BYTES", 2 * 1024 * 1024))
+    # rows of a proof-of-hardware answer: 8 rows per GPU of a product that fills 80 GB, for 8 GPUs, is ~15 MB
+    max_proof_body_bytes: int = field(
+        default_factory=lambda: _env_int("CETI_MAX_PROOF_BODY_BYTES", 64 * 1024 * 1024))
     max_log_chunk_bytes: int = field(default_factory=lambda: _env_int("CETI_MAX_LOG_CHUNK_BYTES", 256 * 1024))
     max_log_bytes_per_job: int = field(default_factory=lambda: _env_int("CETI_MAX_LOG_BYTES_PER_JOB", 16 * 1024 * 1024))
     max_log_chunks_per_job: int = field(default_factory=lambda: _env_int("CETI_MAX_LOG_CHUNKS_PER_JOB", 20_000))
@@ -36,6 +53,7 @@ class Settings:
     # Fernet key for job secrets; unset, the server makes one in its data directory at first start
     secret_key: str | None = field(default_factory=lambda: os.environ.get("CETI_SECRET_KEY") or None)
     max_jobs_per_project: int = field(default_factory=lambda: _env_int("CETI_MAX_ACTIVE_JOBS_PER_PROJECT", 100_000))
+    verify: VerifySettings = field(default_factory=VerifySettings)
 
     _box: object | None = field(default=None, repr=False, compare=False)
 

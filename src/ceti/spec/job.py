@@ -100,6 +100,11 @@ class Resources(_Strict):
 class Placement(_Strict):
     regions: list[str] = Field(default_factory=list, description="allowed regions; empty = anywhere")
     nodes: list[str] = Field(default_factory=list, description="allowed node ids; empty = any")
+    verified: bool | None = Field(
+        None,
+        description="run only on nodes whose hardware passed the fabric's proof of hardware; "
+        "unset = required for jobs with a price (max_price_per_hour), not for free ones",
+    )
 
 
 class RetryOn(str, enum.Enum):

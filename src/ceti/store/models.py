@@ -65,6 +65,15 @@ class Node(Base):
     # fencing: bumped by every change of the node's allocations (see ceti.store.fencing); the agent obeys
     # only a desired state at least as new as the newest it has seen
     epoch: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # proof of hardware (services/verification.py): the verdict for the claimed hardware it was given for; a
+    # change of claim clears it
+    verdict: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    model_estimate: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    verdict_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    verdict_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    pinned_gpu_uuids: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    next_verify_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    verify_challenge_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # the open challenge
 
 
 class Job(Base):
@@ -171,3 +180,24 @@ class Secret(Base):
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
     __table_args__ = (UniqueConstraint("project_id", "name", name="uq_secrets_project_name"),)
+
+
+class Verification(Base):
+    """One proof-of-hardware challenge: the verifier's session between steps, and its verdict."""
+
+    __tablename__ = "verifications"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the challenge id
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # issued | roots | done
+    fingerprint: Mapped[str] = mapped_column(String(64))  # the claimed hardware challenged
+    session: Mapped[dict[str, Any]] = mapped_column(JSON)
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    issued_at: Mapped[float] = mapped_column(Float)
+    roots_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    done_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    verdict: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    model_estimate: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    __table_args__ = (Index("ix_verifications_node_issued", "node_id", "issued_at"),)

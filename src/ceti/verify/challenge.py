@@ -44,6 +44,9 @@ class VerifyPolicy:
     chunk_bytes: int = 64 * MIB
     max_matrix_bytes: int | None = None  # cap on A+B+C (tests, local runs)
     max_fill_bytes: int | None = None  # cap on the memory fill (tests, local runs)
+    # A GPU is `verified` only when the memory fill covered this share of the VRAM it claims: a challenge capped
+    # smaller is so quick that any machine, a CPU included, finishes it inside the claimed model's time window.
+    min_vram_coverage: float = 0.90
     cpu_budget_mib: int = 256  # A+B+C and the fill on a CPU node
     timing_slack: float = 1.5  # the compute part may take this much longer than expected
     fast_margin: float = 0.9  # faster than 0.9 × the peak-rate time is faster than the claimed card

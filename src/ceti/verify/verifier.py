@@ -232,6 +232,13 @@ def accept_rows(
         return _done(session, _failed(session, "GPU UUID flagged: " + "; ".join(session.uuid_flags),
                                       seconds=seconds, evidence=evidence, estimate=fits[0].model_estimate))
     misfits = [f for f in fits if not f.claimed_fits]
+    short = [lane for lane in session.challenge.lanes if _coverage_short(lane, policy)]
+    if short and not misfits:
+        lane = short[0]
+        return _done(session, _failed(
+            session, f"lane {lane.lane}: the challenge filled less than {policy.min_vram_coverage:.0%} of the "
+            f"{lane.claimed_vram_mib} MiB claimed (capped by the server's budget), too little to confirm "
+            f"{lane.claimed_model}", seconds=seconds, evidence=evidence, estimate=None))
     if misfits:
         v = Verdict(verdict="mismatch", model_estimate=misfits[0].model_estimate, seconds=seconds,
                     reason=misfits[0].reason, evidence=_evidence(session, evidence))
@@ -239,6 +246,14 @@ def accept_rows(
         v = Verdict(verdict="verified", model_estimate=fits[0].model_estimate, seconds=seconds,
                     reason=fits[0].reason, evidence=_evidence(session, evidence))
     return _done(session, v)
+
+
+def _coverage_short(lane: Lane, policy: VerifyPolicy) -> bool:
+    """A GPU lane whose memory fill covered less of its claimed VRAM than the policy demands."""
+    if lane.gpu_index is None or lane.claimed_vram_mib <= 0:
+        return False
+    filled = lane.chunk_count * lane.chunk_bytes
+    return filled < policy.min_vram_coverage * lane.claimed_vram_mib * 2**20
 
 
 # --- checks -----------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ class SchedulerLoop:
         self.last_error: str | None = None
         self.listening_since = clock()
         self.rounds = 0  # rounds completed since start
-        self._cache = PendingCache()
+        self._cache = PendingCache(verification=settings.verify.enabled)
         self.recent_round_s: deque[float] = deque(maxlen=1024)  # durations of the latest rounds, oldest first
 
     def start(self) -> None:

@@ -25,7 +25,8 @@ def heartbeat(node_id: str, body: schemas.HeartbeatIn, request: Request, s: Sess
     answer = svc.heartbeat(s, who, node_id, body.running, finished, request.app.state.settings, time.time())
     s.commit()
     metrics.record_heartbeat()
-    return {"node_state": answer.node_state, "epoch": answer.epoch, "run": answer.run, "stop": answer.stop}
+    return {"node_state": answer.node_state, "epoch": answer.epoch, "run": answer.run, "stop": answer.stop,
+            "verify": answer.verify}
 
 
 @router.post("/allocations/{allocation_id}/logs", response_model=schemas.LogUploadOut,

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ceti.server.errors import BadRequest, Forbidden, NotFound, TooLarge
-from ceti.server.services import secrets
+from ceti.server.services import secrets, verification
 from ceti.server.services.events import record, set_job_state
 from ceti.server.services.lifecycle import end_attempt
 from ceti.server.services.tokens import Principal, new_id
@@ -46,6 +46,7 @@ def register(s: Session, who: Principal, info: NodeInfo, node_id: str | None, no
         record(s, "node_updated", now, "hardware or terms changed", node_id=node.id)
     node.info = info.model_dump(mode="json")
     node.hostname, node.region = info.hostname, info.region
+    verification.on_claim(s, node, now)
     _mark_alive(s, node, now)
     return node
 
@@ -86,6 +87,7 @@ class HeartbeatAnswer:
     epoch: int = 0
     run: list[dict[str, Any]] = field(default_factory=list)
     stop: list[dict[str, Any]] = field(default_factory=list)
+    verify: dict[str, Any] | None = None
 
 
 def heartbeat(
@@ -110,7 +112,9 @@ def heartbeat(
         job = jobs.get(alloc.job_id)
         if job is not None and job.state == JobState.starting.value:
             set_job_state(s, job, JobState.running, f"running on {node.hostname}", now, node.id, alloc.id)
-    return _desired(s, node, live, jobs, settings)
+    answer = _desired(s, node, live, jobs, settings)
+    answer.verify = verification.desired(s, node, live.values(), settings, now)
+    return answer
 
 
 def _live_allocations(s: Session, node_id: str) -> dict[str, m.Allocation]:
@@ -130,6 +134,9 @@ def _apply_finished(s: Session, node: m.Node, report: Finished, now: float) -> N
         alloc.started_at = now
     job = s.get(m.Job, alloc.job_id)
     code = report.exit_code
+    if job.state == JobState.starting.value:  # it ran and ended between two heartbeats: it did run
+        set_job_state(s, job, JobState.running, f"running on {node.hostname} (ended before its first report)",
+                      now, node.id, alloc.id)
     if alloc.state == AllocationState.stopping.value:
         why = alloc.stop_reason or "stopped"
         if why == "cancelled":

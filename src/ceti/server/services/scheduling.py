@@ -12,6 +12,7 @@ from ceti import fabric
 from ceti.server.services.events import record, set_job_state
 from ceti.server.services.lifecycle import end_attempt
 from ceti.server.services.tokens import new_id
+from ceti.server.services.verification import offered_price_per_gpu_hour
 from ceti.server.settings import Settings
 from ceti.spec import AllocationState, JobSpec, JobState, NodeInfo, RetryOn
 from ceti.store import models as m
@@ -81,7 +82,7 @@ def _model_matches(requested: str, model: str) -> bool:
     return n == r or n.startswith(r + "-")
 
 
-def demand_of(spec: JobSpec, known_models: set[str]) -> fabric.Demand:
+def demand_of(spec: JobSpec, known_models: set[str], verification: bool = True) -> fabric.Demand:
     g = spec.resources.gpus
     models: frozenset[str] = frozenset()
     if g.models:
@@ -100,12 +101,33 @@ def demand_of(spec: JobSpec, known_models: set[str]) -> fabric.Demand:
         disk_mib=spec.resources.disk_mib,
         regions=frozenset(spec.placement.regions),
         node_ids=frozenset(spec.placement.nodes),
-        features=frozenset({"container"}) if spec.image else frozenset(),
+        features=required_features(spec, verification),
     )
 
 
-def node_of(node_id: str, info_json: dict, state: str) -> fabric.Node:
+def required_features(spec: JobSpec, verification: bool = True) -> frozenset[str]:
+    """Node features a job needs: an engine for an image; proof of hardware when it pays (unless it says not).
+    A server that runs no proof of hardware (`verification` off) has nothing to require."""
+    needs = set()
+    if spec.image:
+        needs.add("container")
+    if not verification:
+        return frozenset(needs)
+    verified = spec.placement.verified
+    if verified is None:
+        verified = spec.max_price_per_hour is not None
+    if verified:
+        needs.add("verified")
+    return frozenset(needs)
+
+
+def node_of(node_id: str, info_json: dict, state: str, verdict: str | None = None,
+            model_estimate: str | None = None) -> fabric.Node:
+    """`verdict` is the node's proof of hardware for its current claim (a change of claim clears it)."""
     info = NodeInfo.model_validate(info_json)
+    features = {"container"} if info.container_engines else set()
+    if verdict == "verified":
+        features.add("verified")
     return fabric.Node(
         id=node_id,
         cpu_milli=info.cpus * 1000,
@@ -113,10 +135,10 @@ def node_of(node_id: str, info_json: dict, state: str) -> fabric.Node:
         gpus=tuple(fabric.GPU(g.index, g.model, g.vram_mib) for g in info.gpus),
         region=info.region,
         disk_mib=info.disk_mib,
-        price_per_gpu_hour=info.price_per_gpu_hour,
+        price_per_gpu_hour=offered_price_per_gpu_hour(info.price_per_gpu_hour, verdict, model_estimate),
         price_per_cpu_hour=info.price_per_cpu_hour,
         schedulable=state == "online",
-        features=frozenset({"container"}) if info.container_engines else frozenset(),
+        features=frozenset(features),
     )
 
 
@@ -124,7 +146,8 @@ class PendingCache:
     """What a pending job asks of the fabric, parsed once: a job's spec never changes after submit, so only
     new jobs (or a change in the network's GPU models, which widens "A100" to its variants) cost a parse."""
 
-    def __init__(self, max_entries: int = 500_000):
+    def __init__(self, max_entries: int = 500_000, verification: bool = True):
+        self.verification = verification
         self._entries: dict[str, tuple[frozenset[str], fabric.Demand, float | None, bool]] = {}
         self._max = max_entries
 
@@ -135,7 +158,7 @@ class PendingCache:
     def put(self, job_id: str, models: frozenset[str], spec: JobSpec) -> tuple[fabric.Demand, float | None, bool]:
         if len(self._entries) >= self._max:
             self._entries.clear()
-        value = (demand_of(spec, set(models)), spec.max_price_per_hour, spec.interruptible)
+        value = (demand_of(spec, set(models), self.verification), spec.max_price_per_hour, spec.interruptible)
         self._entries[job_id] = (models, *value)
         return value
 
@@ -144,7 +167,8 @@ def build_snapshot(s: Session, now: float, cache: PendingCache | None = None) ->
     """`cache` (kept by the scheduling loop across rounds) spares re-parsing the specs of waiting jobs."""
     cache = cache if cache is not None else PendingCache()
     # plain column reads, not ORM objects: a round reads every node and every live and pending job
-    nodes = [node_of(*row) for row in s.execute(select(m.Node.id, m.Node.info, m.Node.state).order_by(m.Node.id))]
+    nodes = [node_of(*row) for row in s.execute(select(m.Node.id, m.Node.info, m.Node.state, m.Node.verdict,
+                                                       m.Node.model_estimate).order_by(m.Node.id))]
     known_models = frozenset(g.model for n in nodes for g in n.gpus)
     running = []
     a, j = m.Allocation, m.Job
@@ -266,7 +290,7 @@ def run_round(
     lost = detect_lost_nodes(s, settings, now, listening_since)
     timed_out = enforce_max_duration(s, now)
     s.commit()
-    snapshot = build_snapshot(s, now, cache)
+    snapshot = build_snapshot(s, now, cache or PendingCache(verification=settings.verify.enabled))
     decisions = fabric.schedule(snapshot)
     report = apply_decisions(s, snapshot, decisions, now)
     report.lost_nodes, report.timed_out = lost, timed_out
