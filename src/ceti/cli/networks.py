@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from ceti.cli import networks_akash as akash_cli
 from ceti.cli.networks_bittensor import app as bittensor_app
 from ceti.cli.networks_render import app as render_app
-from ceti.networks.akash import cli as akash_cli
 
 app = typer.Typer(help="Decentralized AI networks: Akash, Bittensor, Render.", no_args_is_help=True)
 
