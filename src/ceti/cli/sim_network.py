@@ -27,7 +27,7 @@ def network(
         bool, typer.Option("--synthetic", help="Simulate a synthetic provider network (the only mode so far).")
     ] = False,
     nodes: Annotated[int, typer.Option("--nodes", help="Provider nodes.")] = 500,
-    hours: Annotated[float, typer.Option("--hours", help="Simulated hours.")] = 24.0,
+    hours: Annotated[float, typer.Option("--hours", help="Simulated hours.")] = 12.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the world (nodes, failures, arrivals).")] = 1,
     round_s: Annotated[float, typer.Option("--round-s", help="Seconds of simulated time between rounds.")] = 60.0,
     network_demand: Annotated[
