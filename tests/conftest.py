@@ -204,13 +204,14 @@ class Fabric:
         return self.server.admin().create_token("project", project, project=project)["token"]
 
     def add_agent(self, name: str, region: str = "local", inventory: Path | None = None,
-                  price_per_gpu_hour: float = 0.0, wait: bool = True) -> AgentProc:
+                  price_per_gpu_hour: float = 0.0, wait: bool = True, extra_args: tuple[str, ...] = ()) -> AgentProc:
         data_dir = self.tmp / name
         cmd = ceti_cmd("agent", "--server", self.server.url, "--token", self.provider_token(), "--region", region,
                        "--data-dir", str(data_dir), "--heartbeat-s", "0.2", "--hostname", name,
                        "--price-per-gpu-hour", str(price_per_gpu_hour), "--log-level", "info")
         if inventory:
             cmd += ["--inventory-file", str(inventory)]
+        cmd += list(extra_args)
         agent = AgentProc(name, data_dir, cmd, dict(self.server.env))
         agent.start()
         self.agents.append(agent)

@@ -30,6 +30,7 @@ err_console = Console(stderr=True)
 
 ServerOpt = Annotated[str | None, typer.Option("--server", help="server address(es), comma-separated", envvar="CETI_SERVER")]
 TokenOpt = Annotated[str | None, typer.Option("--token", help="bearer token", envvar="CETI_TOKEN")]
+KNOWN_NETWORKS = frozenset({"bittensor", "render", "akash"})
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 LogFormatOpt = Annotated[str, typer.Option("--log-format", help="json (one object per line) or console (readable); "
                                           "auto: console on a terminal, else json")]
@@ -125,6 +126,11 @@ def agent(
     region: Annotated[str, typer.Option(help="where this machine is")] = "local",
     price_per_gpu_hour: Annotated[float, typer.Option(help="your ask per GPU-hour", min=0)] = 0.0,
     price_per_cpu_hour: Annotated[float, typer.Option(help="your ask per CPU-hour", min=0)] = 0.0,
+    networks: Annotated[str, typer.Option(
+        help="decentralized networks that may fill this machine when no developer pays for it, "
+             "comma-separated: bittensor, render, akash")] = "",
+    network_floor: Annotated[float, typer.Option(
+        help="no network work here for less than this, USD per hour", min=0)] = 0.0,
     data_dir: Annotated[Path, typer.Option(help="the agent's state and job directories")] = Path("~/.ceti/agent"),
     heartbeat_s: Annotated[float, typer.Option(help="seconds between heartbeats", min=0.05)] = 2.0,
     inventory_file: Annotated[Path | None, typer.Option(help="recorded GPU description instead of NVML")] = None,
@@ -150,6 +156,11 @@ def agent(
                     inventory_file=inventory_file, disk_path=data_dir)
     if hostname:
         info = info.model_copy(update={"hostname": hostname})
+    chosen = [n.strip().lower() for n in networks.split(",") if n.strip()]
+    unknown = sorted(set(chosen) - KNOWN_NETWORKS)
+    if unknown:
+        fail(f"unknown network(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_NETWORKS))}", 2)
+    info = info.model_copy(update={"networks": chosen, "network_floor_usd_per_hour": network_floor})
     the_agent = Agent(AgentConfig(servers=servers, token=tok, data_dir=data_dir, info=info, heartbeat_s=heartbeat_s,
                                   ca_cert=ca_cert or _global["ca_cert"], containers=containers))
     signal.signal(signal.SIGTERM, lambda *_: the_agent.shutdown())

@@ -72,6 +72,11 @@ class NetworkAdapter(abc.ABC):
         """The job to run on such a node to earn `estimate`. Always interruptible: paying developer work
         displaces it."""
 
+    def workload_for_slot(self, node: NodeClass, estimate: RevenueEstimate, slot: int) -> JobSpec:
+        """The workload for unit `slot` (0 .. capacity()-1) of the network's capacity: a miner's hotkey, a
+        queued render job. The control plane keeps one workload per slot; by default slots are alike."""
+        return self.workload(node, estimate)
+
     @abc.abstractmethod
     def check_health(self, job_name: str, log_tail: str, exit_code: int | None) -> HealthReport:
         """Whether a running workload is doing the network's work, from what the agent reports about it."""

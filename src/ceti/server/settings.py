@@ -36,6 +36,9 @@ class Settings:
     schedule_interval_s: float = field(default_factory=lambda: _env_float("CETI_SCHEDULE_INTERVAL_S", 1.0))
     heartbeat_interval_s: float = field(default_factory=lambda: _env_float("CETI_HEARTBEAT_INTERVAL_S", 2.0))
     # a node silent this long is declared lost and its work rescheduled
+    # the operator's decentralized networks (YAML, see ceti.networks.config); unset = no back-fill
+    networks_config: str | None = field(default_factory=lambda: os.environ.get("CETI_NETWORKS_CONFIG") or None)
+    network_estimate_ttl_s: float = field(default_factory=lambda: _env_float("CETI_NETWORK_ESTIMATE_TTL_S", 300.0))
     node_lost_after_s: float = field(default_factory=lambda: _env_float("CETI_NODE_LOST_AFTER_S", 30.0))
     stop_grace_s: float = field(default_factory=lambda: _env_float("CETI_STOP_GRACE_S", 10.0))
     max_body_bytes: int = field(default_factory=lambda: _env_int("CETI_MAX_BODY_BYTES", 2 * 1024 * 1024))

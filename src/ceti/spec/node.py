@@ -31,6 +31,11 @@ class NodeInfo(BaseModel):
     price_per_cpu_hour: float = Field(0.0, ge=0, le=100_000)
     os: str = Field("", max_length=128)
     agent_version: str = Field("", max_length=64)
+    networks: list[str] = Field(
+        default_factory=list, max_length=16,
+        description="decentralized networks whose work may fill this node when no developer pays for it")
+    network_floor_usd_per_hour: float = Field(
+        0.0, ge=0, le=100_000, description="no network work on this node for less than this, USD per hour")
     container_engines: list[str] = Field(
         default_factory=list, max_length=4,
         description="engines that ran a test container at agent start, e.g. ['podman']; empty = processes only")

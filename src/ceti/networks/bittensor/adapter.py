@@ -179,6 +179,12 @@ class BittensorAdapter(NetworkAdapter):
             retry=RetryPolicy(limit=100, on=[RetryOn.preemption, RetryOn.node_lost, RetryOn.failure]),
         )
 
+    def workload_for_slot(self, node: NodeClass, estimate: RevenueEstimate, slot: int) -> JobSpec:
+        """Slot i mines with the i-th configured hotkey: two miners never share one."""
+        if not 0 <= slot < len(self.config.hotkeys):
+            raise NetworkError(f"slot {slot} has no hotkey (hotkeys configured: {len(self.config.hotkeys)})")
+        return self.workload(node, estimate, hotkey=self.config.hotkeys[slot])
+
     def check_health(self, job_name: str, log_tail: str, exit_code: int | None) -> HealthReport:
         match = _FATAL_LOG.search(log_tail or "")
         if match:

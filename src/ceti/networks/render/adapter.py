@@ -129,6 +129,15 @@ class RenderAdapter(NetworkAdapter):
             return HealthReport(True, "finished")
         return HealthReport(True)
 
+    def workload_for_slot(self, node: NodeClass, estimate: RevenueEstimate, slot: int) -> JobSpec:
+        """Slot i renders the i-th waiting job (if it is of the estimate's tier)."""
+        if not 0 <= slot < len(self.jobs):
+            raise NetworkError(f"slot {slot} has no render job (jobs waiting: {len(self.jobs)})")
+        job = self.jobs[slot]
+        if job.tier != estimate.target:
+            raise NetworkError(f"render job {job.job_id} is for the {job.tier} tier, not {estimate.target}")
+        return self.workload(node, estimate, job)
+
     def capacity(self) -> int:
         """One node per waiting job."""
         return len(self.jobs)

@@ -10,8 +10,10 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from ceti.networks.config import load_network_config
 from ceti.server import metrics
 from ceti.server.faults import crash_point
+from ceti.server.services.backfill import BackfillReport, EstimateCache, backfill_idle_nodes
 from ceti.server.services.scheduling import PendingCache, RoundReport, run_round
 from ceti.server.settings import Settings
 
@@ -34,7 +36,20 @@ class SchedulerLoop:
         self.listening_since = clock()
         self.rounds = 0  # rounds completed since start
         self._cache = PendingCache(verification=settings.verify.enabled)
+        # a broken network configuration stops the server here, at start, with the file's own error
+        self.networks = load_network_config(settings.networks_config) if settings.networks_config else {}
+        self._estimates = EstimateCache(settings.network_estimate_ttl_s)
+        self.last_backfill: BackfillReport | None = None
         self.recent_round_s: deque[float] = deque(maxlen=1024)  # durations of the latest rounds, oldest first
+
+    def _backfill(self) -> None:
+        """Idle nodes get network work before the round, so the round itself places it (or not)."""
+        try:
+            with self._sessions() as s:
+                self.last_backfill = backfill_idle_nodes(s, self.networks, self._clock(), self._estimates)
+                s.commit()
+        except Exception:  # back-fill is a bonus: a failure must never stop developer work from scheduling
+            log.exception("back-fill failed this round")
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="ceti-scheduler", daemon=True)
@@ -52,6 +67,8 @@ class SchedulerLoop:
 
     def run_once(self) -> RoundReport:
         started = time.perf_counter()
+        if self.networks:
+            self._backfill()
         with self._sessions() as s:
             report = run_round(s, self._settings, self._clock(), self.listening_since, self._cache)
             if report.started:

@@ -25,6 +25,8 @@ def heartbeat(node_id: str, body: schemas.HeartbeatIn, request: Request, s: Sess
     answer = svc.heartbeat(s, who, node_id, body.running, finished, request.app.state.settings, time.time())
     s.commit()
     metrics.record_heartbeat()
+    if finished:  # capacity came free: place waiting work now, not at the next tick
+        request.app.state.scheduler.poke()
     return {"node_state": answer.node_state, "epoch": answer.epoch, "run": answer.run, "stop": answer.stop,
             "verify": answer.verify}
 
