@@ -237,3 +237,12 @@ def replay(
 
 def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:,.0f}"
+
+
+def _mount_network() -> None:
+    from ceti.cli.sim_network import network
+
+    app.command("network")(network)
+
+
+_mount_network()
