@@ -168,6 +168,33 @@ class Client:
     def audit(self, limit: int = 200) -> list[dict[str, Any]]:
         return self._request("GET", "/v1/audit", params={"limit": limit})
 
+    # -- the ledger (amounts in integer micro-USD) --------------------------------------------------
+
+    def usage(self, project: str | None = None, t_from: float | None = None,
+              t_to: float | None = None) -> dict[str, Any]:
+        """Charges per project and job for metered time ending in [t_from, t_to) (UNIX seconds)."""
+        params = {k: v for k, v in (("project", project), ("from", t_from), ("to", t_to)) if v is not None}
+        return self._request("GET", "/v1/usage", params=params)
+
+    def earnings(self, provider: str | None = None, t_from: float | None = None,
+                 t_to: float | None = None) -> dict[str, Any]:
+        """Earnings per provider and node for metered time ending in [t_from, t_to) (UNIX seconds)."""
+        params = {k: v for k, v in (("provider", provider), ("from", t_from), ("to", t_to)) if v is not None}
+        return self._request("GET", "/v1/earnings", params=params)
+
+    def budgets(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/budgets")
+
+    def budget(self, project: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/budgets/{project}")
+
+    def set_budget(self, project: str, amount_usd: str) -> dict[str, Any]:
+        """`amount_usd` as decimal text ("12.50"), so no float rounding touches money."""
+        return self._request("PUT", f"/v1/budgets/{project}", json={"amount_usd": amount_usd})
+
+    def clear_budget(self, project: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/v1/budgets/{project}")
+
     # -- the agent protocol ------------------------------------------------------------------------
 
     def answer_verification(self, challenge_id: str, step: str, answer: dict[str, Any]) -> dict[str, Any]:

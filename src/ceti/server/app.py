@@ -19,7 +19,7 @@ from ceti.logs import RequestIds
 from ceti.server import metrics, middleware, schemas
 from ceti.server.background.scheduler_loop import SchedulerLoop
 from ceti.server.errors import install_error_handlers
-from ceti.server.routers import admin, agent, dashboard, jobs, scheduler, secrets, verification
+from ceti.server.routers import admin, agent, dashboard, jobs, ledger, scheduler, secrets, verification
 from ceti.server.services.tokens import bootstrap_admin
 from ceti.server.settings import Settings
 from ceti.store.db import make_engine, migrate, session_factory
@@ -115,6 +115,7 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
     app.include_router(secrets.router)
     app.include_router(scheduler.router)
     app.include_router(verification.router)
+    app.include_router(ledger.router)
     app.include_router(dashboard.router)
     app.include_router(dashboard.pages)
     app.include_router(metrics.router)

@@ -12,8 +12,9 @@ Two kinds of figures:
 config). The figures are aggregates, but they describe every project's work, and "open on loopback" would be
 open to anything behind a reverse proxy on the same host.
 
-There is no ledger yet: the money side shows only what the store already has (wall and CPU seconds of finished
-attempts); GPU-hours and earnings will appear when metering does.
+The money side: `ceti_ledger_total_micro_usd{account_kind}` sums the ledger's balances by kind of account (projects
+negative, providers and the fabric positive; the three sum to zero), beside the wall and CPU seconds of finished
+attempts.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ceti import __version__
 from ceti.server import schemas
 from ceti.server.deps import AdminDep
 from ceti.server.services import dashboard as views
+from ceti.server.services import ledger
 from ceti.spec import AllocationState, JobState
 from ceti.store import models as m
 
@@ -168,6 +170,12 @@ def _ledger_metrics(s) -> Iterator[Metric]:
     a = CounterMetricFamily("ceti_ledger_attempts", "Finished job attempts")
     a.add_metric([], float(count))
     yield a
+    money = GaugeMetricFamily("ceti_ledger_total_micro_usd", "Sum of ledger balances by account kind, micro-USD "
+                              "(projects pay: negative; providers and the fabric: positive; all sum to 0)",
+                              labels=["account_kind"])
+    for kind, total in ledger.totals_by_kind(s).items():
+        money.add_metric([kind], float(total))
+    yield money
 
 
 def registry_of(app) -> CollectorRegistry:

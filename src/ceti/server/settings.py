@@ -30,6 +30,16 @@ class VerifySettings:
 
 
 @dataclass
+class LedgerSettings:
+    """Metering and the fabric's fee (see services/ledger.py)."""
+
+    # running work is booked at least this often; a budget may be overrun by at most one interval's cost
+    meter_interval_s: float = field(default_factory=lambda: _env_float("CETI_METER_INTERVAL_S", 60.0))
+    # the fabric's fee on top of the provider's ask, in basis points (1000 = 10%), never past a job's bid
+    fee_bps: int = field(default_factory=lambda: _env_int("CETI_FABRIC_FEE_BPS", 1000))
+
+
+@dataclass
 class Settings:
     data_dir: Path = field(default_factory=lambda: Path(os.environ.get("CETI_DATA_DIR", "~/.ceti/server")).expanduser())
     database_url: str | None = field(default_factory=lambda: os.environ.get("CETI_DATABASE_URL") or None)
@@ -57,6 +67,7 @@ class Settings:
     secret_key: str | None = field(default_factory=lambda: os.environ.get("CETI_SECRET_KEY") or None)
     max_jobs_per_project: int = field(default_factory=lambda: _env_int("CETI_MAX_ACTIVE_JOBS_PER_PROJECT", 100_000))
     verify: VerifySettings = field(default_factory=VerifySettings)
+    ledger: LedgerSettings = field(default_factory=LedgerSettings)
 
     _box: object | None = field(default=None, repr=False, compare=False)
 

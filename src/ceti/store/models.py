@@ -201,3 +201,85 @@ class Verification(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     __table_args__ = (Index("ix_verifications_node_issued", "node_id", "issued_at"),)
+
+
+# -- the ledger (services/ledger.py): double entry, integer micro-USD ----------------------------------
+
+
+class LedgerAccount(Base):
+    """One account per project, per provider, and the fabric's own (kind "fabric", owner "fabric").
+    `balance_micro` is the sum of its entries, kept with every posting (projects' balances are negative)."""
+
+    __tablename__ = "ledger_accounts"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # project | provider | fabric
+    owner_id: Mapped[str] = mapped_column(String(36))
+    balance_micro: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[float] = mapped_column(Float)
+    __table_args__ = (UniqueConstraint("kind", "owner_id", name="uq_ledger_accounts_owner"),)
+
+
+class LedgerEntry(Base):
+    """One leg of a transaction: the legs sharing a `txn_id` sum to zero. A debit is negative."""
+
+    __tablename__ = "ledger_entries"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    txn_id: Mapped[str] = mapped_column(String(36), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"))
+    amount_micro: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))  # usage
+    allocation_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    node_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    period_from: Mapped[float] = mapped_column(Float)
+    period_to: Mapped[float] = mapped_column(Float)
+    booked_at: Mapped[float] = mapped_column(Float)
+    __table_args__ = (Index("ix_ledger_entries_account_period", "account_id", "period_to"),)
+
+
+class LedgerMeter(Base):
+    """Metering state of one allocation: its rates, fixed when first metered, and what is booked so far.
+
+    `metered_to` is the watermark: time before it is booked. The `*_micro` columns are cumulative, so a pass books
+    only the difference between what the rates say up to its end and what is already booked."""
+
+    __tablename__ = "ledger_meters"
+    allocation_id: Mapped[str] = mapped_column(ForeignKey("allocations.id"), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(36))
+    project_id: Mapped[str] = mapped_column(String(36), index=True)
+    node_id: Mapped[str] = mapped_column(String(36))
+    provider_id: Mapped[str] = mapped_column(String(36))
+    priced: Mapped[bool] = mapped_column(Boolean, default=False)
+    provider_rate_nano: Mapped[int] = mapped_column(BigInteger, default=0)  # nano-USD per hour
+    fee_rate_nano: Mapped[int] = mapped_column(BigInteger, default=0)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    metered_to: Mapped[float | None] = mapped_column(Float, nullable=True)
+    end_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # charge until here (set when it ends)
+    budget_stop_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # the fabric pays from here on
+    charged_micro: Mapped[int] = mapped_column(BigInteger, default=0)
+    provider_micro: Mapped[int] = mapped_column(BigInteger, default=0)
+    fabric_micro: Mapped[int] = mapped_column(BigInteger, default=0)
+    closed: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+
+
+class LedgerBudget(Base):
+    """A project's spending cap: its total charges may not pass `cap_micro`."""
+
+    __tablename__ = "ledger_budgets"
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    cap_micro: Mapped[int] = mapped_column(BigInteger)
+    set_at: Mapped[float] = mapped_column(Float)
+
+
+# -- replicas (services/leader.py) ---------------------------------------------------------------------
+
+
+class LeaderLease(Base):
+    """Which server replica leads a role ("scheduler"), in which term, until when. A takeover increments `term`;
+    every transaction written as leader locks this row and checks its term first (fencing)."""
+
+    __tablename__ = "leader_leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(128), nullable=True)  # a replica id, made at its start
+    term: Mapped[int] = mapped_column(BigInteger, default=0)
+    expires_at: Mapped[float] = mapped_column(Float, default=0.0)

@@ -7,7 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ceti.server.errors import BadRequest, Conflict, Forbidden, NotFound
-from ceti.server.services import secrets
+from ceti.server.services import ledger, secrets
 from ceti.server.services.events import record, set_job_state
 from ceti.server.services.tokens import DEFAULT_PROJECT, Principal, ensure_project, new_id
 from ceti.spec import AllocationState, JobSpec, JobState
@@ -47,6 +47,7 @@ def submit(
     )
     if active >= max_active_jobs:
         raise Conflict(f"the project already has {active} active jobs (limit {max_active_jobs})")
+    ledger.check_submit(s, project_id, spec)  # a budget that cannot cover the job refuses it (409)
     job = m.Job(
         id=new_id(),
         project_id=project_id,

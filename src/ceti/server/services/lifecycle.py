@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from ceti.server.services import ledger
 from ceti.server.services.events import record, set_job_state
 from ceti.spec import AllocationState, JobSpec, JobState, RetryOn
 from ceti.store import models as m
@@ -27,6 +28,7 @@ def end_attempt(
     """Close `alloc` and move `job` on. `cause` None means the job's own end: success or a final verdict."""
     alloc.state = alloc_state.value
     alloc.ended_at = now
+    ledger.attempt_ended(s, alloc, alloc_state, now)  # fixes what it is charged until
     if exit_code is not None:
         alloc.exit_code = exit_code
     record(s, "allocation_ended", now, reason, job_id=job.id, node_id=alloc.node_id, allocation_id=alloc.id,
