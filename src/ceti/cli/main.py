@@ -373,7 +373,7 @@ def nodes(server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = 
         console.print("no nodes yet: start one with `ceti agent --server URL --token PROVIDER_TOKEN`")
         return
     table = Table("id", "host", "region", "state", "cpus", "memory", "gpus", "$/gpu-h", "hardware", "heartbeat",
-                  "allocs")
+                  "allocs", "reliability")
     now = time.time()
     for n in rows:
         info = n["info"]
@@ -381,7 +381,9 @@ def nodes(server: ServerOpt = None, token: TokenOpt = None, json_out: JsonOpt = 
         table.add_row(n["id"][:8], n["hostname"], n["region"], n["state"], str(info["cpus"]),
                       f"{info['memory_mib'] / 1024:.1f} GiB", f"{len(info['gpus'])} {gpus}".strip(),
                       f"{info['price_per_gpu_hour']:.2f}", _verdict(n), f"{now - n['last_heartbeat_at']:.0f}s ago",
-                      str(n["allocations"]))
+                      str(n["allocations"]),
+                      "-" if n.get("reliability") is None
+                      else f"{n['reliability']:.3f}/h (>= {n['reliability_low']:.3f})")
     console.print(table)
 
 

@@ -10,6 +10,7 @@ Nodes are put in id order first, so the result does not depend on the order of `
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import chain, islice
@@ -26,6 +27,9 @@ MEMORY_EDGES_MIB = (32768, 131072)
 # Up to this many nodes with room, classes use the exact free shape if that gives at most MAX_EXACT_CLASSES.
 EXACT_CLASS_ROWS = 20_000
 MAX_EXACT_CLASSES = 3_000
+# Per-hour failure probability (1 - reliability) edges: nodes in different bands are never one class, so the
+# flow can send long jobs to steady nodes and short ones to the rest.
+FAILURE_EDGES = (0.001, 0.01, 0.1)
 
 _node_cols = attrgetter(
     "cpu_milli",
@@ -194,6 +198,7 @@ class JobKind:
     node_ids: frozenset[str]
     features: frozenset[str]
     speed_by_model: tuple[tuple[str, float], ...]
+    horizon_h: float = 1.0  # hours a node failure would throw away, to a power of two (`horizon_of`)
     jobs: list[Job] = field(default_factory=list)
 
     def speed(self, model: str) -> float:
@@ -206,7 +211,15 @@ class JobKind:
 _kind_fields = attrgetter(
     "gpu_count", "gpu_share_milli", "gpu_models", "min_vram_mib", "regions", "node_ids", "features"
 )
-_job_fields = attrgetter("priority", "gang_size", "speed_by_model", "demand")
+_job_fields = attrgetter("priority", "gang_size", "speed_by_model", "demand", "expected_duration_h")
+
+
+def horizon_of(expected_duration_h: float | None) -> float:
+    """A job's expected duration rounded to a power of two (1/64 h to 4096 h): jobs within a factor of about
+    1.4 of each other share a kind. Unknown counts as one hour."""
+    if expected_duration_h is None or not expected_duration_h > 0:
+        return 1.0
+    return 2.0 ** round(math.log2(min(max(expected_duration_h, 1 / 64), 4096.0)))
 
 
 def job_kinds(pending: Sequence[Job]) -> list[JobKind]:
@@ -214,17 +227,18 @@ def job_kinds(pending: Sequence[Job]) -> list[JobKind]:
     jobs = sorted(pending, key=attrgetter("order", "id"))
     groups: dict[tuple, JobKind] = {}
     speed_sig: dict[int, tuple[tuple[str, float], ...]] = {}
-    for j, (prio, gang, sp, d) in zip(jobs, map(_job_fields, jobs), strict=True):
+    for j, (prio, gang, sp, d, dur) in zip(jobs, map(_job_fields, jobs), strict=True):
         if sp:
             sig = speed_sig.get(id(sp))
             if sig is None:
                 sig = speed_sig[id(sp)] = tuple(sorted((str(k), float(v)) for k, v in sp.items()))
         else:
             sig = ()
-        key = (prio, gang, sig, _kind_fields(d))
+        horizon = 1.0 if dur is None else horizon_of(dur)
+        key = (prio, gang, sig, _kind_fields(d), horizon)
         k = groups.get(key)
         if k is None:
-            k = groups[key] = JobKind(prio, max(1, gang), *_kind_fields(d), sig)
+            k = groups[key] = JobKind(prio, max(1, gang), *_kind_fields(d), sig, horizon)
         k.jobs.append(j)
     out = list(groups.values())
     out.sort(key=lambda k: (-k.priority, k.jobs[0].order, k.jobs[0].id))
@@ -352,19 +366,25 @@ def node_classes(
     mem_free: np.ndarray,
     disk_free: np.ndarray,
     gpu_free: np.ndarray,
+    by_reliability: bool = False,
 ) -> NodeClasses:
-    """Group schedulable nodes that still have room, vectorised."""
+    """Group schedulable nodes that still have room, vectorised. `by_reliability`: never mix nodes of different
+    reliability bands (rounds where some job has a duration to weigh reliability against)."""
     rows = np.flatnonzero(t.schedulable & (cpu_free >= 0) & (mem_free >= 0) & (disk_free >= 0))
     free = gpu_free[rows]
     whole = (free >= WHOLE_GPU_MILLI).sum(axis=1)
     part = np.where((free > 0) & (free < WHOLE_GPU_MILLI), free, 0).max(axis=1, initial=0)
     cpu = cpu_free[rows]
     mem = mem_free[rows]
+    if by_reliability:
+        band = np.searchsorted(FAILURE_EDGES, 1.0 - t.reliability[rows], side="left")
+    else:
+        band = np.zeros(len(rows), np.int64)
     key = None
     if len(rows) <= EXACT_CLASS_ROWS:
         # small enough: classes on the exact free shape, so the flow's capacities are exact
         inv = np.zeros(len(rows), np.int64)
-        for v in (t.gpu_type[rows], t.region[rows], whole, part, cpu, mem, disk_free[rows]):
+        for v in (t.gpu_type[rows], t.region[rows], band, whole, part, cpu, mem, disk_free[rows]):
             _, vi = np.unique(v, return_inverse=True)
             inv = inv * (int(vi.max(initial=0)) + 1) + vi.reshape(-1)
             _, inv = np.unique(inv, return_inverse=True)
@@ -375,6 +395,7 @@ def node_classes(
         key = t.gpu_type[rows]
         for v, width in (
             (t.region[rows], max(len(t.region_names), 1)),
+            (band, len(FAILURE_EDGES) + 1),
             (np.minimum(whole, 63), 64),
             (part // PARTIAL_GPU_BUCKET_MILLI, 4),
             (np.searchsorted(CPU_EDGES_MILLI, cpu, side="right"), 3),

@@ -28,7 +28,9 @@ class Node:
     disk_mib: int = 0
     price_per_gpu_hour: float = 0.0
     price_per_cpu_hour: float = 0.0
-    reliability: float = 1.0  # probability that work placed here finishes (observed)
+    # probability that an hour of work placed here finishes (observed; see fabric.reliability): a job of d
+    # hours finishes with about reliability ** d
+    reliability: float = 1.0
     schedulable: bool = True  # False while draining or lost: keeps its running work, takes no new
     # what the node offers beyond its resources, e.g. "container" (an engine that runs images), "verified"
     features: frozenset[str] = frozenset()
@@ -76,6 +78,8 @@ class Job:
     interruptible: bool = False
     # relative speed of this job on each GPU model (1.0 = reference); unknown models count as 1.0
     speed_by_model: Mapping[str, float] = field(default_factory=dict)
+    # hours of work a node failure would throw away (its max duration); None = unknown, weighed as one hour
+    expected_duration_h: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

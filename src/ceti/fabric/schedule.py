@@ -49,12 +49,20 @@ def arc_cost(
 ) -> np.ndarray:
     """Cost of one task of a kind on a node class: the price of useful work, then fit.
 
-    Useful work per hour is speed x reliability; the cost is (1 + ask / the dearest ask) divided by it, so a
-    faster model, a more reliable node and a cheaper ask each lower the cost, and no ask outweighs a GPU
-    twice as fast. A small fragmentation term prefers tight fits: shares onto partly used GPUs, whole-GPU
+    Useful work per hour is speed x the probability that the job finishes there (reliability, a per-hour
+    figure, to the power of the kind's horizon, relative to the best candidate: long jobs shun flaky nodes,
+    short ones hardly mind them); the cost is (1 + ask / the dearest ask) divided by it, so a faster model,
+    a more reliable node and a cheaper ask each lower the cost, and no ask outweighs a GPU twice as fast.
+    A small fragmentation term prefers tight fits: shares onto partly used GPUs, whole-GPU
     tasks onto nodes with the fewest spare whole GPUs, CPU-only work away from free GPUs.
     """
-    eff = np.maximum(speed * np.clip(reliability, 0.05, 1.0), 0.1)
+    finish = np.clip(reliability, 0.05, 1.0)
+    if k.horizon_h != 1.0 and len(finish):
+        # relative to the likeliest finish among the candidates (in logs: r ** h underflows for long jobs), so
+        # a long job still tells a steady node from a flaky one where both are likely to fail it
+        log_p = k.horizon_h * np.log(finish)
+        finish = np.clip(np.exp(log_p - log_p.max()), 0.05, 1.0)
+    eff = np.maximum(speed * finish, 0.1)
     rel_price = price / price_norm if price_norm > 0 else np.zeros_like(price)
     cost = _COST_SCALE * (1.0 + rel_price) / eff
     if k.gpu_count and k.gpu_share_milli:
@@ -182,6 +190,8 @@ class _Round:
         self.left: dict[int, list[Job]] = {}  # id(kind) -> jobs not placed yet, in queue order
         self._shape_cache: dict[int, tuple[int, float, float]] = {}
         self.spill_budget = SPILL_ROW_BUDGET
+        # reliability splits node classes only when some job's duration makes it matter more than its ask
+        self.by_reliability = any(j.expected_duration_h is not None for j in snapshot.pending)
 
     # ---- small helpers ----
     def price_ok(self, job: Job, r: int) -> bool:
@@ -544,7 +554,7 @@ class _Round:
                 levels.append([need])
         for level in levels:
             for _ in range(FLOW_ROUNDS):
-                nc = node_classes(t, *self.free.arrays())
+                nc = node_classes(t, *self.free.arrays(), by_reliability=self.by_reliability)
                 before = len(self.decisions.starts)
                 active = [need for need in level if self.left[id(need.kind)]]
                 plans = self._plan(active, nc)

@@ -127,6 +127,9 @@ class NodeOut(BaseModel):
     model_estimate: str | None = Field(None, description="the model the proof of hardware found")
     verdict_at: float | None = None
     next_verify_at: float | None = None
+    reliability: float | None = Field(None, description="probability that an hour of work placed here finishes "
+                                      "(posterior mean over the last days' uptime, node-caused ends and verdict)")
+    reliability_low: float | None = Field(None, description="the 5% credible lower bound of `reliability`")
 
 
 class RegisterIn(_Body):

@@ -395,9 +395,15 @@ function nodesView(view) {
       rows.map((n) => [el("a", { href: `#/nodes/${n.id}`, "data-testid": "node-link", text: n.hostname }), n.region,
         stateBadge(n.state), n.gpus || "none", usePills(n.gpu_use), String(n.cpus), fmtMiB(n.memory_mib),
         n.price_per_gpu_hour.toFixed(2), `${n.heartbeat_age_s.toFixed(0)} s ago`, String(n.active_allocations),
-        el("span", { class: "muted", text: String(n.reliability) }), el("span", { class: "muted", text: String(n.earnings) })]),
+        fmtReliability(n.reliability), el("span", { class: "muted", text: String(n.earnings) })]),
       "No nodes."));
   });
+}
+
+// the probability that an hour of work placed on the node finishes; a string until it is measured
+function fmtReliability(r) {
+  if (typeof r !== "number") return el("span", { class: "muted", text: String(r) });
+  return el("span", { title: "probability that an hour of work placed here finishes", text: `${(r * 100).toFixed(1)}% per hour` });
 }
 
 function usePills(uses) {
@@ -424,7 +430,7 @@ function nodeView(view, id) {
       fact("ask per GPU-hour", `$${n.price_per_gpu_hour.toFixed(2)}`),
       fact("ask per CPU-hour", `$${n.price_per_cpu_hour.toFixed(2)}`),
       fact("last heartbeat", `${n.heartbeat_age_s.toFixed(1)} s ago`), fact("registered", fmtDate(n.registered_at)),
-      fact("reliability", el("span", { class: "muted", text: String(n.reliability) })),
+      fact("reliability", fmtReliability(n.reliability)),
       fact("earnings", el("span", { class: "muted", text: String(n.earnings) }))));
     gpus.replaceChildren(el("h2", { text: "GPUs now" }), table(["#", "model", "VRAM", "doing"],
       n.gpu_detail.map((g) => [String(g.index), g.model,

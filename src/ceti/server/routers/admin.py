@@ -9,6 +9,7 @@ from ceti.server import schemas
 from ceti.server.deps import AdminDep, PrincipalDep, SessionDep
 from ceti.server.errors import BadRequest, Forbidden, NotFound
 from ceti.server.services import tokens as svc
+from ceti.server.services.reliability import node_reliability
 from ceti.spec import AllocationState
 from ceti.store import models as m
 
@@ -88,11 +89,20 @@ def list_nodes(s: SessionDep, who: PrincipalDep):
             .group_by(m.Allocation.node_id)
         ).all()
     )
-    return [
-        {**{c: getattr(n, c) for c in schemas.NodeOut.model_fields if c != "allocations"},
-         "allocations": counts.get(n.id, 0)}
-        for n in s.scalars(q)
-    ]
+    rows = s.scalars(q).all()
+    scores = node_reliability(s, time.time(), node_ids=None if who.kind != "provider" else [n.id for n in rows])
+    return [_node_out(n, counts.get(n.id, 0), scores.get(n.id)) for n in rows]
+
+
+def _node_out(n: m.Node, allocations: int, score) -> dict:
+    out = {c: getattr(n, c) for c in schemas.NodeOut.model_fields if c not in _COMPUTED}
+    out["allocations"] = allocations
+    if score is not None:
+        out["reliability"], out["reliability_low"] = score.score, score.low
+    return out
+
+
+_COMPUTED = ("allocations", "reliability", "reliability_low")
 
 
 @router.get("/nodes/{node_id}", response_model=schemas.NodeOut, responses=schemas.responses(403, 404))
@@ -106,7 +116,7 @@ def get_node(node_id: str, s: SessionDep, who: PrincipalDep):
         select(func.count()).select_from(m.Allocation)
         .where(m.Allocation.node_id == n.id, m.Allocation.state.in_([x.value for x in AllocationState if x.active]))
     )
-    return {**{c: getattr(n, c) for c in schemas.NodeOut.model_fields if c != "allocations"}, "allocations": active}
+    return _node_out(n, active, node_reliability(s, time.time(), node_ids=[n.id]).get(n.id))
 
 
 @router.get("/audit", response_model=list[schemas.AuditOut], responses=schemas.responses(403))

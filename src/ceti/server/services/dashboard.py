@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from ceti.networks.base import NETWORK_ENV
 from ceti.server.errors import Forbidden, NotFound
 from ceti.server.services import jobs as jobs_svc
+from ceti.server.services.reliability import node_reliability
 from ceti.server.services.tokens import Principal
 from ceti.spec import AllocationState, JobState
 from ceti.store import models as m
@@ -342,7 +343,8 @@ def job_logs(s: Session, who: Principal, job_id: str, after_id: int, limit: int)
 NOT_MEASURED = "not measured yet"
 
 
-def _node_row(n: m.Node, uses: list[GpuUse], active: int, now: float) -> dict[str, Any]:
+def _node_row(n: m.Node, uses: list[GpuUse], active: int, now: float, reliability: float | None = None
+              ) -> dict[str, Any]:
     info = n.info or {}
     models: dict[str, int] = {}
     for g in info.get("gpus", []):
@@ -358,7 +360,7 @@ def _node_row(n: m.Node, uses: list[GpuUse], active: int, now: float) -> dict[st
         "heartbeat_age_s": max(0.0, now - n.last_heartbeat_at),
         "registered_at": n.registered_at,
         "active_allocations": active,
-        "reliability": NOT_MEASURED,
+        "reliability": NOT_MEASURED if reliability is None else round(reliability, 4),  # per hour of work
         "earnings": NOT_MEASURED,
     }
 
@@ -373,7 +375,13 @@ def node_rows(s: Session, who: Principal, now: float) -> list[dict[str, Any]]:
         uses.setdefault(u.node_id, []).append(u)
     counts = dict(s.execute(select(m.Allocation.node_id, func.count()).where(
         m.Allocation.state.in_(ACTIVE), m.Allocation.node_id.in_(ids)).group_by(m.Allocation.node_id)).all())
-    return [_node_row(n, uses.get(n.id, []), counts.get(n.id, 0), now) for n in nodes]
+    scores = node_reliability(s, now, node_ids=list(ids))
+    return [_node_row(n, uses.get(n.id, []), counts.get(n.id, 0), now, _score(scores, n.id)) for n in nodes]
+
+
+def _score(scores: dict, node_id: str) -> float | None:
+    r = scores.get(node_id)
+    return None if r is None else r.score
 
 
 def node_detail(s: Session, who: Principal, node_id: str, now: float) -> dict[str, Any]:
@@ -386,7 +394,7 @@ def node_detail(s: Session, who: Principal, node_id: str, now: float) -> dict[st
     live = list(s.execute(select(m.Allocation, m.Job).join(m.Job, m.Job.id == m.Allocation.job_id)
                           .where(m.Allocation.node_id == n.id, m.Allocation.state.in_(ACTIVE))
                           .order_by(m.Allocation.created_at)).all())
-    out = _node_row(n, uses, len(live), now)
+    out = _node_row(n, uses, len(live), now, _score(node_reliability(s, now, node_ids=[n.id]), n.id))
     info = n.info or {}
     out["hardware"] = {
         "cpus": info.get("cpus"), "memory_mib": info.get("memory_mib"), "disk_mib": info.get("disk_mib"),

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from ceti import fabric
 from ceti.server.services.events import record, set_job_state
 from ceti.server.services.lifecycle import end_attempt
+from ceti.server.services.reliability import scores as reliability_scores
 from ceti.server.services.tokens import new_id
 from ceti.server.services.verification import offered_price_per_gpu_hour
 from ceti.server.settings import Settings
@@ -122,8 +123,9 @@ def required_features(spec: JobSpec, verification: bool = True) -> frozenset[str
 
 
 def node_of(node_id: str, info_json: dict, state: str, verdict: str | None = None,
-            model_estimate: str | None = None) -> fabric.Node:
-    """`verdict` is the node's proof of hardware for its current claim (a change of claim clears it)."""
+            model_estimate: str | None = None, reliability: float = 1.0) -> fabric.Node:
+    """`verdict` is the node's proof of hardware for its current claim (a change of claim clears it);
+    `reliability` its score (services/reliability.py)."""
     info = NodeInfo.model_validate(info_json)
     features = {"container"} if info.container_engines else set()
     if verdict == "verified":
@@ -137,6 +139,7 @@ def node_of(node_id: str, info_json: dict, state: str, verdict: str | None = Non
         disk_mib=info.disk_mib,
         price_per_gpu_hour=offered_price_per_gpu_hour(info.price_per_gpu_hour, verdict, model_estimate),
         price_per_cpu_hour=info.price_per_cpu_hour,
+        reliability=reliability,
         schedulable=state == "online",
         features=frozenset(features),
     )
@@ -148,17 +151,20 @@ class PendingCache:
 
     def __init__(self, max_entries: int = 500_000, verification: bool = True):
         self.verification = verification
-        self._entries: dict[str, tuple[frozenset[str], fabric.Demand, float | None, bool]] = {}
+        self._entries: dict[str, tuple[frozenset[str], fabric.Demand, float | None, bool, float | None]] = {}
         self._max = max_entries
 
     def get(self, job_id: str, models: frozenset[str]):
         hit = self._entries.get(job_id)
         return hit[1:] if hit is not None and hit[0] == models else None
 
-    def put(self, job_id: str, models: frozenset[str], spec: JobSpec) -> tuple[fabric.Demand, float | None, bool]:
+    def put(self, job_id: str, models: frozenset[str], spec: JobSpec
+            ) -> tuple[fabric.Demand, float | None, bool, float | None]:
         if len(self._entries) >= self._max:
             self._entries.clear()
-        value = (demand_of(spec, set(models), self.verification), spec.max_price_per_hour, spec.interruptible)
+        hours = spec.max_duration / 3600.0 if spec.max_duration else None
+        value = (demand_of(spec, set(models), self.verification), spec.max_price_per_hour, spec.interruptible,
+                 hours)
         self._entries[job_id] = (models, *value)
         return value
 
@@ -167,8 +173,10 @@ def build_snapshot(s: Session, now: float, cache: PendingCache | None = None) ->
     """`cache` (kept by the scheduling loop across rounds) spares re-parsing the specs of waiting jobs."""
     cache = cache if cache is not None else PendingCache()
     # plain column reads, not ORM objects: a round reads every node and every live and pending job
-    nodes = [node_of(*row) for row in s.execute(select(m.Node.id, m.Node.info, m.Node.state, m.Node.verdict,
-                                                       m.Node.model_estimate).order_by(m.Node.id))]
+    scores = reliability_scores(s, now)
+    nodes = [node_of(*row, reliability=scores.get(row[0], 1.0))
+             for row in s.execute(select(m.Node.id, m.Node.info, m.Node.state, m.Node.verdict,
+                                         m.Node.model_estimate).order_by(m.Node.id))]
     known_models = frozenset(g.model for n in nodes for g in n.gpus)
     running = []
     a, j = m.Allocation, m.Job
@@ -189,9 +197,9 @@ def build_snapshot(s: Session, now: float, cache: PendingCache | None = None) ->
         for job_id, spec in s.execute(select(j.id, j.spec).where(j.id.in_(unknown[start:start + 500]))):
             cache.put(job_id, known_models, JobSpec.model_validate(spec))
     for job_id, order, priority in queue:
-        demand, bid, interruptible = cache.get(job_id, known_models)
+        demand, bid, interruptible, hours = cache.get(job_id, known_models)
         pending.append(fabric.Job(id=job_id, demand=demand, order=order, priority=priority, bid_per_hour=bid,
-                                  interruptible=interruptible))
+                                  interruptible=interruptible, expected_duration_h=hours))
     return fabric.Snapshot(nodes=tuple(nodes), running=tuple(running), pending=tuple(pending), now=now)
 
 
