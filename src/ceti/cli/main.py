@@ -459,8 +459,23 @@ def secret_delete(name: str, server: ServerOpt = None, token: TokenOpt = None) -
     console.print(f"secret {name} deleted")
 
 
-def _mount_subcommands() -> None:
-    """Sub-commands that live in their own modules (simulator, benchmarks)."""
+# Commands that need none of the heavier groups below: `ceti agent` and `ceti server` start without loading the
+# simulator, the benchmarks or the network SDK wrappers.
+CORE_COMMANDS = frozenset({"server", "agent", "up", "run", "jobs", "job", "logs", "cancel", "nodes", "token", "secret",
+                           "usage", "earnings", "budget"})
+
+
+def _mount_subcommands(argv: list[str]) -> None:
+    """Sub-commands that live in their own modules (ledger, simulator, benchmarks, networks, verify)."""
+    from ceti.cli.ledger import budget_app, earnings, usage
+
+    app.command()(usage)
+    app.command()(earnings)
+    app.add_typer(budget_app, name="budget",
+                  help="Project spending caps: work that would pass one is refused or stopped.")
+    words = [a for a in argv[1:] if not a.startswith("-")]
+    if words and words[0] in CORE_COMMANDS:
+        return
     from ceti.cli.bench import app as bench_app
     from ceti.cli.bench_control_plane import control_plane
     from ceti.cli.networks import app as networks_app
@@ -474,7 +489,7 @@ def _mount_subcommands() -> None:
     app.add_typer(verify_app, name="verify", help="Proof of hardware: run the challenge the fabric runs.")
 
 
-_mount_subcommands()
+_mount_subcommands(sys.argv)
 
 if __name__ == "__main__":
     app()

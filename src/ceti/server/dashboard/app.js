@@ -395,12 +395,17 @@ function nodesView(view) {
       rows.map((n) => [el("a", { href: `#/nodes/${n.id}`, "data-testid": "node-link", text: n.hostname }), n.region,
         stateBadge(n.state), n.gpus || "none", usePills(n.gpu_use), String(n.cpus), fmtMiB(n.memory_mib),
         n.price_per_gpu_hour.toFixed(2), `${n.heartbeat_age_s.toFixed(0)} s ago`, String(n.active_allocations),
-        fmtReliability(n.reliability), el("span", { class: "muted", text: String(n.earnings) })]),
+        fmtReliability(n.reliability), fmtEarnings(n.earnings)]),
       "No nodes."));
   });
 }
 
 // the probability that an hour of work placed on the node finishes; a string until it is measured
+function fmtEarnings(x) {
+  // what the ledger credited the provider for this node (its ask for the work it ran)
+  return typeof x === "number" ? el("span", { text: fmtMoney(x) }) : el("span", { class: "muted", text: String(x) });
+}
+
 function fmtReliability(r) {
   if (typeof r !== "number") return el("span", { class: "muted", text: String(r) });
   return el("span", { title: "probability that an hour of work placed here finishes", text: `${(r * 100).toFixed(1)}% per hour` });
@@ -431,7 +436,7 @@ function nodeView(view, id) {
       fact("ask per CPU-hour", `$${n.price_per_cpu_hour.toFixed(2)}`),
       fact("last heartbeat", `${n.heartbeat_age_s.toFixed(1)} s ago`), fact("registered", fmtDate(n.registered_at)),
       fact("reliability", fmtReliability(n.reliability)),
-      fact("earnings", el("span", { class: "muted", text: String(n.earnings) }))));
+      fact("earnings", fmtEarnings(n.earnings))));
     gpus.replaceChildren(el("h2", { text: "GPUs now" }), table(["#", "model", "VRAM", "doing"],
       n.gpu_detail.map((g) => [String(g.index), g.model,
         fmtMiB((h.gpus.find((x) => x.index === g.index) || {}).vram_mib),

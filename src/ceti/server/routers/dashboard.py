@@ -157,8 +157,9 @@ class NodeRowOut(BaseModel):
     heartbeat_age_s: float
     registered_at: float
     active_allocations: int
-    reliability: str | float = Field(..., description="'not measured yet' until health checks measure it")
-    earnings: str | float = Field(..., description="'not measured yet' until the ledger exists")
+    reliability: str | float = Field(..., description="probability an hour of work placed here finishes; "
+                                     "'not measured yet' without history")
+    earnings: str | float = Field(..., description="USD the ledger credited the provider for work on this node")
 
 
 class GpuOut(BaseModel):

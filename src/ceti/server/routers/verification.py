@@ -48,7 +48,7 @@ Answer = Annotated[dict[str, Any], Body(description="the agent's answer, as `cet
 
 
 @router.post("/v1/agent/verifications/{challenge_id}/roots", response_model=StepOut,
-             responses=schemas.responses(409))
+             responses=schemas.responses(400, 409))
 def post_roots(challenge_id: str, answer: Answer, request: Request, s: SessionDep, who: PrincipalDep):
     """The Merkle roots; the answer names the rows and chunks to reveal (or is already the verdict)."""
     out = svc.accept_roots(s, who, challenge_id, answer, request.app.state.settings, time.time())
@@ -57,7 +57,7 @@ def post_roots(challenge_id: str, answer: Answer, request: Request, s: SessionDe
 
 
 @router.post("/v1/agent/verifications/{challenge_id}/rows", response_model=StepOut,
-             responses=schemas.responses(409))
+             responses=schemas.responses(400, 409))
 def post_rows(challenge_id: str, answer: Answer, request: Request, s: SessionDep, who: PrincipalDep):
     """The rows and chunk digests asked for, with their Merkle paths; the answer is the verdict."""
     out = svc.accept_rows(s, who, challenge_id, answer, request.app.state.settings, time.time())

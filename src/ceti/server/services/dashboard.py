@@ -343,8 +343,21 @@ def job_logs(s: Session, who: Principal, job_id: str, after_id: int, limit: int)
 NOT_MEASURED = "not measured yet"
 
 
-def _node_row(n: m.Node, uses: list[GpuUse], active: int, now: float, reliability: float | None = None
-              ) -> dict[str, Any]:
+def node_earnings_usd(s: Session, node_ids: list[str]) -> dict[str, float]:
+    """Provider credits per node from the ledger (one grouped query)."""
+    if not node_ids:
+        return {}
+    rows = s.execute(
+        select(m.LedgerEntry.node_id, func.sum(m.LedgerEntry.amount_micro))
+        .join(m.LedgerAccount, m.LedgerAccount.id == m.LedgerEntry.account_id)
+        .where(m.LedgerAccount.kind == "provider", m.LedgerEntry.node_id.in_(node_ids))
+        .group_by(m.LedgerEntry.node_id)
+    )
+    return {node_id: int(total or 0) / 1_000_000 for node_id, total in rows}
+
+
+def _node_row(n: m.Node, uses: list[GpuUse], active: int, now: float, reliability: float | None = None,
+              earnings_usd: float = 0.0) -> dict[str, Any]:
     info = n.info or {}
     models: dict[str, int] = {}
     for g in info.get("gpus", []):
@@ -361,7 +374,7 @@ def _node_row(n: m.Node, uses: list[GpuUse], active: int, now: float, reliabilit
         "registered_at": n.registered_at,
         "active_allocations": active,
         "reliability": NOT_MEASURED if reliability is None else round(reliability, 4),  # per hour of work
-        "earnings": NOT_MEASURED,
+        "earnings": round(earnings_usd, 6),  # USD the ledger credited the provider for work on this node
     }
 
 
@@ -376,7 +389,9 @@ def node_rows(s: Session, who: Principal, now: float) -> list[dict[str, Any]]:
     counts = dict(s.execute(select(m.Allocation.node_id, func.count()).where(
         m.Allocation.state.in_(ACTIVE), m.Allocation.node_id.in_(ids)).group_by(m.Allocation.node_id)).all())
     scores = node_reliability(s, now, node_ids=list(ids))
-    return [_node_row(n, uses.get(n.id, []), counts.get(n.id, 0), now, _score(scores, n.id)) for n in nodes]
+    earned = node_earnings_usd(s, [n.id for n in nodes])
+    return [_node_row(n, uses.get(n.id, []), counts.get(n.id, 0), now, _score(scores, n.id), earned.get(n.id, 0.0))
+            for n in nodes]
 
 
 def _score(scores: dict, node_id: str) -> float | None:
@@ -394,7 +409,8 @@ def node_detail(s: Session, who: Principal, node_id: str, now: float) -> dict[st
     live = list(s.execute(select(m.Allocation, m.Job).join(m.Job, m.Job.id == m.Allocation.job_id)
                           .where(m.Allocation.node_id == n.id, m.Allocation.state.in_(ACTIVE))
                           .order_by(m.Allocation.created_at)).all())
-    out = _node_row(n, uses, len(live), now, _score(node_reliability(s, now, node_ids=[n.id]), n.id))
+    out = _node_row(n, uses, len(live), now, _score(node_reliability(s, now, node_ids=[n.id]), n.id),
+                    node_earnings_usd(s, [n.id]).get(n.id, 0.0))
     info = n.info or {}
     out["hardware"] = {
         "cpus": info.get("cpus"), "memory_mib": info.get("memory_mib"), "disk_mib": info.get("disk_mib"),

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ceti import fabric
+from ceti.server.services import ledger
 from ceti.server.services.events import record, set_job_state
 from ceti.server.services.lifecycle import end_attempt
 from ceti.server.services.reliability import scores as reliability_scores
@@ -297,6 +298,7 @@ def run_round(
     the caller commits. Between the two, the snapshot and the pure fabric run without holding a write lock."""
     lost = detect_lost_nodes(s, settings, now, listening_since)
     timed_out = enforce_max_duration(s, now)
+    ledger.meter(s, now, settings)  # books running work and ended attempts; stops projects past their budget
     s.commit()
     snapshot = build_snapshot(s, now, cache or PendingCache(verification=settings.verify.enabled))
     decisions = fabric.schedule(snapshot)
