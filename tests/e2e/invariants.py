@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ceti.spec import AllocationState, JobState
 from ceti.store import models as m
@@ -21,6 +21,11 @@ def check_invariants(url: str) -> dict[str, int]:
             allocs = s.scalars(select(m.Allocation)).all()
             chunks = s.scalars(select(m.LogChunk).order_by(m.LogChunk.offset)).all()
             events = s.scalars(select(m.Event).where(m.Event.job_id.is_not(None))).all()
+            txn_sums = s.execute(select(m.LedgerEntry.txn_id, func.sum(m.LedgerEntry.amount_micro))
+                                 .group_by(m.LedgerEntry.txn_id)).all()
+            balances = s.execute(select(m.LedgerAccount.id, m.LedgerAccount.balance_micro)).all()
+            entry_sums = dict(s.execute(select(m.LedgerEntry.account_id, func.sum(m.LedgerEntry.amount_micro))
+                                        .group_by(m.LedgerEntry.account_id)).all())
     finally:
         engine.dispose()
     by_job: dict[str, list[m.Allocation]] = defaultdict(list)
@@ -53,4 +58,9 @@ def check_invariants(url: str) -> dict[str, int]:
     # every job has its history from submission on
     submitted = {e.job_id for e in events if e.to_state == "pending" and e.from_state is None}
     assert submitted == {j.id for j in jobs}, "a job lacks its submission event"
-    return {"jobs": len(jobs), "allocations": len(allocs), "log_chunks": len(chunks)}
+    # the books: every transaction balances, and every account's balance is the sum of its entries
+    unbalanced = [txn for txn, total in txn_sums if int(total) != 0]
+    assert not unbalanced, f"ledger transactions that do not balance: {unbalanced[:5]}"
+    for account_id, balance in balances:
+        assert int(balance) == int(entry_sums.get(account_id, 0)), f"ledger account {account_id} drifted"
+    return {"jobs": len(jobs), "allocations": len(allocs), "log_chunks": len(chunks), "ledger_transactions": len(txn_sums)}
