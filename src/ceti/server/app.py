@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
         if secret:
             announce_admin_token(secret, admin_token_file)
         app.state.engine, app.state.sessions = engine, sessions
-        loop = SchedulerLoop(sessions, settings)
+        loop = SchedulerLoop(sessions, settings, sole_replica=lock is not None)  # SQLite: the only replica
         app.state.scheduler = loop
         if run_scheduler:
             loop.start()

@@ -50,6 +50,8 @@ class Settings:
     networks_config: str | None = field(default_factory=lambda: os.environ.get("CETI_NETWORKS_CONFIG") or None)
     network_estimate_ttl_s: float = field(default_factory=lambda: _env_float("CETI_NETWORK_ESTIMATE_TTL_S", 300.0))
     node_lost_after_s: float = field(default_factory=lambda: _env_float("CETI_NODE_LOST_AFTER_S", 30.0))
+    # the scheduler's leader lease: a dead leader's replacement takes over within about 1.25x this (docs/replicas.md)
+    leader_lease_s: float = field(default_factory=lambda: _env_float("CETI_LEADER_LEASE_S", 10.0))
     stop_grace_s: float = field(default_factory=lambda: _env_float("CETI_STOP_GRACE_S", 10.0))
     max_body_bytes: int = field(default_factory=lambda: _env_int("CETI_MAX_BODY_BYTES", 2 * 1024 * 1024))
     # rows of a proof-of-hardware answer: 8 rows per GPU of a product that fills 80 GB, for 8 GPUs, is ~15 MB

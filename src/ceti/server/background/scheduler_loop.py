@@ -12,8 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ceti.networks.config import load_network_config
 from ceti.server import metrics
+from ceti.server.background.leader import LeaderElector
 from ceti.server.faults import crash_point
 from ceti.server.services.backfill import BackfillReport, EstimateCache, backfill_idle_nodes
+from ceti.server.services.leader import NotLeader
 from ceti.server.services.scheduling import PendingCache, RoundReport, run_round
 from ceti.server.settings import Settings
 
@@ -22,7 +24,8 @@ MIN_GAP_S = 0.2
 
 
 class SchedulerLoop:
-    def __init__(self, sessions: sessionmaker[Session], settings: Settings, clock: Callable[[], float] = time.time):
+    def __init__(self, sessions: sessionmaker[Session], settings: Settings, clock: Callable[[], float] = time.time,
+                 sole_replica: bool = False):
         self._sessions = sessions
         self._settings = settings
         self._clock = clock
@@ -41,17 +44,24 @@ class SchedulerLoop:
         self._estimates = EstimateCache(settings.network_estimate_ttl_s)
         self.last_backfill: BackfillReport | None = None
         self.recent_round_s: deque[float] = deque(maxlen=1024)  # durations of the latest rounds, oldest first
+        # one replica at a time runs rounds: the one holding the scheduler lease (docs/replicas.md)
+        self.leader = LeaderElector(sessions, settings.leader_lease_s, clock=clock, on_elected=self.poke,
+                                    sole_replica=sole_replica)
 
     def _backfill(self) -> None:
         """Idle nodes get network work before the round, so the round itself places it (or not)."""
         try:
             with self._sessions() as s:
+                self.leader.fence(s)
                 self.last_backfill = backfill_idle_nodes(s, self.networks, self._clock(), self._estimates)
                 s.commit()
+        except NotLeader:
+            raise
         except Exception:  # back-fill is a bonus: a failure must never stop developer work from scheduling
             log.exception("back-fill failed this round")
 
     def start(self) -> None:
+        self.leader.start()
         self._thread = threading.Thread(target=self._run, name="ceti-scheduler", daemon=True)
         self._thread.start()
 
@@ -60,20 +70,30 @@ class SchedulerLoop:
         self._wake.set()
         if self._thread:
             self._thread.join(timeout=10)
+        self.leader.stop()
 
     def poke(self) -> None:
         """Run the next round now (a job was submitted), not at the next tick."""
         self._wake.set()
 
-    def run_once(self) -> RoundReport:
+    def run_once(self) -> RoundReport | None:
+        """One round if this replica leads (None if not). Its writes commit only under a current term."""
+        if self.leader.lead() is None:
+            return None
         started = time.perf_counter()
-        if self.networks:
-            self._backfill()
-        with self._sessions() as s:
-            report = run_round(s, self._settings, self._clock(), self.listening_since, self._cache)
-            if report.started:
-                crash_point("round_before_commit")
-            s.commit()
+        try:
+            if self.networks:
+                self._backfill()
+            with self._sessions() as s:
+                report = run_round(s, self._settings, self._clock(), self.listening_since, self._cache,
+                                   fence=self.leader.fence)
+                if report.started:
+                    crash_point("round_before_commit")
+                s.commit()
+        except NotLeader as exc:  # deposed mid-round: the round's writes were rolled back
+            self.leader.deposed()
+            log.warning("scheduling round discarded: %s", exc)
+            return None
         self.last_round_s = time.perf_counter() - started
         metrics.observe_round(self.last_round_s)
         self.last_round_at = self._clock()

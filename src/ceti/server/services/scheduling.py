@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -292,16 +293,24 @@ def _set_wait_reason(job: m.Job, reason: str, now: float, report: RoundReport) -
 
 
 def run_round(
-    s: Session, settings: Settings, now: float, listening_since: float = 0.0, cache: PendingCache | None = None
+    s: Session, settings: Settings, now: float, listening_since: float = 0.0, cache: PendingCache | None = None,
+    fence: Callable[[Session], None] | None = None,
 ) -> RoundReport:
     """Everything one tick does. Housekeeping commits on its own; the decisions are applied in one transaction
-    the caller commits. Between the two, the snapshot and the pure fabric run without holding a write lock."""
+    the caller commits. Between the two, the snapshot and the pure fabric run without holding a write lock.
+
+    `fence` (the leader's lease check, services/leader.py) runs first in both transactions: it locks the lease
+    and raises when this replica no longer leads, so a deposed leader commits neither."""
+    if fence:
+        fence(s)
     lost = detect_lost_nodes(s, settings, now, listening_since)
     timed_out = enforce_max_duration(s, now)
     ledger.meter(s, now, settings)  # books running work and ended attempts; stops projects past their budget
     s.commit()
     snapshot = build_snapshot(s, now, cache or PendingCache(verification=settings.verify.enabled))
     decisions = fabric.schedule(snapshot)
+    if fence:
+        fence(s)
     report = apply_decisions(s, snapshot, decisions, now)
     report.lost_nodes, report.timed_out = lost, timed_out
     return report
