@@ -151,7 +151,8 @@ def test_the_overview_shows_both_nodes_and_their_regions(network, browser):
     _shot(page, "overview")
     page.goto(f"{network.server.url}/ui/#/nodes")
     expect(page.locator("[data-testid=node-link]")).to_have_count(2)
-    assert "not measured yet" in page.inner_text("#nodes-table")
+    table = page.inner_text("#nodes-table")
+    assert "% per hour" in table and "$0" in table  # reliability from the node's history; nothing earned yet
     _shot(page, "nodes")
     page.click("text=gpu-virginia")
     page.wait_for_selector("[data-testid=hardware]")
