@@ -229,6 +229,24 @@ class Fabric:
         for a in self.agents:
             a.stop()
         self.server.stop()
+        reap_leftovers(self.tmp)
+
+
+def reap_leftovers(root: Path) -> None:
+    """Kill what a test's agents left running (jobs outlive their agent by design: a restarted agent adopts them),
+    so no test leaves work behind: every process whose command line names the test's directory, with its
+    children (a job runs in its own session under its runner)."""
+    import psutil
+
+    mark = str(root)
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if mark in " ".join(proc.info["cmdline"] or []):
+                for child in proc.children(recursive=True):
+                    child.kill()
+                proc.kill()
+        except psutil.Error:
+            continue
 
 
 def make_server(tmp: Path, database_url: str | None, **env_overrides: str) -> ServerProc:
