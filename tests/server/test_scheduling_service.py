@@ -16,8 +16,8 @@ ADMIN = Principal("t", "admin")
 
 
 @pytest.fixture
-def db(tmp_path: Path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'ceti.db'}")
+def db(tmp_path: Path, database_url: str | None):
+    engine = make_engine(database_url or f"sqlite:///{tmp_path / 'ceti.db'}")
     migrate(engine)
     sessions = session_factory(engine)
     with sessions() as s:

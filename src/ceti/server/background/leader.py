@@ -75,6 +75,10 @@ class LeaderElector:
         term = self.term()
         if term is None:
             raise NotLeader("this replica does not lead")
+        if self.sole_replica:
+            # SQLite: the data directory's file lock already keeps every other server out, and a write here would
+            # hold the database's only write lock through the whole round, stalling every heartbeat behind it
+            return
         check_term(s, self.name, self.replica_id, term, self._clock())
 
     def deposed(self) -> None:

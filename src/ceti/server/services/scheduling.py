@@ -65,14 +65,22 @@ def detect_lost_nodes(s: Session, settings: Settings, now: float, listening_sinc
 
 def enforce_max_duration(s: Session, now: float) -> int:
     count = 0
-    rows = s.execute(
-        select(m.Allocation, m.Job).join(m.Job, m.Job.id == m.Allocation.job_id).where(
-            m.Allocation.state == AllocationState.running.value
+    # only jobs that set a limit, read in SQL: most running work has none, and parsing every spec each round costs
+    limit_col = m.Job.spec["max_duration"].as_float()
+    overdue = s.execute(
+        select(m.Allocation.id, m.Allocation.started_at, limit_col).join(m.Job, m.Job.id == m.Allocation.job_id).where(
+            m.Allocation.state == AllocationState.running.value,
+            m.Allocation.started_at.is_not(None),
+            limit_col.is_not(None),
         )
     ).all()
-    for alloc, job in rows:
-        limit = job.spec.get("max_duration")
-        if limit and alloc.started_at is not None and now - alloc.started_at > limit:
+    for alloc_id, started_at, limit in overdue:
+        if not limit or now - started_at <= limit:
+            continue
+        alloc = s.get(m.Allocation, alloc_id)
+        job = s.get(m.Job, alloc.job_id)
+        limit = int(limit) if float(limit).is_integer() else limit
+        if alloc.state == AllocationState.running.value:
             alloc.state = AllocationState.stopping.value
             alloc.stop_reason = f"exceeded max_duration of {limit}s"
             record(s, "allocation_stopping", now, alloc.stop_reason, job_id=job.id, allocation_id=alloc.id)
@@ -147,14 +155,35 @@ def node_of(node_id: str, info_json: dict, state: str, verdict: str | None = Non
     )
 
 
+RELIABILITY_REFRESH_S = 30.0
+
+
 class PendingCache:
     """What a pending job asks of the fabric, parsed once: a job's spec never changes after submit, so only
     new jobs (or a change in the network's GPU models, which widens "A100" to its variants) cost a parse."""
 
     def __init__(self, max_entries: int = 500_000, verification: bool = True):
         self.verification = verification
+        self._reliability: tuple[float, dict[str, float]] | None = None
+        self._metered_at: float | None = None
         self._entries: dict[str, tuple[frozenset[str], fabric.Demand, float | None, bool, float | None]] = {}
         self._max = max_entries
+
+    def meter_due(self, now: float, interval_s: float) -> bool:
+        """Metering several times per metering interval is enough (a twelfth of it, at most every 5 s): it walks
+        every live allocation, and ended attempts are booked at the next pass all the same."""
+        gap = min(interval_s / 12, 5.0)
+        if self._metered_at is None or now - self._metered_at >= gap or now < self._metered_at:
+            self._metered_at = now
+            return True
+        return False
+
+    def reliability(self, s: Session, now: float) -> dict[str, float]:
+        """Every node's reliability, recomputed at most every RELIABILITY_REFRESH_S: it moves over hours, and
+        computing it reads the node and attempt history of the whole window."""
+        if self._reliability is None or now - self._reliability[0] >= RELIABILITY_REFRESH_S or now < self._reliability[0]:
+            self._reliability = (now, reliability_scores(s, now))
+        return self._reliability[1]
 
     def get(self, job_id: str, models: frozenset[str]):
         hit = self._entries.get(job_id)
@@ -175,7 +204,7 @@ def build_snapshot(s: Session, now: float, cache: PendingCache | None = None) ->
     """`cache` (kept by the scheduling loop across rounds) spares re-parsing the specs of waiting jobs."""
     cache = cache if cache is not None else PendingCache()
     # plain column reads, not ORM objects: a round reads every node and every live and pending job
-    scores = reliability_scores(s, now)
+    scores = cache.reliability(s, now)
     nodes = [node_of(*row, reliability=scores.get(row[0], 1.0))
              for row in s.execute(select(m.Node.id, m.Node.info, m.Node.state, m.Node.verdict,
                                          m.Node.model_estimate).order_by(m.Node.id))]
@@ -305,7 +334,8 @@ def run_round(
         fence(s)
     lost = detect_lost_nodes(s, settings, now, listening_since)
     timed_out = enforce_max_duration(s, now)
-    ledger.meter(s, now, settings)  # books running work and ended attempts; stops projects past their budget
+    if cache is None or cache.meter_due(now, settings.ledger.meter_interval_s):
+        ledger.meter(s, now, settings)  # books running work and ended attempts; stops projects past their budget
     s.commit()
     snapshot = build_snapshot(s, now, cache or PendingCache(verification=settings.verify.enabled))
     decisions = fabric.schedule(snapshot)
