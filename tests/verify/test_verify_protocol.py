@@ -341,3 +341,11 @@ def test_a_capped_challenge_never_verifies_a_gpu_even_when_the_timing_fits() -> 
     after = v.receive_roots(roots_answer(run))
     verdict = v.receive_rows(rows_answer(run, after.row_request))
     assert verdict.verdict == "failed" and "less than 90%" in verdict.reason, verdict.reason
+
+
+def test_a_challenge_larger_than_the_memory_the_caller_measured_is_answered_with_an_error() -> None:
+    v = _verifier()
+    session = v.issue("node-1", ClaimedHardware(cpus=2))
+    run = run_challenge(session.challenge, backend="numpy", available_bytes=1024)
+    assert run.error is not None and "MiB available" in run.error and not run.lanes
+    assert "error" in roots_answer(run)

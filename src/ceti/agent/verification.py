@@ -13,6 +13,8 @@ import threading
 from collections import deque
 from typing import Any
 
+import psutil
+
 from ceti.client import CetiError, Client
 from ceti.verify.compute import roots_answer, rows_answer, run_challenge
 
@@ -54,7 +56,7 @@ class ChallengeRunner:
         try:
             log.info("running proof-of-hardware challenge %s", cid)
             try:
-                run = run_challenge(challenge, self._backend)
+                run = run_challenge(challenge, self._backend, psutil.virtual_memory().available)
                 roots = roots_answer(run)
             except Exception as exc:  # a malformed challenge, a GPU library failing: report, do not crash
                 log.exception("the challenge %s could not run", cid)

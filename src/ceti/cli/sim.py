@@ -41,6 +41,28 @@ def _policies(spec: str) -> list[str]:
     return names
 
 
+def _load_trace(nodes: Path, pods: Path, on_error: str, err: Console) -> tuple[list, list, int]:
+    """Both CSVs of a trace, bad rows reported (the first 20) and skipped or refused; exit 2 with one line when
+    the files cannot be read or leave nothing usable. Returns node rows, pod rows and how many rows were skipped."""
+    if on_error not in ("skip", "reject"):
+        raise typer.BadParameter("--on-error must be skip or reject")
+    try:
+        node_load = load_nodes(nodes, on_error=on_error)  # type: ignore[arg-type]
+        pod_load = load_pods(pods, on_error=on_error)  # type: ignore[arg-type]
+    except TraceError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    for e in (node_load.errors + pod_load.errors)[:20]:
+        err.print(f"[yellow]skipped[/yellow] {e}")
+    skipped = len(node_load.errors) + len(pod_load.errors)
+    if skipped > 20:
+        err.print(f"[yellow]... {skipped - 20} more bad rows skipped[/yellow]")
+    if not node_load.rows or not pod_load.rows:
+        err.print("[red]error:[/red] no usable nodes or pods")
+        raise typer.Exit(2)
+    return node_load.rows, pod_load.rows, skipped
+
+
 @app.command()
 def inflation(
     nodes: Annotated[
@@ -76,24 +98,9 @@ def inflation(
 ) -> None:
     """The FGD paper's workload-inflation experiment: unallocated GPUs when arrivals reach 100%."""
     err = Console(stderr=True)
-    if on_error not in ("skip", "reject"):
-        raise typer.BadParameter("--on-error must be skip or reject")
     names = _policies(policy)
-    try:
-        node_load = load_nodes(nodes, on_error=on_error)  # type: ignore[arg-type]
-        pod_load = load_pods(pods, on_error=on_error)  # type: ignore[arg-type]
-    except TraceError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    for e in (node_load.errors + pod_load.errors)[:20]:
-        err.print(f"[yellow]skipped[/yellow] {e}")
-    skipped = len(node_load.errors) + len(pod_load.errors)
-    if skipped > 20:
-        err.print(f"[yellow]... {skipped - 20} more bad rows skipped[/yellow]")
-    if not node_load.rows or not pod_load.rows:
-        err.print("[red]error:[/red] no usable nodes or pods")
-        raise typer.Exit(2)
-    setup = InflationSetup.build(node_load.rows, pod_load.rows)
+    node_rows, pod_rows, skipped = _load_trace(nodes, pods, on_error, err)
+    setup = InflationSetup.build(node_rows, pod_rows)
     seed_list = list(range(first_seed, first_seed + seeds))
     total = len(names) * len(seed_list)
     with Progress(
@@ -119,7 +126,7 @@ def inflation(
         "nodes": str(nodes),
         "pods": str(pods),
         "total_gpus": int(setup.cluster.gpu_count.sum()),
-        "pods_read": len(pod_load.rows),
+        "pods_read": len(pod_rows),
         "rows_skipped": skipped,
         "target_classes": len(setup.workload),
         "policies": {n: s.as_json() for n, s in summaries.items()},
@@ -172,18 +179,13 @@ def replay(
     from ceti.sim.replay import ReplaySetup, highest_class, run_replay
 
     err = Console(stderr=True)
-    if on_error not in ("skip", "reject"):
-        raise typer.BadParameter("--on-error must be skip or reject")
     names = _policies(policy)
+    node_rows, pod_rows, _ = _load_trace(nodes, pods, on_error, err)
     try:
-        node_load = load_nodes(nodes, on_error=on_error)  # type: ignore[arg-type]
-        pod_load = load_pods(pods, on_error=on_error)  # type: ignore[arg-type]
-        setup = ReplaySetup.build(node_load.rows, pod_load.rows, load=load, cluster_fraction=cluster_fraction)
+        setup = ReplaySetup.build(node_rows, pod_rows, load=load, cluster_fraction=cluster_fraction)
     except (TraceError, ValueError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    for e in (node_load.errors + pod_load.errors)[:20]:
-        err.print(f"[yellow]skipped[/yellow] {e}")
     results = []
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

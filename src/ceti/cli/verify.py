@@ -10,6 +10,7 @@ import json
 import os
 from typing import Annotated
 
+import psutil
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -47,7 +48,7 @@ def run_local(claimed_model: str, budget_mib: int, backend: str = "auto", gpu_co
     session = verifier.issue("local", claim)
     if session.verdict is not None:
         return session.verdict
-    run = run_challenge(session.challenge, backend)
+    run = run_challenge(session.challenge, backend, psutil.virtual_memory().available)
     after_roots = verifier.receive_roots(roots_answer(run))
     if isinstance(after_roots, Verdict):
         return after_roots

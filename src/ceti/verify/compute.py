@@ -101,11 +101,8 @@ def lane_bytes(lane: Lane) -> int:
     return 4 * (2 * lane.n * lane.m + lane.n * lane.n) + lane.chunk_bytes * lane.chunk_count
 
 
-def _check_host_memory(challenge: Challenge) -> None:
-    import psutil
-
+def _check_host_memory(challenge: Challenge, have: int) -> None:
     need = sum(lane_bytes(lane) for lane in challenge.lanes)
-    have = psutil.virtual_memory().available
     if need > 0.9 * have:
         raise ChallengeTooLarge(
             f"the challenge needs {need // 2**20} MiB and this machine has {have // 2**20} MiB available"
@@ -144,14 +141,20 @@ def _run_lane(lane: Lane, nonce: int, backend: str) -> LaneResult:
             device.__exit__(None, None, None)
 
 
-def run_challenge(challenge: Challenge | dict, backend: str = "auto") -> AgentRun:
-    """Do the work and keep the results; never raises for a challenge the machine cannot hold."""
+def run_challenge(
+    challenge: Challenge | dict, backend: str = "auto", available_bytes: int | None = None
+) -> AgentRun:
+    """Do the work and keep the results; never raises for a challenge the machine cannot hold.
+
+    `available_bytes` is the host memory the caller measured (the agent asks the OS): a NumPy challenge that
+    would not fit in it is answered with an error instead of being attempted. None = do not check."""
     ch = challenge if isinstance(challenge, Challenge) else Challenge.model_validate(challenge)
     chosen = select_backend(backend)
     run = AgentRun(challenge=ch, backend=chosen)
     try:
         if chosen == "numpy":
-            _check_host_memory(ch)
+            if available_bytes is not None:
+                _check_host_memory(ch, available_bytes)
             run.lanes = [_run_lane(lane, ch.memory_nonce_int, chosen) for lane in ch.lanes]
         else:
             with ThreadPoolExecutor(len(ch.lanes)) as pool:  # one thread per GPU: lanes run side by side
