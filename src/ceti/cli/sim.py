@@ -159,7 +159,9 @@ def inflation(
 @app.command()
 def replay(
     nodes: Annotated[Path, typer.Option("--nodes", help="Node list CSV.")],
-    pods: Annotated[Path, typer.Option("--pods", help="Pod list CSV with creation/deletion/scheduled times.")],
+    pods: Annotated[
+        Path, typer.Option("--pods", help="Pod list CSV with creation/deletion/scheduled times.")
+    ],
     policy: Annotated[str, typer.Option("--policy", help="all, or comma-separated policy names.")] = "all",
     load: Annotated[
         float | None,
@@ -188,8 +190,13 @@ def replay(
         raise typer.Exit(2) from None
     results = []
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, transient=True, disable=not err.is_terminal,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
     ) as progress:
         task = progress.add_task("replay runs", total=len(names))
         for name in names:
@@ -222,19 +229,164 @@ def replay(
         title=f"Replay: {pods.name} on {payload['cluster_nodes']} nodes ({payload['cluster_gpus']} GPUs), "
         f"load {load}"
     )
-    for col in ("policy", "class", "pods", "mean wait s", "p95 wait s", "mean JCT s", "never started",
-                "pre-empted", "GPU util"):
+    for col in (
+        "policy",
+        "class",
+        "pods",
+        "mean wait s",
+        "p95 wait s",
+        "mean JCT s",
+        "never started",
+        "pre-empted",
+        "GPU util",
+    ):
         table.add_column(col, justify="left" if col in ("policy", "class") else "right")
     for r in results:
         for q, c in r.as_json()["classes"].items():  # type: ignore[union-attr]
             table.add_row(
-                r.policy, q + (" *" if q == top else ""), str(c["pods"]), _fmt(c["mean_queue_delay_s"]),
-                _fmt(c["p95_queue_delay_s"]), _fmt(c["mean_completion_s"]), str(c["never_started"]),
-                str(c["preemptions"]), f"{r.gpu_utilization:.1%}",
+                r.policy,
+                q + (" *" if q == top else ""),
+                str(c["pods"]),
+                _fmt(c["mean_queue_delay_s"]),
+                _fmt(c["p95_queue_delay_s"]),
+                _fmt(c["mean_completion_s"]),
+                str(c["never_started"]),
+                str(c["preemptions"]),
+                f"{r.gpu_utilization:.1%}",
             )
     Console().print(table)
     if top:
         Console().print(f"* the highest QoS class with at least 30 pods: {top}")
+
+
+@app.command()
+def bound(
+    nodes: Annotated[Path, typer.Option("--nodes", help="Node list CSV.")],
+    pods: Annotated[Path, typer.Option("--pods", help="Pod list CSV.")],
+    fraction: Annotated[
+        float, typer.Option("--fraction", help="Share of the nodes (per node type) and of the arrivals, 0-1.")
+    ] = 0.1,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Number of seeds (first-seed, +1, ...).")] = 3,
+    first_seed: Annotated[int, typer.Option("--first-seed")] = 42,
+    time_limit: Annotated[
+        float, typer.Option("--time-limit", help="CP-SAT seconds per seed (0: relaxation only).")
+    ] = 30.0,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="CP-SAT worker threads.")] = 1,
+    policy: Annotated[str, typer.Option("--policy", help="Online policies to compare.")] = "fgd,fabric",
+    full: Annotated[
+        bool, typer.Option("--full/--no-full", help="Also bound the full cluster by the relaxation.")
+    ] = True,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
+    ] = False,
+    on_error: Annotated[str, typer.Option("--on-error", help="skip or reject bad trace rows.")] = "skip",
+) -> None:
+    """Offline bounds at 100% arrived: the most GPU any placement could allocate, vs the online policies."""
+    from ceti.sim.inflation_bound import BoundError, bound_seed, relaxation_bound, sub_instance
+
+    err = Console(stderr=True)
+    names = _policies(policy)
+    if not 0 < fraction <= 1:
+        err.print(f"[red]error:[/red] --fraction must be in (0, 1], not {fraction}")
+        raise typer.Exit(2)
+    if time_limit < 0:
+        err.print("[red]error:[/red] --time-limit must be >= 0")
+        raise typer.Exit(2)
+    node_rows, pod_rows, _ = _load_trace(nodes, pods, on_error, err)
+    setup = InflationSetup.build(node_rows, pod_rows)
+    seed_list = list(range(first_seed, first_seed + seeds))
+    results, full_rows = [], []
+    try:
+        for s in seed_list:
+            results.append(
+                bound_seed(
+                    setup,
+                    node_rows,
+                    s,
+                    fraction=fraction,
+                    policies=names,
+                    time_limit=time_limit or 1.0,
+                    workers=workers,
+                    exact=time_limit > 0,
+                )
+            )
+            if full:
+                inst = sub_instance(node_rows, setup.pods, s, 1.0)
+                relax = relaxation_bound(inst.cluster, inst.requests)
+                full_rows.append(
+                    {
+                        "seed": s,
+                        "gpus": int(inst.cluster.gpu_count.sum()),
+                        "pods": len(inst.pods),
+                        "arrived_gpus": inst.arrived_milli / 1000,
+                        "unallocated_lower_bound": round((inst.capacity_milli - relax.upper_milli) / 1000, 3),
+                    }
+                )
+    except BoundError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    total_gpus = int(setup.cluster.gpu_count.sum())
+    payload: dict[str, object] = {
+        "nodes": str(nodes),
+        "pods": str(pods),
+        "fraction": fraction,
+        "time_limit_s": time_limit,
+        "total_gpus": total_gpus,
+        "sub_instances": [r.as_json() for r in results],
+        "full_cluster_relaxation": full_rows,
+    }
+    if as_json:
+        typer.echo(json.dumps(payload))
+        return
+    table = Table(
+        title=f"Unallocated GPUs at 100% arrived: {pods.name}, {fraction:g} of the cluster (lower is better)"
+    )
+    cols = ["seed", "nodes", "GPUs", "pods", "bound (>=)", "offline best"] + names
+    for c in cols:
+        table.add_column(c, justify="right")
+    for r in results:
+        best = "-" if r.offline is None else f"{r.unallocated(r.offline.best_milli):.2f}"
+        if r.offline is not None and r.offline.optimal:
+            best += " (opt)"
+        table.add_row(
+            str(r.seed),
+            str(r.nodes),
+            str(r.gpus),
+            str(r.pods),
+            f"{r.unallocated(r.upper_milli):.2f}",
+            best,
+            *(f"{r.unallocated(r.online_milli[n]):.2f}" for n in names),
+        )
+    if results:
+        scale = [total_gpus / r.gpus for r in results]
+
+        def scaled(values: list[float]) -> str:
+            return f"{sum(v * k for v, k in zip(values, scale, strict=True)) / len(values):.0f}"
+
+        table.add_row(
+            f"x{total_gpus} GPUs",
+            "",
+            "",
+            "",
+            scaled([r.unallocated(r.upper_milli) for r in results]),
+            "-"
+            if any(r.offline is None for r in results)
+            else scaled([r.unallocated(r.offline.best_milli) for r in results]),  # type: ignore[union-attr]
+            *(scaled([r.unallocated(r.online_milli[n]) for r in results]) for n in names),
+        )
+    Console().print(table)
+    if full_rows:
+        ft = Table(title=f"Full cluster ({total_gpus} GPUs): relaxation bound at 100% arrived")
+        for c in ("seed", "pods", "arrived GPUs", "unallocated GPUs (>=)"):
+            ft.add_column(c, justify="right")
+        for row in full_rows:
+            ft.add_row(
+                str(row["seed"]),
+                str(row["pods"]),
+                f"{row['arrived_gpus']:.1f}",
+                f"{row['unallocated_lower_bound']:.2f}",
+            )
+        Console().print(ft)
 
 
 def _fmt(x: float | None) -> str:
