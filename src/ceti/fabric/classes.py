@@ -146,6 +146,8 @@ class NodeTable:
         return pos
 
     def gpu_indices(self, node: int, positions: Sequence[int]) -> tuple[int, ...]:
+        if node not in self._pos_of_index:  # indices are positions (the common case)
+            return tuple(sorted(positions))
         gpus = self.gpus[node]
         return tuple(sorted(gpus[p].index for p in positions))
 
@@ -351,13 +353,21 @@ class NodeClasses:
     price_gpu: np.ndarray  # class mean ask
     price_cpu: np.ndarray
     reliability: np.ndarray  # class mean
+    # per class, members as a list (read by packing, which many kinds may do for one big class)
+    _members: dict[int, list[int]] = field(default_factory=dict)
+    # per (class, what a task asks of the GPUs): members before this position have no such GPUs left. Free
+    # room only shrinks while classes are packed, so every kind asking the same of the GPUs may skip them.
+    gpu_cursor: dict[tuple, int] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
         return len(self.count)
 
     def members(self, c: int) -> list[int]:
-        return self.rows[self.bounds[c] : self.bounds[c + 1]].tolist()
+        got = self._members.get(c)
+        if got is None:
+            got = self._members[c] = self.rows[self.bounds[c] : self.bounds[c + 1]].tolist()
+        return got
 
 
 def node_classes(

@@ -41,8 +41,13 @@ def choose_gpus(free: list[int], ok: list[bool] | None, count: int, share: int) 
         for p in chosen:
             free[p] -= share
         return chosen
-    chosen = [p for p, f in enumerate(free) if f >= WHOLE_GPU_MILLI and (ok is None or ok[p])][:count]
-    if len(chosen) < count:
+    chosen = []
+    for p, f in enumerate(free):  # the first `count` whole free GPUs, stopping as soon as there are enough
+        if f >= WHOLE_GPU_MILLI and (ok is None or ok[p]):
+            chosen.append(p)
+            if len(chosen) == count:
+                break
+    else:
         return None
     for p in chosen:
         free[p] -= WHOLE_GPU_MILLI

@@ -47,10 +47,11 @@ class Preemptor:
         self.t = t
         self.free = free
         self.decisions = decisions
-        self.by_node: dict[int, list[Allocation]] = {}
-        vs = [a for a in running if a.interruptible and a.node_id in t.index]
+        index = t.index
+        vs = [a for a in running if a.interruptible and a.node_id in index]
         m = len(vs)
-        self._v_row = np.fromiter((t.index[x] for x in map(attrgetter("node_id"), vs)), np.int64, m)
+        self._victims = vs
+        self._v_row = np.fromiter((index[x] for x in map(attrgetter("node_id"), vs)), np.int64, m)
         self._v_prio = np.fromiter(map(attrgetter("priority"), vs), np.int64, m)
         lost = np.fromiter(map(attrgetter("lost_work_hours"), vs), np.float64, m)
         value = np.fromiter(map(attrgetter("value_per_hour"), vs), np.float64, m)
@@ -60,13 +61,11 @@ class Preemptor:
         share = np.fromiter(map(attrgetter("gpu_share_milli"), vs), np.int64, m)
         n_gpus = np.fromiter(map(len, map(attrgetter("gpu_indices"), vs)), np.int64, m)
         self._v_gpu = np.where(share > 0, share, 1000) * n_gpus
-        # per node, victims cheapest first (then priority, id), for the exact search
-        ids = [a.id for a in vs]
-        order = np.lexsort(
-            (np.array(ids, dtype=object) if m else np.zeros(0), self._v_prio, self._v_cost, self._v_row)
-        )
-        for i in order.tolist():
-            self.by_node.setdefault(int(self._v_row[i]), []).append(vs[i])
+        # victims grouped by node (CSR); a node's list is sorted (cheapest first, then priority, id) only when
+        # a task looks at it: most rounds look at a few hundred of the nodes
+        self._by_row = np.argsort(self._v_row, kind="stable")
+        self._row_bounds = np.searchsorted(self._v_row[self._by_row], np.arange(t.n + 1))
+        self.by_node: dict[int, list[Allocation]] = {}
         self.min_priority = int(self._v_prio.min()) if m else None
         self.gone: set[str] = set()
         self.budget = MAX_PREEMPTED_PER_ROUND
@@ -92,8 +91,16 @@ class Preemptor:
         self._level = (priority, out)
         return out
 
+    def _on_node(self, row: int) -> list[Allocation]:
+        got = self.by_node.get(row)
+        if got is None:
+            b = self._row_bounds
+            vs = [self._victims[i] for i in self._by_row[b[row] : b[row + 1]].tolist()]
+            got = self.by_node[row] = sorted(vs, key=lambda a: (lost_cost(a), a.priority, a.id))
+        return got
+
     def _eligible(self, row: int, priority: int) -> list[Allocation]:
-        return [a for a in self.by_node.get(row, ()) if a.priority < priority and a.id not in self.gone][
+        return [a for a in self._on_node(row) if a.priority < priority and a.id not in self.gone][
             :MAX_VICTIMS_PER_NODE
         ]
 

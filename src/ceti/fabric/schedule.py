@@ -370,41 +370,117 @@ class _Round:
         return got[1], got[2]
 
     def _pack_planned(self, need: Need, plan: list[tuple[int, int, int]], nc: NodeClasses) -> None:
+        """The kind's jobs onto the classes the flow chose, cheapest class first.
+
+        Class by class rather than job by job: the classes are disjoint, so a job meets each class in the
+        same state either way, and one pass per class keeps the loop over jobs tight.
+        """
         k = need.kind
         jobs = self.left[id(k)]
-        if not plan or not jobs:
-            return
-        quota = [q for _, _, q in plan]
-        classes = [c for _, c, _ in plan]
-        members: list[list[int] | None] = [None] * len(plan)  # read lazily: most jobs land in the first
-        start = [0] * len(plan)
-        misses = [0] * len(plan)
-        first = 0  # entries before it are spent for this kind
-        left: list[Job] = []
+        gpu_need = (k.gpu_count, k.gpu_share_milli, k.gpu_models, k.min_vram_mib) if k.gpu_count else None
+        # a gang's cursor may pass a member that only its own (rolled back) tasks filled: it reads the shared
+        # cursor but does not move it
+        share_cursor = gpu_need is not None and k.gang_size == 1
+        for _, c, quota in plan:
+            if not jobs:
+                break
+            key = (c, gpu_need)
+            start = nc.gpu_cursor.get(key, 0) if gpu_need else 0
+            jobs, start = self._pack_class(need, jobs, nc.members(c), quota, start)
+            if share_cursor:
+                nc.gpu_cursor[key] = start
+        self.left[id(k)] = jobs
+
+    def _pack_class(
+        self, need: Need, jobs: list[Job], rows: list[int], quota: int, start: int
+    ) -> tuple[list[Job], int]:
+        """Jobs in queue order onto one class's members, up to the flow's quota; returns those not placed.
+
+        A job looks at up to FLOW_SCAN_ROWS members from the cursor; members at the front that no longer have
+        the kind's GPUs are passed for good; three misses in a row mean the class is full for this kind (a
+        later flow round re-plans). Single tasks take an inlined copy of `_place_job`: this loop runs once per
+        placed job. Returns the jobs not placed and the new cursor.
+        """
+        k = need.kind
         gang = k.gang_size
-        for job in jobs:
-            done = False
-            for i in range(first, len(plan)):
-                rows = members[i]
-                if rows is None:
-                    rows = members[i] = nc.members(classes[i])
-                if quota[i] < gang or start[i] >= len(rows) or misses[i] >= 3:
-                    if i == first:
-                        first += 1
-                    continue
-                placed, start[i] = self._place_job(job, need, rows, start[i], FLOW_SCAN_ROWS)
-                if placed is not None:
-                    quota[i] -= gang
-                    misses[i] = 0
-                    self._commit(job, placed)
-                    done = True
+        n = len(rows)
+        misses = 0
+        left: list[Job] = []
+        if gang > 1:
+            for idx, job in enumerate(jobs):
+                if quota < gang or start >= n or misses >= 3:
+                    left.extend(jobs[idx:])
                     break
-                misses[i] += (
-                    1  # three misses in a row: the class is full for this kind (a later round re-plans)
-                )
-            if not done:
+                placed, start = self._place_job(job, need, rows, start, FLOW_SCAN_ROWS)
+                if placed is None:
+                    misses += 1
+                    left.append(job)
+                else:
+                    quota -= gang
+                    misses = 0
+                    self._commit(job, placed)
+            return left, start
+        t = self.t
+        f = self.free
+        cpu, mem, disk, gpu, dirty = f.cpu, f.mem, f.disk, f.gpu, f.dirty
+        pg, pc = self.pg, self.pc
+        count, share = k.gpu_count, k.gpu_share_milli
+        constrained = need.constrained_gpus
+        ok_list = need.gpu_ok_list
+        starts = self.decisions.starts
+        ids = t.ids
+        for idx, job in enumerate(jobs):
+            if quota < 1 or start >= n or misses >= 3:
+                left.extend(jobs[idx:])
+                break
+            d = job.demand
+            c, m, dk = d.cpu_milli, d.memory_mib, d.disk_mib
+            bid = job.bid_per_hour
+            if bid is not None:
+                bid += 1e-9
+                per_cpu = c / 1000.0
+            i = start
+            seen = 0
+            pos: list[int] | None = None
+            while i < n:
+                r = rows[i]
+                if (
+                    cpu[r] < c
+                    or mem[r] < m
+                    or (dk > 0 and disk[r] < dk)
+                    or (bid is not None and count * pg[r] + per_cpu * pc[r] > bid)
+                ):
+                    seen += 1
+                    if seen >= FLOW_SCAN_ROWS:
+                        break
+                    i += 1
+                    continue
+                if count:
+                    pos = choose_gpus(gpu[r], ok_list(t, r) if constrained else None, count, share)
+                    if pos is None:  # no GPUs for the kind here any more: for good, not just for this job
+                        if i == start:
+                            start += 1
+                        else:
+                            seen += 1
+                            if seen >= FLOW_SCAN_ROWS:
+                                break
+                        i += 1
+                        continue
+                else:
+                    pos = []
+                cpu[r] -= c
+                mem[r] -= m
+                disk[r] -= dk
+                dirty.add(r)
+                break
+            if pos is None:
+                misses += 1
                 left.append(job)
-        self.left[id(k)] = left
+                continue
+            quota -= 1
+            misses = 0
+            starts.append(Start(job.id, ids[r], t.gpu_indices(r, pos) if pos else (), share, 0))
+        return left, start
 
     # ---- the spill: every node that could still fit, cheapest first ----
     def _spill(self, need: Need, nc: NodeClasses) -> None:
