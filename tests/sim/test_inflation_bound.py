@@ -218,7 +218,7 @@ def test_cli_bound_and_errors(tmp_path: Path) -> None:
         assert sub["unallocated_lower_bound"] <= sub["unallocated_offline_best"] + 1e-9
         for v in sub["unallocated_online"].values():
             assert sub["unallocated_offline_best"] <= v + 1e-9
-        assert payload["full_cluster_relaxation"][0]["unallocated_lower_bound"] >= 0
+        assert payload["full_cluster"][0]["unallocated_lower_bound"] >= 0
         table = runner.invoke(app, args[:-1] + ["--no-full"])
         assert table.exit_code == 0, table.output
         assert "bound" in table.stdout

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -276,6 +277,12 @@ def bound(
     full: Annotated[
         bool, typer.Option("--full/--no-full", help="Also bound the full cluster by the relaxation.")
     ] = True,
+    full_online: Annotated[
+        bool,
+        typer.Option(
+            "--full-online", help="Also replay the policies on the full cluster (minutes per seed)."
+        ),
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of a table.")
     ] = False,
@@ -295,7 +302,7 @@ def bound(
     node_rows, pod_rows, _ = _load_trace(nodes, pods, on_error, err)
     setup = InflationSetup.build(node_rows, pod_rows)
     seed_list = list(range(first_seed, first_seed + seeds))
-    results, full_rows = [], []
+    results, full_results, full_rows = [], [], []
     try:
         for s in seed_list:
             results.append(
@@ -310,7 +317,11 @@ def bound(
                     exact=time_limit > 0,
                 )
             )
-            if full:
+            if full_online:
+                r = bound_seed(setup, node_rows, s, fraction=1.0, policies=names, exact=False)
+                full_results.append(r)
+                full_rows.append(r.as_json())
+            elif full:
                 inst = sub_instance(node_rows, setup.pods, s, 1.0)
                 relax = relaxation_bound(inst.cluster, inst.requests)
                 full_rows.append(
@@ -333,49 +344,16 @@ def bound(
         "time_limit_s": time_limit,
         "total_gpus": total_gpus,
         "sub_instances": [r.as_json() for r in results],
-        "full_cluster_relaxation": full_rows,
+        "full_cluster": full_rows,
     }
     if as_json:
         typer.echo(json.dumps(payload))
         return
-    table = Table(
-        title=f"Unallocated GPUs at 100% arrived: {pods.name}, {fraction:g} of the cluster (lower is better)"
-    )
-    cols = ["seed", "nodes", "GPUs", "pods", "bound (>=)", "offline best"] + names
-    for c in cols:
-        table.add_column(c, justify="right")
-    for r in results:
-        best = "-" if r.offline is None else f"{r.unallocated(r.offline.best_milli):.2f}"
-        if r.offline is not None and r.offline.optimal:
-            best += " (opt)"
-        table.add_row(
-            str(r.seed),
-            str(r.nodes),
-            str(r.gpus),
-            str(r.pods),
-            f"{r.unallocated(r.upper_milli):.2f}",
-            best,
-            *(f"{r.unallocated(r.online_milli[n]):.2f}" for n in names),
-        )
-    if results:
-        scale = [total_gpus / r.gpus for r in results]
-
-        def scaled(values: list[float]) -> str:
-            return f"{sum(v * k for v, k in zip(values, scale, strict=True)) / len(values):.0f}"
-
-        table.add_row(
-            f"x{total_gpus} GPUs",
-            "",
-            "",
-            "",
-            scaled([r.unallocated(r.upper_milli) for r in results]),
-            "-"
-            if any(r.offline is None for r in results)
-            else scaled([r.unallocated(r.offline.best_milli) for r in results]),  # type: ignore[union-attr]
-            *(scaled([r.unallocated(r.online_milli[n]) for r in results]) for n in names),
-        )
-    Console().print(table)
-    if full_rows:
+    title = f"Unallocated GPUs at 100% arrived: {pods.name}, {fraction:g} of the cluster (lower is better)"
+    _bound_table(title, results, names, total_gpus, scale=True)
+    if full_results:
+        _bound_table(f"Full cluster ({total_gpus} GPUs), relaxation only", full_results, names, total_gpus)
+    elif full_rows:
         ft = Table(title=f"Full cluster ({total_gpus} GPUs): relaxation bound at 100% arrived")
         for c in ("seed", "pods", "arrived GPUs", "unallocated GPUs (>=)"):
             ft.add_column(c, justify="right")
@@ -387,6 +365,47 @@ def bound(
                 f"{row['unallocated_lower_bound']:.2f}",
             )
         Console().print(ft)
+    Console().print(
+        "bound (>=): no placement leaves fewer GPUs unallocated; keeping X's large shares: none that places "
+        "as many shares above 500 milli as X did; offline best: a placement found (opt = proven optimal)"
+    )
+
+
+def _bound_table(title: str, results: list, names: list[str], total_gpus: int, scale: bool = False) -> None:
+    table = Table(title=title)
+    keep = results[0].keep_policy if results else None
+    exact = bool(results) and all(r.offline is not None for r in results)
+    cols = ["seed", "nodes", "GPUs", "pods", "bound (>=)"]
+    if keep:
+        cols.append(f"keeping {keep}'s large shares (>=)")
+    if exact:
+        cols.append("offline best")
+    for c in cols + names:
+        table.add_column(c, justify="right")
+
+    def row_values(r) -> list[float]:  # type: ignore[no-untyped-def]
+        v = [r.unallocated(r.upper_milli)]
+        if keep:
+            v.append(r.unallocated(r.keep_milli))
+        if exact:
+            v.append(r.unallocated(r.offline.best_milli))
+        return v + [r.unallocated(r.online_milli[n]) for n in names]
+
+    for r in results:
+        cells = [f"{v:.2f}" for v in row_values(r)]
+        if exact and r.offline.optimal:
+            cells[len(cells) - len(names) - 1] += " (opt)"
+        table.add_row(str(r.seed), str(r.nodes), str(r.gpus), str(r.pods), *cells)
+    if results:
+        vals = np.asarray([row_values(r) for r in results])
+        if scale:
+            factor = np.asarray([total_gpus / r.gpus for r in results])[:, None]
+            table.add_row(
+                f"mean x{total_gpus} GPUs", "", "", "", *(f"{v:.0f}" for v in (vals * factor).mean(0))
+            )
+        else:
+            table.add_row("mean", "", "", "", *(f"{v:.1f}" for v in vals.mean(0)))
+    Console().print(table)
 
 
 def _fmt(x: float | None) -> str:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -132,8 +132,14 @@ class RelaxationResult:
     seconds: float
 
 
-def relaxation_bound(state: ClusterState, requests: Sequence[PodRequest]) -> RelaxationResult:
-    """Upper bound on the GPU milli any placement of `requests` on the empty `state` allocates (an LP)."""
+def relaxation_bound(
+    state: ClusterState, requests: Sequence[PodRequest], min_placed: Mapping[int, int] | None = None
+) -> RelaxationResult:
+    """Upper bound on the GPU milli any placement of `requests` on the empty `state` allocates (an LP).
+
+    `min_placed` {share milli: count} bounds only the placements that place at least that many shares of
+    each size, e.g. as many 810-milli shares as an online policy placed: an online policy places every pod
+    that fits somewhere, so the offline optimum's way of leaving large shares out is not open to it."""
     from ortools.linear_solver import pywraplp
 
     _check_empty(state)
@@ -181,13 +187,30 @@ def relaxation_bound(state: ClusterState, requests: Sequence[PodRequest]) -> Rel
             row = solver.Constraint(0.0, float(c.n))
             for v in by_class[j]:
                 row.SetCoefficient(v, 1.0)
+    for milli, count in (min_placed or {}).items():
+        row = solver.Constraint(float(count), solver.infinity())
+        for j, c in enumerate(classes):
+            if c.pod.is_share and c.pod.gpu_milli == milli:
+                for v in by_class[j]:
+                    row.SetCoefficient(v, 1.0)
     objective.SetMaximization()
     status = solver.Solve()
-    if status != pywraplp.Solver.OPTIMAL:  # pragma: no cover - a bounded LP with 0 feasible
-        raise BoundError(f"the relaxation did not solve (status {status})")
+    if status != pywraplp.Solver.OPTIMAL:
+        raise BoundError(f"the relaxation did not solve (status {status}); min_placed asks too much?")
     # GLOP works in floating point: round the optimum up a little so it stays a bound
     upper = float(objective.Value()) * (1 + 1e-9) + 1e-6
     return RelaxationResult(upper, len(requests), len(classes), len(types), time.perf_counter() - t0)
+
+
+def large_shares_placed(
+    requests: Sequence[PodRequest], placements: Sequence[Placement | None]
+) -> dict[int, int]:
+    """{share milli: how many were placed} for the shares above half a GPU (each needs a GPU of its own)."""
+    out: dict[int, int] = {}
+    for p, pl in zip(requests, placements, strict=True):
+        if pl is not None and p.is_share and 2 * p.gpu_milli > WHOLE_GPU_MILLI:
+            out[p.gpu_milli] = out.get(p.gpu_milli, 0) + 1
+    return out
 
 
 # --- the exact model (CP-SAT) ----------------------------------------------------------------------------
@@ -312,8 +335,11 @@ def solve_offline(
     solver.parameters.num_workers = max(1, int(workers))
     solver.parameters.random_seed = int(seed)
     status = solver.Solve(m)
-    upper = math.floor(solver.BestObjectiveBound() + 1e-6)
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    # everything placed is the trivial bound; the solver's own is only read when it reports a solution
+    upper = sum(c.pod.gpu_milli_total * c.n for c in classes)
+    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        upper = min(upper, math.floor(solver.BestObjectiveBound() + 1e-6))
+    else:
         # no solution within the time limit (one worker may not even adopt the hint): the hint is the best known
         if hint is None:
             raise BoundError(f"CP-SAT found no placement in {time_limit} s ({solver.StatusName(status)})")
@@ -514,6 +540,8 @@ class SeedBound:
     online_milli: dict[str, int]
     relaxation_milli: float
     offline: OfflineResult | None
+    keep_policy: str | None = None  # the online policy whose large shares `keep_milli` places too
+    keep_milli: float | None = None  # the relaxation, placing at least as many large shares as keep_policy
 
     def unallocated(self, milli: float) -> float:
         return (self.capacity_milli - milli) / WHOLE_GPU_MILLI
@@ -537,6 +565,10 @@ class SeedBound:
             "unallocated_relaxation": round(self.unallocated(self.relaxation_milli), 3),
             "unallocated_online": {k: self.unallocated(v) for k, v in self.online_milli.items()},
         }
+        if self.keep_milli is not None:
+            out["unallocated_relaxation_keeping_large_shares_of"] = {
+                str(self.keep_policy): round(self.unallocated(self.keep_milli), 3)
+            }
         if self.offline is not None:
             out["unallocated_offline_best"] = self.unallocated(self.offline.best_milli)
             out["offline_optimal"] = self.offline.optimal
@@ -555,17 +587,21 @@ def bound_seed(
     workers: int = 1,
     exact: bool = True,
 ) -> SeedBound:
-    """Online policies, the relaxation, and (with `exact`) the CP-SAT optimum on one seed's sub-instance.
-    The CP-SAT search starts from the best online placement."""
+    """Online policies, the relaxation, and (with `exact`) the CP-SAT optimum on one seed's sub-instance
+    (fraction=1: the full cluster and the experiment's own arrivals). The CP-SAT search starts from the best
+    online placement; the conditional relaxation keeps that policy's large shares placed."""
     inst = sub_instance(nodes, setup.pods, seed, fraction)
     online: dict[str, int] = {}
-    best_hint: tuple[int, list[Placement | None]] | None = None
+    best: tuple[int, str, list[Placement | None]] | None = None
     for name in policies:
         used, placed = replay_online(inst, name, setup.workload, seed)
         online[name] = used
-        if best_hint is None or used > best_hint[0]:
-            best_hint = (used, placed)
+        if best is None or used > best[0]:
+            best = (used, name, placed)
     relax = relaxation_bound(inst.cluster, inst.requests)
+    keep = None
+    if best is not None:
+        keep = relaxation_bound(inst.cluster, inst.requests, large_shares_placed(inst.requests, best[2]))
     offline = None
     if exact:
         offline = solve_offline(
@@ -573,7 +609,7 @@ def bound_seed(
             inst.requests,
             time_limit=time_limit,
             workers=workers,
-            hint=best_hint[1] if best_hint else None,
+            hint=best[2] if best else None,
             seed=seed,
         )
     return SeedBound(
@@ -586,4 +622,6 @@ def bound_seed(
         online_milli=online,
         relaxation_milli=relax.upper_milli,
         offline=offline,
+        keep_policy=best[1] if best else None,
+        keep_milli=keep.upper_milli if keep else None,
     )
