@@ -30,6 +30,8 @@ MAX_ARCS_PER_KIND = 256  # within these bounds
 FLOW_SCAN_ROWS = 6  # members of a planned class one job looks at before moving on
 FLOW_ROUNDS = 3  # flow rounds per level, each on node classes rebuilt from what is left
 SPILL_ROW_BUDGET = 2_000_000  # node checks per round for the exact spill (kinds in queue order use it up)
+SPILL_CHUNK_ROWS = 1024  # the spill reads a kind's candidate nodes in chunks of at least this many
+SPILL_WINDOW = 256  # rows one spilled job tests first
 _COST_SCALE = 50_000.0
 
 
@@ -493,7 +495,7 @@ class _Round:
             rows_a = need.node_rows[t.schedulable[need.node_rows]]
             rows_a = rows_a[need.place_ok(t, rows_a)]
             rows_a = self._with_room(need, jobs, rows_a)
-        else:
+        else:  # by node classes, cheapest first
             C = nc.size
             if C == 0:
                 return
@@ -524,20 +526,111 @@ class _Round:
                 nc.partial_min[cand],
             )
             cand = cand[np.lexsort((cand, cost))]
-            n_rows = int(nc.count[cand].sum())
-            if n_rows > self.spill_budget:
-                return
-            self.spill_budget -= n_rows
+            # the candidates in chunks, cheapest first, each a few times what the jobs need: a kind with a few
+            # jobs left reads a few classes, not every node that could take it. Chunks are disjoint, so a job
+            # meets each in the same state as in one long scan. A gang needs all its tasks in one chunk: one.
+            ends = np.cumsum(nc.count[cand])
+            want = SPILL_CHUNK_ROWS + 8 * len(jobs) * k.gang_size
             b = nc.bounds
-            rows_a = np.concatenate([nc.rows[b[c] : b[c + 1]] for c in cand.tolist()])
-            rows_a = self._with_room(need, jobs, rows_a)
+            lo = 0
+            while jobs and lo < len(cand):
+                hi = (
+                    len(cand)
+                    if k.gang_size > 1
+                    else int(np.searchsorted(ends, ends[lo] - nc.count[cand[lo]] + want)) + 1
+                )
+                hi = min(hi, len(cand))
+                n_rows = int(ends[hi - 1] - (ends[lo - 1] if lo else 0))
+                if n_rows > self.spill_budget:
+                    break
+                self.spill_budget -= n_rows
+                rows_a = np.concatenate([nc.rows[b[c] : b[c + 1]] for c in cand[lo:hi].tolist()])
+                jobs = self._spill_rows(need, jobs, self._with_room(need, jobs, rows_a))
+                lo = hi
+                want *= 4
+            self.left[id(k)] = jobs
+            return
+        self.left[id(k)] = self._spill_rows(need, jobs, rows_a)
+
+    def _spill_rows(self, need: Need, jobs: list[Job], rows_a: np.ndarray) -> list[Job]:
+        """Every job, in queue order, onto the first of `rows_a` that fits it; returns those not placed.
+
+        Single tasks find their node with a vectorised test over the rows (first a window after the rows
+        already full for the kind, then the rest); gangs scan node by node (`_spill_rows_scan`).
+        """
+        k = need.kind
+        if k.gang_size > 1:
+            return self._spill_rows_scan(need, jobs, rows_a)
+        t = self.t
+        f = self.free
+        cpu, mem, disk, gpu = f.arrays()
+        rc, rm, rd = cpu[rows_a], mem[rows_a], disk[rows_a]  # copies, kept up to date below
+        count, share = k.gpu_count, k.gpu_share_milli
+        per = share or WHOLE_GPU_MILLI
+        if count:
+            ok = need.gpu_ok(t, rows_a) if need.constrained_gpus else t.gpu_valid[rows_a]
+            gfit = (ok & (gpu[rows_a] >= per)).sum(axis=1)  # GPUs that could take one more task's share
+        pg, pc = t.price_gpu[rows_a], t.price_cpu[rows_a]
+        rows = rows_a.tolist()
+        n = len(rows)
+        min_c = min(x.demand.cpu_milli for x in jobs)
+        lo = 0  # rows before it cannot take any job of the kind any more
+        left: list[Job] = []
+        failed: list[tuple[int, int, int, float]] = []
+        for job in jobs:
+            d = job.demand
+            c, m, dk = d.cpu_milli, d.memory_mib, d.disk_mib
+            bid = job.bid_per_hour
+            lim = math.inf if bid is None else bid
+            if any(c >= fc and m >= fm and dk >= fd and lim <= fl for fc, fm, fd, fl in failed):
+                left.append(job)
+                continue
+            while lo < n and (rc[lo] < min_c or (count and gfit[lo] < count)):
+                lo += 1
+            i = -1
+            for a, b in ((lo, min(lo + SPILL_WINDOW, n)), (lo + SPILL_WINDOW, n)):
+                if a >= b:
+                    break
+                fit = (rc[a:b] >= c) & (rm[a:b] >= m)
+                if dk > 0:
+                    fit &= rd[a:b] >= dk
+                if count:
+                    fit &= gfit[a:b] >= count
+                if bid is not None:
+                    fit &= count * pg[a:b] + c / 1000.0 * pc[a:b] <= bid + 1e-9
+                j = int(fit.argmax())
+                if fit[j]:
+                    i = a + j
+                    break
+            if i < 0:
+                left.append(job)
+                failed.append((c, m, dk, lim))
+                continue
+            r = rows[i]
+            pos = f.take(r, d, need.gpu_ok_list(t, r))
+            if pos is None:  # cannot happen: the row was tested exactly
+                left.append(job)
+                continue
+            rc[i] -= c
+            rm[i] -= m
+            rd[i] -= dk
+            if count:
+                mask = need.gpu_ok_list(t, r)
+                gfit[i] = sum(1 for p, g in enumerate(f.gpu[r]) if g >= per and (mask is None or mask[p]))
+            self._commit(job, [(r, pos)])
+        return left
+
+    def _spill_rows_scan(self, need: Need, jobs: list[Job], rows_a: np.ndarray) -> list[Job]:
+        """`_spill_rows` for gangs: node by node, a gang's tasks may share a node."""
+        k = need.kind
+        t = self.t
         rows = rows_a.tolist()
         # a bid job only looks at the nodes it can afford: one filtered list (and cursor) per (CPUs, bid)
         lists: dict[tuple[int, float], list] = {}
         left: list[Job] = []
         failed: list[tuple[int, int, int, float]] = []
         dead: set[int] = set()
-        for i, job in enumerate(jobs):
+        for job in jobs:
             d = job.demand
             if job.bid_per_hour is None:
                 cursor = lists.get((0, math.inf)) or lists.setdefault((0, math.inf), [rows, 0])
@@ -564,7 +657,7 @@ class _Round:
                 failed.append((d.cpu_milli, d.memory_mib, d.disk_mib, lim))
             else:
                 self._commit(job, placed)
-        self.left[id(k)] = left
+        return left
 
     def _with_room(self, need: Need, jobs: list[Job], rows: np.ndarray) -> np.ndarray:
         """The rows that have room now for the smallest job of the kind (exact, vectorised)."""
@@ -629,6 +722,7 @@ class _Round:
             else:
                 levels.append([need])
         for level in levels:
+            fresh = False
             for _ in range(FLOW_ROUNDS):
                 nc = node_classes(t, *self.free.arrays(), by_reliability=self.by_reliability)
                 before = len(self.decisions.starts)
@@ -636,10 +730,12 @@ class _Round:
                 plans = self._plan(active, nc)
                 for need, plan in zip(active, plans, strict=True):
                     self._pack_planned(need, plan, nc)
-                if len(self.decisions.starts) == before:
+                fresh = len(self.decisions.starts) == before
+                if fresh:
                     break
-            # the last classes still bound every node's room from above (room only shrank): the spill's
-            # optimistic filter may use them as they are
+            if not fresh and any(self.left[id(need.kind)] for need in level):
+                # classes of the room left now: their bounds rule out most kinds at once in the spill
+                nc = node_classes(t, *self.free.arrays(), by_reliability=self.by_reliability)
             for need in level:
                 self._spill(need, nc)
             for need in level:
