@@ -17,8 +17,10 @@ from ceti.fabric.placement.workload import TargetWorkload
 from ceti.sim.inflation_bound import (
     BoundError,
     _dff_values,
+    packing_bound,
     relaxation_bound,
     sample_nodes,
+    share_patterns,
     solve_offline,
     sub_instance,
 )
@@ -228,3 +230,16 @@ def test_cli_bound_and_errors(tmp_path: Path) -> None:
         app, ["bound", "--nodes", str(tmp_path / "no.csv"), "--pods", str(tmp_path / "no.csv")]
     )
     assert missing.exit_code == 2
+
+
+def test_packing_bound_sees_leftovers_no_share_fills() -> None:
+    # 4 GPUs, four 810-milli shares and six 300-milli ones: a 300 never fits beside an 810, three 300s fill a
+    # GPU to 900. Best: two GPUs of one 810, two of three 300s = 3420 (four 810s: 3240; three: 3330)
+    pods = [PodRequest(0, 0, 1, 810)] * 4 + [PodRequest(0, 0, 1, 300)] * 6
+    assert packing_bound(4, pods) == pytest.approx(3420, abs=1e-3)
+    # placing at least three 810s, as an online policy might have: 3330
+    assert packing_bound(4, pods, {810: 3}) == pytest.approx(3330, abs=1e-3)
+    state = _cluster(*((f"n{i}", "G2", 1, 64000) for i in range(4)))
+    assert relaxation_bound(state, pods).upper_milli == pytest.approx(3420, abs=1e-3)
+    assert {810: 1} in share_patterns([810, 300]) and {300: 3} in share_patterns([810, 300])
+    assert all(sum(s * c for s, c in p.items()) <= 1000 for p in share_patterns([50, 110, 470, 810]))

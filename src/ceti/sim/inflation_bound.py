@@ -125,14 +125,97 @@ def _dff_values(sizes: Sequence[int]) -> list[dict[int, float]]:
 
 @dataclass(frozen=True, slots=True)
 class RelaxationResult:
-    upper_milli: float  # no placement allocates more GPU milli
+    upper_milli: float  # no placement allocates more GPU milli: the smaller of the two below
     pods: int
     classes: int
     node_types: int
     seconds: float
+    typed_milli: float = math.inf  # the per-node-type LP (CPU, memory, models, valid per-GPU inequalities)
+    packing_milli: float = math.inf  # the GPU-packing LP (exact per-GPU patterns, nothing else)
 
 
 def relaxation_bound(
+    state: ClusterState, requests: Sequence[PodRequest], min_placed: Mapping[int, int] | None = None
+) -> RelaxationResult:
+    """Upper bound on the GPU milli any placement of `requests` on the empty `state` allocates: the smaller
+    of two LP relaxations, `typed_relaxation` (CPU, memory and models per node type) and `packing_bound`
+    (how shares can share one GPU, nothing else). `min_placed` as in `typed_relaxation`."""
+    typed = typed_relaxation(state, requests, min_placed)
+    packing = packing_bound(int(state.gpu_count.sum()), requests, min_placed)
+    return RelaxationResult(
+        min(typed.upper_milli, packing),
+        typed.pods,
+        typed.classes,
+        typed.node_types,
+        typed.seconds,
+        typed.upper_milli,
+        packing,
+    )
+
+
+def share_patterns(sizes: Sequence[int]) -> list[dict[int, int]]:
+    """Every non-empty multiset of the share sizes that fits one GPU (sum <= 1000), as {size: count}."""
+    sizes = sorted({int(s) for s in sizes if 0 < s < WHOLE_GPU_MILLI})
+    out: list[dict[int, int]] = []
+
+    def rec(start: int, room: int, held: dict[int, int]) -> None:
+        for j in range(start, len(sizes)):
+            s = sizes[j]
+            if s <= room:
+                held[s] = held.get(s, 0) + 1
+                out.append(dict(held))
+                rec(j, room - s, held)
+                held[s] -= 1
+                if not held[s]:
+                    del held[s]
+
+    rec(0, WHOLE_GPU_MILLI, {})
+    return out
+
+
+def packing_bound(
+    total_gpus: int, requests: Sequence[PodRequest], min_placed: Mapping[int, int] | None = None
+) -> float:
+    """Upper bound on the GPU milli placed, from GPU packing alone (a configuration LP).
+
+    Each GPU is empty, whole for a whole-GPU pod, or holds a multiset of shares that fits; the LP chooses
+    how many GPUs of each pattern, within the GPUs there are and the shares of each size that arrived.
+    Multi-GPU pods count as that many whole GPUs (on any nodes); CPU, memory and models are dropped. Every
+    placement gives a feasible point, so the optimum bounds it; it sees exactly which leftovers no arrived
+    share can fill, which the per-type LP only approximates."""
+    from ortools.linear_solver import pywraplp
+
+    supply: dict[int, int] = {}
+    whole: dict[int, int] = {}
+    for p in requests:
+        if p.is_share:
+            supply[p.gpu_milli] = supply.get(p.gpu_milli, 0) + 1
+        elif p.gpu_count:
+            whole[p.gpu_count] = whole.get(p.gpu_count, 0) + 1
+    solver = pywraplp.Solver.CreateSolver("GLOP")
+    if solver is None:  # pragma: no cover
+        raise BoundError("OR-Tools GLOP is not available")
+    objective = solver.Objective()
+    gpus = solver.Constraint(-solver.infinity(), float(total_gpus))
+    for k, n in whole.items():
+        v = solver.NumVar(0.0, float(n), f"whole{k}")
+        gpus.SetCoefficient(v, float(k))
+        objective.SetCoefficient(v, float(k * WHOLE_GPU_MILLI))
+    rows = {s: solver.Constraint(float((min_placed or {}).get(s, 0)), float(n)) for s, n in supply.items()}
+    for pat in share_patterns(list(supply)):
+        v = solver.NumVar(0.0, solver.infinity(), "")
+        gpus.SetCoefficient(v, 1.0)
+        objective.SetCoefficient(v, float(sum(s * c for s, c in pat.items())))
+        for s, c in pat.items():
+            rows[s].SetCoefficient(v, float(c))
+    objective.SetMaximization()
+    status = solver.Solve()
+    if status != pywraplp.Solver.OPTIMAL:
+        raise BoundError(f"the packing LP did not solve (status {status}); min_placed asks too much?")
+    return float(objective.Value()) * (1 + 1e-9) + 1e-6
+
+
+def typed_relaxation(
     state: ClusterState, requests: Sequence[PodRequest], min_placed: Mapping[int, int] | None = None
 ) -> RelaxationResult:
     """Upper bound on the GPU milli any placement of `requests` on the empty `state` allocates (an LP).
