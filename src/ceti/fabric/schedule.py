@@ -14,7 +14,8 @@ Jobs no node could hold even empty are `Unschedulable`; the rest that did not st
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from operator import attrgetter
 
 import numpy as np
 
@@ -33,6 +34,8 @@ SPILL_ROW_BUDGET = 2_000_000  # node checks per round for the exact spill (kinds
 SPILL_CHUNK_ROWS = 1024  # the spill reads a kind's candidate nodes in chunks of at least this many
 SPILL_WINDOW = 256  # rows one spilled job tests first
 _COST_SCALE = 50_000.0
+_cpu_of = attrgetter("demand.cpu_milli")
+_mem_of = attrgetter("demand.memory_mib")
 
 
 def queue_order(job: Job) -> tuple[int, int]:
@@ -191,6 +194,8 @@ class _Round:
         self.max_pc = float(t.price_cpu.max(initial=0.0))
         self.left: dict[int, list[Job]] = {}  # id(kind) -> jobs not placed yet, in queue order
         self._shape_cache: dict[int, tuple[int, float, float]] = {}
+        self._cls_of: NodeClasses | None = None
+        self._cls_cache: dict[tuple, np.ndarray] = {}
         self.spill_budget = SPILL_ROW_BUDGET
         # reliability splits node classes only when some job's duration makes it matter more than its ask
         self.by_reliability = any(j.expected_duration_h is not None for j in snapshot.pending)
@@ -279,7 +284,6 @@ class _Round:
     # ---- the flow between classes ----
     def _plan(self, level: list[Need], nc: NodeClasses) -> list[list[tuple[int, int, int]]]:
         """Per kind: (cost, node class, tasks) chosen by the min-cost flow."""
-        t = self.t
         C = nc.size
         plans: list[list[tuple[int, int, int]]] = [[] for _ in level]
         if C == 0:
@@ -290,8 +294,6 @@ class _Round:
         arcs_cost: list[np.ndarray] = []
         supply = np.zeros(len(level), np.int64)
         size = np.ones(len(level), np.int64)
-        region_of = nc.region
-        gpu_ok_cls = t.gpu_count[nc.sample] > 0
         for j, need in enumerate(level):
             k = need.kind
             jobs = self.left[id(k)]
@@ -305,17 +307,10 @@ class _Round:
                 per = np.minimum(per, (nc.cpu_mean / cpu).astype(np.int64))
             if mem > 0:
                 per = np.minimum(per, (nc.mem_mean / mem).astype(np.int64))
-            ok = need.region_ok[region_of]
+            ok = self._class_ok(need, nc)
             if k.gpu_count:
-                ok &= need.type_ok(t)[nc.gpu_type] if need.constrained_gpus else gpu_ok_cls
                 s = k.gpu_share_milli
-                if s and k.gpu_count == 1:
-                    g = nc.whole * (WHOLE_GPU_MILLI // s) + nc.partial_min // s
-                elif s:
-                    g = (nc.whole + (nc.partial_min >= s)) // k.gpu_count
-                else:
-                    g = nc.whole // k.gpu_count
-                per = np.minimum(per, g)
+                per = np.minimum(per, self._class_gpu_copies(k.gpu_count, s, nc))
                 size[j] = k.gpu_count * -(-(s or WHOLE_GPU_MILLI) // 100)
             else:
                 size[j] = max(1, -(-int(cpu) // 1000))
@@ -329,7 +324,7 @@ class _Round:
                 k,
                 price,
                 norm,
-                need.class_speed(t, nc.gpu_type[cand], nc.sample[cand]),
+                self._class_speed(need, nc)[cand],
                 nc.reliability[cand],
                 nc.whole[cand],
                 nc.partial_min[cand],
@@ -366,10 +361,55 @@ class _Round:
         got = self._shape_cache.get(id(k))
         if got is None or got[0] != len(jobs):
             n = len(jobs)
-            cpu = sum(x.demand.cpu_milli for x in jobs) / n
-            mem = sum(x.demand.memory_mib for x in jobs) / n
+            cpu = sum(map(_cpu_of, jobs)) / n
+            mem = sum(map(_mem_of, jobs)) / n
             got = self._shape_cache[id(k)] = (n, cpu, mem)
         return got[1], got[2]
+
+    # ---- per node classes, shared by the kinds that ask the same (thousands of kinds, a few distinct asks) ----
+    def _per_classes(self, nc: NodeClasses, key: tuple, make: Callable[[], np.ndarray]) -> np.ndarray:
+        if self._cls_of is not nc:
+            self._cls_of = nc
+            self._cls_cache.clear()
+        got = self._cls_cache.get(key)
+        if got is None:
+            got = self._cls_cache[key] = make()
+        return got
+
+    def _class_ok(self, need: Need, nc: NodeClasses) -> np.ndarray:
+        """Classes in the kind's places whose GPUs it may use (read only)."""
+        k = need.kind
+        gpus = (k.gpu_models, k.min_vram_mib) if need.constrained_gpus else bool(k.gpu_count)
+
+        def make() -> np.ndarray:
+            ok = need.region_ok[nc.region]
+            if need.constrained_gpus:
+                ok = ok & need.type_ok(self.t)[nc.gpu_type]
+            elif k.gpu_count:
+                ok = ok & (self.t.gpu_count[nc.sample] > 0)
+            return ok
+
+        return self._per_classes(nc, ("ok", k.regions, k.features, gpus), make)
+
+    def _class_gpu_copies(self, count: int, share: int, nc: NodeClasses) -> np.ndarray:
+        """Tasks of `count` GPUs (whole, or `share` of each) that the conservative member of a class holds."""
+
+        def make() -> np.ndarray:
+            if share and count == 1:
+                return nc.whole * (WHOLE_GPU_MILLI // share) + nc.partial_min // share
+            if share:
+                return (nc.whole + (nc.partial_min >= share)) // count
+            return nc.whole // count
+
+        return self._per_classes(nc, ("gpus", count, share), make)
+
+    def _class_speed(self, need: Need, nc: NodeClasses) -> np.ndarray:
+        k = need.kind
+        if not k.speed_by_model or not k.gpu_count:
+            return self._per_classes(nc, ("speed",), lambda: np.ones(nc.size, np.float64))
+        return self._per_classes(
+            nc, ("speed", k.speed_by_model), lambda: need.class_speed(self.t, nc.gpu_type, nc.sample)
+        )
 
     def _pack_planned(self, need: Need, plan: list[tuple[int, int, int]], nc: NodeClasses) -> None:
         """The kind's jobs onto the classes the flow chose, cheapest class first.
@@ -400,7 +440,7 @@ class _Round:
 
         A job looks at up to FLOW_SCAN_ROWS members from the cursor; members at the front that no longer have
         the kind's GPUs are passed for good; three misses in a row mean the class is full for this kind (a
-        later flow round re-plans). Single tasks take an inlined copy of `_place_job`: this loop runs once per
+        later flow round re-plans; a job that only could not afford the members is no miss). Single tasks take an inlined copy of `_place_job`: this loop runs once per
         placed job. Returns the jobs not placed and the new cursor.
         """
         k = need.kind
@@ -443,15 +483,18 @@ class _Round:
                 per_cpu = c / 1000.0
             i = start
             seen = 0
+            short = False  # some member lacked room (not just an ask above the bid)
             pos: list[int] | None = None
             while i < n:
                 r = rows[i]
-                if (
-                    cpu[r] < c
-                    or mem[r] < m
-                    or (dk > 0 and disk[r] < dk)
-                    or (bid is not None and count * pg[r] + per_cpu * pc[r] > bid)
-                ):
+                if cpu[r] < c or mem[r] < m or (dk > 0 and disk[r] < dk):
+                    short = True
+                    seen += 1
+                    if seen >= FLOW_SCAN_ROWS:
+                        break
+                    i += 1
+                    continue
+                if bid is not None and count * pg[r] + per_cpu * pc[r] > bid:
                     seen += 1
                     if seen >= FLOW_SCAN_ROWS:
                         break
@@ -463,6 +506,7 @@ class _Round:
                         if i == start:
                             start += 1
                         else:
+                            short = True
                             seen += 1
                             if seen >= FLOW_SCAN_ROWS:
                                 break
@@ -476,7 +520,8 @@ class _Round:
                 dirty.add(r)
                 break
             if pos is None:
-                misses += 1
+                # a bid below these members' asks says nothing about the next job: only lack of room counts
+                misses += short
                 left.append(job)
                 continue
             quota -= 1
