@@ -14,7 +14,7 @@ import pytest
 
 from ceti.fabric.placement import ClusterState, PodRequest, TargetWorkload, TaskClass, make_policy
 from ceti.fabric.placement.fabric import FabricPolicy, PlaceableCache
-from ceti.fabric.placement.workload import WorkloadArrays
+from ceti.fabric.placement.workload import SharePlan, WorkloadArrays
 
 RNG = np.random.default_rng(0)
 
@@ -176,3 +176,58 @@ def test_never_places_where_a_constraint_forbids(seed: int) -> None:
         assert len(set(gpus)) == pod.gpu_count
         state.allocate(node, pod, gpus)  # raises if a GPU lacks the milli
         assert (state.cpu_free >= 0).all() and (state.memory_free >= 0).all() and (state.gpu_free >= 0).all()
+
+
+# A trace-like mix: half whole GPUs, shares of 470, 650 and 320 milli, and CPU-only tasks.
+SHARE_MIX = TargetWorkload(
+    (
+        TaskClass(1000, 1000, 1),
+        TaskClass(1000, 470, 1),
+        TaskClass(1000, 650, 1),
+        TaskClass(1000, 320, 1),
+        TaskClass(1000, 0, 0),
+    ),
+    (0.5, 0.2, 0.1, 0.1, 0.1),
+)
+
+
+def test_share_plan_by_hand() -> None:
+    # 650 and 320 in equal numbers: 650 + 320 = 970 per GPU beats every other pattern (320 x 3 = 960, a lone
+    # 650, ...), and 1000 GPUs hold 1000 pairs of the 1031 of each that fill them, so only that pattern is used
+    pair = SharePlan.from_workload(
+        TargetWorkload((TaskClass(1000, 650, 1), TaskClass(1000, 320, 1)), (0.5, 0.5))
+    )
+    assert pair.patterns == (((320, 1), (650, 1)),)
+    assert pair.follows == {(0, 320), (0, 650), (320, 650), (650, 320)}
+    assert pair.follows_plan(650, 320) and not pair.follows_plan(320, 320)
+    # SHARE_MIX: 0.691 GPUs per task, 1447 tasks fill 1000 GPUs: 724 whole, 145 pairs 650 + 320 and 145 pairs
+    # 470 + 470 need 1013 GPUs; per GPU whole = 1000 > 650 + 320 = 970 > 470 + 470 = 940, so the LP gives up 13
+    # GPUs of 470 pairs and plans both pairings; 470 + 320 (790) is not planned
+    mix = SharePlan.from_workload(SHARE_MIX)
+    assert set(mix.patterns) == {((320, 1), (650, 1)), ((470, 2),)}
+    assert not mix.follows_plan(470, 320) and mix.follows_plan(0, 320) and mix.follows_plan(470, 470)
+    assert SharePlan.from_workload(T4_AND_ANY).follows == frozenset()  # no shares: no plan
+
+
+def test_share_follows_the_plan_where_fgd_pairs_it_off_plan() -> None:
+    # one node, GPU 0 holds a 470 (530 free), GPU 1 is empty; a 320 share arrives.
+    # FGD's measure before: whole 0.5 x 530 + 650-share 0.1 x 530 + CPU-only 0.1 x 1530 = 471.
+    # On GPU 0 (210 left): 0.5 x 210 + 0.2 x 210 + 0.1 x 210 + 0.1 x 210 + 0.1 x 1210 = 310, dF = -161, score 54;
+    # on GPU 1 (680 left): 0.5 x 1210 + 0.1 x 530 + 0.1 x 1210 = 779, dF = +308, score 42. FGD pairs 470 + 320
+    # and strands 210 milli that only rare small shares fill; the plan pairs 320 with 650, so fabric opens GPU 1
+    # and keeps GPU 0 for another 470.
+    def state() -> ClusterState:
+        return cluster(("a", 120_000, [530, 1000], "G2"))
+
+    share = PodRequest(1000, 1000, 1, 320)
+    assert place("fgd", state(), share, SHARE_MIX) == ("a", (0,))
+    assert place("fabric", state(), share, SHARE_MIX) == ("a", (1,))
+    # a 470 follows the plan on GPU 0 (470 + 470): both agree
+    assert place("fabric", state(), PodRequest(1000, 1000, 1, 470), SHARE_MIX) == ("a", (0,))
+    # a size the plan does not know has no option on plan: FGD's score decides, as before
+    odd = PodRequest(1000, 1000, 1, 300)
+    assert place("fabric", state(), odd, SHARE_MIX) == place("fgd", state(), odd, SHARE_MIX)
+    # with the arrival-only rules off (the trace replay, where work leaves) the plan is not used
+    policy = FabricPolicy(SHARE_MIX)
+    policy.placeable_tiebreak = False
+    assert policy.place(state(), share, RNG) == (0, (0,))

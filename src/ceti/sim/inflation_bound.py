@@ -35,7 +35,7 @@ import numpy as np
 from ceti.fabric.placement.policies import Placement
 from ceti.fabric.placement.registry import make_policy
 from ceti.fabric.placement.state import WHOLE_GPU_MILLI, ClusterState, PodRequest
-from ceti.fabric.placement.workload import TargetWorkload
+from ceti.fabric.placement.workload import TargetWorkload, share_patterns
 from ceti.sim.inflation import InflationSetup, arrival_order, cluster_from_nodes, pod_requests
 from ceti.sim.trace import TraceNode, TracePod
 
@@ -151,26 +151,6 @@ def relaxation_bound(
         typed.upper_milli,
         packing,
     )
-
-
-def share_patterns(sizes: Sequence[int]) -> list[dict[int, int]]:
-    """Every non-empty multiset of the share sizes that fits one GPU (sum <= 1000), as {size: count}."""
-    sizes = sorted({int(s) for s in sizes if 0 < s < WHOLE_GPU_MILLI})
-    out: list[dict[int, int]] = []
-
-    def rec(start: int, room: int, held: dict[int, int]) -> None:
-        for j in range(start, len(sizes)):
-            s = sizes[j]
-            if s <= room:
-                held[s] = held.get(s, 0) + 1
-                out.append(dict(held))
-                rec(j, room - s, held)
-                held[s] -= 1
-                if not held[s]:
-                    del held[s]
-
-    rec(0, WHOLE_GPU_MILLI, {})
-    return out
 
 
 def packing_bound(

@@ -2,6 +2,12 @@
 
 Each way to place a task (node, and GPU for a share) is ranked by, in order:
 
+0. For a GPU share: whether it follows the workload's share plan on that GPU (`SharePlan`: the pairings a
+   packing LP on the target workload's class mix uses, e.g. 650 + 320, 470 + 470, 810 alone or with 160):
+   the GPU's used milli plus the share is part of a planned pattern. FGD's measure is dominated by whole-GPU
+   and CPU-only classes, so it pairs a 320 with a lone 470 (leaving 210 milli that only rare small shares
+   fill) rather than open a GPU that a 650 would complete; the plan keeps such pairings for last. Where no
+   option follows the plan (or the size is not in it), the keys below decide alone.
 1. FGD's integer score, floor(100 * sigmoid(-(dF + charge) / 1000)), where dF is the change in FGD's
    fragmentation measure and `charge` is a model-protection charge in the same unit (milli-GPU): the task's
    GPU milli times min(1, load factor of the node's GPU model). The load factor is the GPU demand of the
@@ -14,6 +20,10 @@ Each way to place a task (node, and GPU for a share) is ranked by, in order:
    count) and by free CPU. FGD asks only whether one copy fits, so CPU-only tasks and CPU-heavy tasks look
    free to it on nodes with little CPU per GPU; this key sends them where CPU is to spare.
 3. A node already in use, keeping idle nodes whole; then the smallest name (lowest GPU index).
+
+Key 0 and key 2 assume work only arrives (the inflation experiment); the trace replay, where work leaves,
+turns both off (`placeable_tiebreak`). An offline bound (`ceti sim bound`) showed how far placements were from
+the best packing of the arrived pods, and which pairings the gap was made of.
 
 Why (docs/sim-inflation.md): on the openb `gpuspec33` trace FGD lets unconstrained and CPU-only tasks use
 up the CPU and GPUs of the scarce models (G3, P100, V100) and leaves G2 nodes idle while constrained tasks
@@ -29,7 +39,7 @@ import numpy as np
 from ceti.fabric.placement.fgd import FGDPolicy, FragCache, fgd_score
 from ceti.fabric.placement.policies import Placement
 from ceti.fabric.placement.state import WHOLE_GPU_MILLI, ClusterState, PodRequest, exclusive_gpus
-from ceti.fabric.placement.workload import TargetWorkload, WorkloadArrays
+from ceti.fabric.placement.workload import SharePlan, TargetWorkload, WorkloadArrays
 
 
 class PlaceableCache(FragCache):
@@ -98,7 +108,8 @@ class PlaceableCache(FragCache):
 
 
 class FabricPolicy(FGDPolicy):
-    """FGD's integer score with a model-protection charge, then the placeable measure, then a used node."""
+    """Shares on the workload's share plan first; then FGD's integer score with a model-protection charge,
+    the placeable measure, a used node."""
 
     name = "fabric"
 
@@ -108,10 +119,12 @@ class FabricPolicy(FGDPolicy):
         self._pressure: tuple[object, object, np.ndarray] | None = None
         self._pc: PlaceableCache | None = None
         self._pc_models: object = None
+        self._plan: SharePlan | None = None
 
     # The placeable measure scores a node by the copies of the target workload it could still take, which is
     # right while work only arrives (the inflation experiment). When work also leaves, it keeps nodes partly
     # filled and starves whole-node tasks: the trace replay turns it off (see sim/replay.py for the figures).
+    # The share plan is an arrival-only rule too and follows the same switch.
     placeable_tiebreak = True
 
     def placeable_cache(self, state: ClusterState) -> PlaceableCache | None:
@@ -123,6 +136,14 @@ class FabricPolicy(FGDPolicy):
         else:
             self._pc.sync(state)
         return self._pc
+
+    def share_plan(self) -> SharePlan | None:
+        """The workload's share plan (planned once), or None where the arrival-only rules are off."""
+        if not self.placeable_tiebreak or self.workload is None or len(self.workload) == 0:
+            return None
+        if self._plan is None:
+            self._plan = SharePlan.from_workload(self.workload)
+        return self._plan if self._plan.follows else None
 
     def reserved_share(self, state: ClusterState, wl: WorkloadArrays) -> np.ndarray:
         """Per model index: the share of the target workload's GPU demand (milli x count, per task) that
@@ -193,8 +214,16 @@ class FabricPolicy(FGDPolicy):
         in_use = (state.cpu_free[opt_nodes] < state.cpu_capacity[opt_nodes]) | (
             state.gpu_free[opt_nodes].sum(axis=1) < WHOLE_GPU_MILLI * state.gpu_count[opt_nodes]
         )
+        keys = (~in_use, second, -score)
+        plan = self.share_plan() if pod.is_share else None
+        if plan is not None:
+            used = WHOLE_GPU_MILLI - state.gpu_free[opt_nodes, gpus]
+            follows = np.fromiter(
+                (plan.follows_plan(u, pod.gpu_milli) for u in used), dtype=bool, count=len(used)
+            )
+            keys = (*keys, ~follows)
         # lexsort: last key is primary; options are in (node, gpu) order, so ties keep the smallest name
-        best = int(np.lexsort((~in_use, second, -score))[0])
+        best = int(np.lexsort(keys)[0])
         node = int(opt_nodes[best])
         if pod.is_share:
             return node, (int(gpus[best]),)

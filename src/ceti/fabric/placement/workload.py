@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import product
 
 import numpy as np
 
@@ -92,3 +93,97 @@ class WorkloadArrays:
             prob=np.asarray(workload.probability, dtype=np.float64),
             is_gpu=milli > 0,
         )
+
+
+WHOLE_GPU = 1000
+
+
+def share_patterns(sizes: Iterable[int]) -> list[dict[int, int]]:
+    """Every non-empty multiset of the share sizes that fits one GPU (sum <= 1000), as {size: count}."""
+    ordered = sorted({int(s) for s in sizes if 0 < s < WHOLE_GPU})
+    out: list[dict[int, int]] = []
+
+    def rec(start: int, room: int, held: dict[int, int]) -> None:
+        for j in range(start, len(ordered)):
+            s = ordered[j]
+            if s <= room:
+                held[s] = held.get(s, 0) + 1
+                out.append(dict(held))
+                rec(j, room - s, held)
+                held[s] -= 1
+                if not held[s]:
+                    del held[s]
+
+    rec(0, WHOLE_GPU, {})
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SharePlan:
+    """How the target workload's GPU shares would best share GPUs, planned once from the class distribution.
+
+    The plan is the optimum of a packing LP on the expected workload: the target classes in proportion,
+    enough of them to fill the GPUs, each GPU either given whole to a whole-GPU task or holding a multiset of
+    shares that fits (a pattern); maximise the GPU milli placed. Its patterns with positive weight are the
+    pairings worth making, e.g. on the openb traces 650 + 320, 550 + 230 + 220, 590 + 370, 470 + 470, and
+    810 alone or with 160. A share "follows the plan" on a GPU when the GPU's used milli plus the share is a
+    sub-multiset of a planned pattern that contains the share: `(used, milli)` is in `follows`. Only used milli
+    is known of a GPU, so any sub-multiset summing to it counts.
+    """
+
+    patterns: tuple[tuple[tuple[int, int], ...], ...]  # ((size, count), ...) per planned pattern
+    follows: frozenset[tuple[int, int]]
+
+    @classmethod
+    def from_workload(cls, workload: TargetWorkload) -> SharePlan:
+        from ortools.linear_solver import pywraplp
+
+        shares: dict[int, float] = {}
+        whole: dict[int, float] = {}
+        for c, p in zip(workload.classes, workload.probability, strict=True):
+            if c.gpu_count == 1 and 0 < c.gpu_milli < WHOLE_GPU:
+                shares[c.gpu_milli] = shares.get(c.gpu_milli, 0.0) + p
+            elif c.gpu_count:
+                whole[c.gpu_count] = whole.get(c.gpu_count, 0.0) + p
+        gpus_per_task = sum(s * p for s, p in shares.items()) / WHOLE_GPU + sum(
+            k * p for k, p in whole.items()
+        )
+        if not shares or gpus_per_task <= 0:
+            return cls((), frozenset())
+        gpus = 1000.0  # the LP is scale-free: plan for 1000 GPUs filled by arrivals
+        tasks = gpus / gpus_per_task
+        solver = pywraplp.Solver.CreateSolver("GLOP")
+        if solver is None:  # pragma: no cover - GLOP ships with every OR-Tools wheel
+            return cls((), frozenset())
+        objective = solver.Objective()
+        capacity = solver.Constraint(-solver.infinity(), gpus)
+        for k, p in sorted(whole.items()):
+            v = solver.NumVar(0.0, p * tasks, f"whole{k}")
+            capacity.SetCoefficient(v, float(k))
+            objective.SetCoefficient(v, float(k * WHOLE_GPU))
+        rows = {s: solver.Constraint(0.0, p * tasks) for s, p in sorted(shares.items())}
+        pats = share_patterns(shares)
+        cols = []
+        for pat in pats:
+            v = solver.NumVar(0.0, solver.infinity(), "")
+            cols.append(v)
+            capacity.SetCoefficient(v, 1.0)
+            objective.SetCoefficient(v, float(sum(s * n for s, n in pat.items())))
+            for s, n in pat.items():
+                rows[s].SetCoefficient(v, float(n))
+        objective.SetMaximization()
+        if solver.Solve() != pywraplp.Solver.OPTIMAL:  # pragma: no cover - bounded and feasible (all zero)
+            return cls((), frozenset())
+        planned = [pat for pat, v in zip(pats, cols, strict=True) if v.solution_value() > 1e-6]
+        follows: set[tuple[int, int]] = set()
+        for pat in planned:
+            items = sorted(pat.items())
+            for counts in product(*(range(n + 1) for _, n in items)):
+                total = sum(s * k for (s, _), k in zip(items, counts, strict=True))
+                for (s, _), k in zip(items, counts, strict=True):
+                    if k:
+                        follows.add((total - s, s))
+        return cls(tuple(tuple(sorted(p.items())) for p in planned), frozenset(follows))
+
+    def follows_plan(self, used: int, milli: int) -> bool:
+        return (int(used), int(milli)) in self.follows
