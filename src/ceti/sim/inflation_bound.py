@@ -411,6 +411,12 @@ def solve_offline(
         return OfflineResult(best, max(upper, best), False, time.perf_counter() - t0, placements)
     best = round(solver.ObjectiveValue())
     placements = _extract(solver, state, requests, classes, x, z, w, share_sizes)
+    if hint is not None:
+        # several workers do not always keep the hint as their incumbent: never report less than it
+        hinted = [pl if requests[r].gpu_count else None for r, pl in enumerate(hint)]
+        hinted_milli = sum(requests[r].gpu_milli_total for r, pl in enumerate(hinted) if pl is not None)
+        if hinted_milli > best:
+            best, placements = hinted_milli, hinted
     return OfflineResult(
         best, max(upper, best), status == cp_model.OPTIMAL, time.perf_counter() - t0, placements
     )
