@@ -55,7 +55,6 @@ class Demand:
     node_ids: frozenset[str] = frozenset()  # empty = any node
     features: frozenset[str] = frozenset()  # node features the task needs, all of them
 
-
     @property
     def gpu_milli_per_gpu(self) -> int:
         return self.gpu_share_milli if self.gpu_share_milli else WHOLE_GPU_MILLI

@@ -23,6 +23,8 @@ from ceti.fabric.model import WHOLE_GPU_MILLI, Allocation, Demand
 
 def choose_gpus(free: list[int], ok: list[bool] | None, count: int, share: int) -> list[int] | None:
     """Positions of the GPUs one task takes on a node (and update `free`), or None if it does not fit."""
+    if ok is None and max(free, default=-1) < (share or WHOLE_GPU_MILLI):
+        return None  # the common miss (a node already full for the task), decided without a Python loop
     if share:
         if count == 1:
             best = -1

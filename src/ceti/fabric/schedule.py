@@ -28,14 +28,16 @@ from ceti.fabric.preemption import Preemptor
 
 MIN_ARCS_PER_KIND = 8  # the flow sees a kind's cheapest node classes: enough to hold its tasks twice over,
 MAX_ARCS_PER_KIND = 256  # within these bounds
-FLOW_SCAN_ROWS = 6  # members of a planned class one job looks at before moving on
-FLOW_ROUNDS = 3  # flow rounds per level, each on node classes rebuilt from what is left
+FLOW_SCAN_ROWS = 16  # members of a planned class one job looks at before moving on
+MAX_MISSES = 8  # jobs in a row that find no room in a planned class close it for their kind (this round)
+FLOW_ROUNDS = 2  # flow rounds per level, each on node classes rebuilt from what is left
 SPILL_ROW_BUDGET = 2_000_000  # node checks per round for the exact spill (kinds in queue order use it up)
 SPILL_CHUNK_ROWS = 1024  # the spill reads a kind's candidate nodes in chunks of at least this many
 SPILL_WINDOW = 256  # rows one spilled job tests first
 _COST_SCALE = 50_000.0
 _cpu_of = attrgetter("demand.cpu_milli")
 _mem_of = attrgetter("demand.memory_mib")
+_disk_of = attrgetter("demand.disk_mib")
 
 
 def queue_order(job: Job) -> tuple[int, int]:
@@ -450,7 +452,7 @@ class _Round:
         left: list[Job] = []
         if gang > 1:
             for idx, job in enumerate(jobs):
-                if quota < gang or start >= n or misses >= 3:
+                if quota < gang or start >= n or misses >= MAX_MISSES:
                     left.extend(jobs[idx:])
                     break
                 placed, start = self._place_job(job, need, rows, start, FLOW_SCAN_ROWS)
@@ -472,7 +474,7 @@ class _Round:
         starts = self.decisions.starts
         ids = t.ids
         for idx, job in enumerate(jobs):
-            if quota < 1 or start >= n or misses >= 3:
+            if quota < 1 or start >= n or misses >= MAX_MISSES:
                 left.extend(jobs[idx:])
                 break
             d = job.demand
@@ -616,8 +618,7 @@ class _Round:
             ok = need.gpu_ok(t, rows_a) if need.constrained_gpus else t.gpu_valid[rows_a]
             gfit = (ok & (gpu[rows_a] >= per)).sum(axis=1)  # GPUs that could take one more task's share
         pg, pc = t.price_gpu[rows_a], t.price_cpu[rows_a]
-        rows = rows_a.tolist()
-        n = len(rows)
+        n = len(rows_a)
         min_c = min(x.demand.cpu_milli for x in jobs)
         lo = 0  # rows before it cannot take any job of the kind any more
         left: list[Job] = []
@@ -651,7 +652,7 @@ class _Round:
                 left.append(job)
                 failed.append((c, m, dk, lim))
                 continue
-            r = rows[i]
+            r = int(rows_a[i])
             pos = f.take(r, d, need.gpu_ok_list(t, r))
             if pos is None:  # cannot happen: the row was tested exactly
                 left.append(job)
@@ -742,6 +743,24 @@ class _Round:
                 k.node_ids,
                 k.features,
             )
+            # the largest CPU, memory and disk of the kind at once: a node that holds that holds every job of
+            # the kind, so most kinds need one check, not one per distinct job shape
+            d0 = k.jobs[0].demand
+            biggest = Demand(
+                max(map(_cpu_of, k.jobs)),
+                max(map(_mem_of, k.jobs)),
+                d0.gpu_count,
+                d0.gpu_share_milli,
+                d0.gpu_models,
+                d0.min_vram_mib,
+                max(map(_disk_of, k.jobs)),
+                d0.regions,
+                d0.node_ids,
+                d0.features,
+            )
+            if static_misfit(t, biggest, k.gang_size, need, r, w) is None:
+                self.left[id(k)] = list(k.jobs)
+                continue
             keep: list[Job] = []
             for j in k.jobs:
                 d = j.demand
