@@ -373,7 +373,9 @@ def bound(
 
 def _bound_table(title: str, results: list, names: list[str], total_gpus: int, scale: bool = False) -> None:
     table = Table(title=title)
-    keep = results[0].keep_policy if results else None
+    keepers = {r.keep_policy for r in results}
+    # the better online policy of each seed; name it when it is the same one on every seed
+    keep = (next(iter(keepers)) if len(keepers) == 1 else "the better policy") if results else None
     exact = bool(results) and all(r.offline is not None for r in results)
     cols = ["seed", "nodes", "GPUs", "pods", "bound (>=)"]
     if keep:
@@ -393,7 +395,7 @@ def _bound_table(title: str, results: list, names: list[str], total_gpus: int, s
 
     for r in results:
         cells = [f"{v:.2f}" for v in row_values(r)]
-        if exact and r.offline.optimal:
+        if exact and (r.offline.optimal or r.offline.best_milli >= r.upper_milli):
             cells[len(cells) - len(names) - 1] += " (opt)"
         table.add_row(str(r.seed), str(r.nodes), str(r.gpus), str(r.pods), *cells)
     if results:
