@@ -3,18 +3,23 @@
 The online policies see pods one at a time. Offline, with every pod that has arrived by the 100% reading
 known in advance, the most GPU milli a placement can allocate is a bin-packing optimum under the same
 rules as `ClusterState.allocate`: CPU and memory per node, the pod's GPU model constraint, at most 1000
-milli per GPU, a multi-GPU pod on whole GPUs of one node, a share on part of one GPU. Two bounds:
+milli per GPU, a multi-GPU pod on whole GPUs of one node, a share on part of one GPU. Bounds:
 
 - `solve_offline`: that optimum as a CP-SAT model (OR-Tools), exact but only tractable on sub-clusters of
   about a hundred nodes. It returns the best placement found (a lower bound on the optimum, checked by
   replaying it through `ClusterState.allocate`) and the solver's proven upper bound.
-- `relaxation_bound`: a linear relaxation for the full cluster (GLOP). Identical pods form classes and
-  identical nodes form types; the LP may split pods over node types and ignores which node of a type and
-  which GPU of a node a pod takes, but keeps per type: CPU, memory, and for the GPUs a family of valid
-  per-GPU inequalities (dual-feasible functions): for every GPU, sum f(milli of what it holds) <= 1000
-  holds for each f below, so it holds summed over the type's GPUs. These say, e.g., that a GPU holding an
-  810-milli share has only 190 milli left for pods of at most 190 milli, and that no GPU holds two shares
-  above 500. Every integer placement is a feasible point, so its optimum is an upper bound.
+- `relaxation_bound`: the smaller of two linear relaxations for the full cluster (GLOP), each an upper bound
+  because every integer placement is one of its feasible points:
+  - `typed_relaxation`: identical pods form classes and identical nodes form types; the LP may split pods
+    over node types and ignores which node of a type and which GPU of a node a pod takes, but keeps per
+    type: CPU, memory, models, and for the GPUs a family of valid per-GPU inequalities (dual-feasible
+    functions): for every GPU, sum f(milli of what it holds) <= 1000 holds for each f below, so it holds
+    summed over the type's GPUs. These say, e.g., that a GPU holding an 810-milli share has only 190 milli
+    left for pods of at most 190 milli, and that no GPU holds two shares above 500.
+  - `packing_bound`: a configuration LP over GPU patterns (every multiset of share sizes that fits one GPU),
+    exact about which leftovers the arrived shares can fill, blind to CPU, memory, models and nodes.
+  With `min_placed`, both bound only the placements that place at least so many shares of given sizes (as
+  many large shares as an online policy placed: such a policy never leaves a pod out that fits).
 
 Sub-instances (`sub_instance`): a stratified sample of the nodes (by node type, randomised rounding per
 type) and the same share of the experiment's arrival sequence (a random subset of positions, order kept),
