@@ -74,6 +74,7 @@ class Free:
         self.gpu: list[list[int]] = gpu.tolist() if n else []
         self._arrays = (cpu, mem, disk, gpu)
         self.dirty: set[int] = set()
+        self._gpu_summary: tuple[np.ndarray, np.ndarray] | None = None
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """NumPy copies of the residual, brought up to date with what was placed since the last call."""
@@ -86,7 +87,22 @@ class Free:
             disk[rows] = [self.disk[r] for r in rl]
             gpu[rows] = [self.gpu[r] for r in rl]
             self.dirty.clear()
+            if self._gpu_summary is not None:
+                whole, most = self._gpu_summary
+                g = gpu[rows]
+                whole[rows] = (g >= WHOLE_GPU_MILLI).sum(axis=1)
+                most[rows] = g.max(axis=1, initial=-1)
         return cpu, mem, disk, gpu
+
+    def gpu_summary(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per node: whole free GPUs, and the most milli free on one GPU (kept up to date like `arrays`).
+
+        Enough to tell, with one gather per node instead of one per GPU, whether a node could take a task
+        that may use any of its GPUs."""
+        gpu = self.arrays()[3]
+        if self._gpu_summary is None:
+            self._gpu_summary = ((gpu >= WHOLE_GPU_MILLI).sum(axis=1), gpu.max(axis=1, initial=-1))
+        return self._gpu_summary
 
     def take(self, r: int, d: Demand, ok: list[bool] | None) -> list[int] | None:
         """Place one task of `d` on node `r` if it fits: GPU positions taken, or None (nothing changed)."""

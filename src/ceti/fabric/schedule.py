@@ -85,11 +85,18 @@ def arc_cost(
 
 
 def static_misfit(
-    t: NodeTable, d: Demand, gang: int, need: Need, rows: np.ndarray, weight: np.ndarray
+    t: NodeTable,
+    d: Demand,
+    gang: int,
+    need: Need,
+    rows: np.ndarray,
+    weight: np.ndarray,
+    usable: np.ndarray | None = None,
 ) -> str | None:
     """A human reason when no node could hold one task (or the whole gang) even if it were empty.
 
-    `rows` are representatives of the distinct static node shapes, `weight` how many nodes each stands for.
+    `rows` are representatives of the distinct static node shapes, `weight` how many nodes each stands for;
+    `usable` (optional) the GPUs per row that the demand may use.
     """
     if t.n == 0:
         return "no nodes are registered"
@@ -112,7 +119,8 @@ def static_misfit(
                 " in the requested regions" if d.regions else ""
             )
     what = _gpu_words(d)
-    usable = need.gpu_ok(t, rows).sum(axis=1) if d.gpu_count else np.zeros(len(rows), np.int64)
+    if usable is None:
+        usable = need.gpu_ok(t, rows).sum(axis=1) if d.gpu_count else np.zeros(len(rows), np.int64)
     if d.gpu_count:
         enough = usable >= (1 if d.gpu_share_milli and d.gpu_count == 1 else d.gpu_count)
         if not (ok & (usable > 0)).any():
@@ -196,6 +204,8 @@ class _Round:
         self.max_pc = float(t.price_cpu.max(initial=0.0))
         self.left: dict[int, list[Job]] = {}  # id(kind) -> jobs not placed yet, in queue order
         self._shape_cache: dict[int, tuple[int, float, float]] = {}
+        self.needs: dict[int, Need] = {}  # id(kind) -> its constraints as lookups
+        self._usable_cache: dict[tuple, np.ndarray] = {}
         self._cls_of: NodeClasses | None = None
         self._cls_cache: dict[tuple, np.ndarray] = {}
         self.spill_budget = SPILL_ROW_BUDGET
@@ -471,6 +481,10 @@ class _Round:
         count, share = k.gpu_count, k.gpu_share_milli
         constrained = need.constrained_gpus
         ok_list = need.gpu_ok_list
+        # a task that may use any GPU: a node whose best GPU has less than the task's milli is passed at once
+        # (the C-level max of its list), and for good when it is at the cursor
+        quick_gpu = bool(count) and not constrained
+        per = share or WHOLE_GPU_MILLI
         starts = self.decisions.starts
         ids = t.ids
         for idx, job in enumerate(jobs):
@@ -489,6 +503,16 @@ class _Round:
             pos: list[int] | None = None
             while i < n:
                 r = rows[i]
+                if quick_gpu and max(gpu[r]) < per:  # no GPU for the kind here any more (see below)
+                    if i == start:
+                        start += 1
+                    else:
+                        short = True
+                        seen += 1
+                        if seen >= FLOW_SCAN_ROWS:
+                            break
+                    i += 1
+                    continue
                 if cpu[r] < c or mem[r] < m or (dk > 0 and disk[r] < dk):
                     short = True
                     seen += 1
@@ -610,13 +634,12 @@ class _Round:
             return self._spill_rows_scan(need, jobs, rows_a)
         t = self.t
         f = self.free
-        cpu, mem, disk, gpu = f.arrays()
+        cpu, mem, disk, _ = f.arrays()
         rc, rm, rd = cpu[rows_a], mem[rows_a], disk[rows_a]  # copies, kept up to date below
         count, share = k.gpu_count, k.gpu_share_milli
         per = share or WHOLE_GPU_MILLI
         if count:
-            ok = need.gpu_ok(t, rows_a) if need.constrained_gpus else t.gpu_valid[rows_a]
-            gfit = (ok & (gpu[rows_a] >= per)).sum(axis=1)  # GPUs that could take one more task's share
+            gfit = self._gpu_fit(need, rows_a)  # kept up to date below
         pg, pc = t.price_gpu[rows_a], t.price_cpu[rows_a]
         n = len(rows_a)
         min_c = min(x.demand.cpu_milli for x in jobs)
@@ -663,6 +686,8 @@ class _Round:
             if count:
                 mask = need.gpu_ok_list(t, r)
                 gfit[i] = sum(1 for p, g in enumerate(f.gpu[r]) if g >= per and (mask is None or mask[p]))
+                if share and count == 1 and not need.constrained_gpus:
+                    gfit[i] = min(gfit[i], 1)  # as `_gpu_fit` counts it
             self._commit(job, [(r, pos)])
         return left
 
@@ -707,7 +732,7 @@ class _Round:
 
     def _with_room(self, need: Need, jobs: list[Job], rows: np.ndarray) -> np.ndarray:
         """The rows that have room now for the smallest job of the kind (exact, vectorised)."""
-        cpu, mem, disk, gpu = self.free.arrays()
+        cpu, mem, disk, _ = self.free.arrays()
         k = need.kind
         keep = cpu[rows] >= min(x.demand.cpu_milli for x in jobs)
         keep &= mem[rows] >= min(x.demand.memory_mib for x in jobs)
@@ -715,11 +740,23 @@ class _Round:
         if dk > 0:
             keep &= disk[rows] >= dk
         if k.gpu_count:
-            free = gpu[rows]
-            ok = need.gpu_ok(self.t, rows) if need.constrained_gpus else self.t.gpu_valid[rows]
-            s = k.gpu_share_milli or WHOLE_GPU_MILLI
-            keep &= (ok & (free >= s)).sum(axis=1) >= k.gpu_count
+            keep &= self._gpu_fit(need, rows) >= k.gpu_count
         return rows[keep]
+
+    def _gpu_fit(self, need: Need, rows: np.ndarray) -> np.ndarray:
+        """Per row, how many GPUs could take one more of the kind's per-GPU milli (exact for a single share or
+        whole GPUs of any model: from per-node summaries; else from the per-GPU matrix)."""
+        k = need.kind
+        share = k.gpu_share_milli
+        if not need.constrained_gpus:
+            whole, most = self.free.gpu_summary()
+            if not share:
+                return whole[rows]
+            if k.gpu_count == 1:
+                return (most[rows] >= share).astype(np.int64)
+        gpu = self.free.arrays()[3]
+        ok = need.gpu_ok(self.t, rows) if need.constrained_gpus else self.t.gpu_valid[rows]
+        return (ok & (gpu[rows] >= (share or WHOLE_GPU_MILLI))).sum(axis=1)
 
     # ---- the round ----
     def _unschedulable(self, kinds: list[JobKind]) -> None:
@@ -729,7 +766,7 @@ class _Round:
         rows, weight, _, _ = self.shapes
         cache: dict[tuple, str | None] = {}
         for k in kinds:
-            need = Need(t, k)
+            need = self.needs[id(k)] = Need(t, k)
             r, w = (rows, weight)
             if need.node_rows is not None:
                 r, w = need.node_rows, np.ones(len(need.node_rows), np.int64)
@@ -758,7 +795,8 @@ class _Round:
                 d0.node_ids,
                 d0.features,
             )
-            if static_misfit(t, biggest, k.gang_size, need, r, w) is None:
+            usable = self._usable_gpus(need, r)
+            if static_misfit(t, biggest, k.gang_size, need, r, w, usable) is None:
                 self.left[id(k)] = list(k.jobs)
                 continue
             keep: list[Job] = []
@@ -768,7 +806,7 @@ class _Round:
                 if key in cache:
                     why = cache[key]
                 else:
-                    why = cache[key] = static_misfit(t, d, k.gang_size, need, r, w)
+                    why = cache[key] = static_misfit(t, d, k.gang_size, need, r, w, usable)
                 if why:
                     dec.unschedulable.append(Unschedulable(j.id, why))
                 else:
@@ -778,7 +816,7 @@ class _Round:
     def run(self, kinds: list[JobKind]) -> Decisions:
         t = self.t
         self._unschedulable(kinds)
-        needs = [Need(t, k) for k in kinds if self.left[id(k)]]
+        needs = [self.needs[id(k)] for k in kinds if self.left[id(k)]]
         levels: list[list[Need]] = []
         for need in needs:
             if levels and levels[-1][0].kind.priority == need.kind.priority:
@@ -811,6 +849,20 @@ class _Round:
         self._waits(needs)
         return self.decisions
 
+    def _usable_gpus(self, need: Need, rows: np.ndarray) -> np.ndarray:
+        """GPUs per row the kind may use; shared by kinds that ask for the same models and VRAM when `rows` are
+        the static shapes (the same array every time)."""
+        k = need.kind
+        if not k.gpu_count:
+            return np.zeros(len(rows), np.int64)
+        if rows is not self.shapes[0]:
+            return need.gpu_ok(self.t, rows).sum(axis=1)
+        key = (k.gpu_models, k.min_vram_mib)
+        got = self._usable_cache.get(key)
+        if got is None:
+            got = self._usable_cache[key] = need.gpu_ok(self.t, rows).sum(axis=1)
+        return got
+
     def _waits(self, needs: list[Need]) -> None:
         t = self.t
         dec = self.decisions
@@ -827,7 +879,7 @@ class _Round:
                 r, pg, pc = rows, min_pg, min_pc
             static = need.place_ok(t, r) & t.schedulable[r]
             if k.gpu_count:
-                static &= need.gpu_ok(t, r).sum(axis=1) >= (1 if k.gpu_share_milli else k.gpu_count)
+                static &= self._usable_gpus(need, r) >= (1 if k.gpu_share_milli else k.gpu_count)
             cheapest: dict[tuple[int, int], float] = {}
             reasons: dict[tuple, str] = {}
             for j in left:
