@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ceti.fabric import GPU, WHOLE_GPU_MILLI, Allocation, Decisions, Demand, Job, Node, Snapshot, schedule
+from ceti.fabric.classes import NodeTable
+from ceti.fabric.packing import Free
 
 MODELS = ("A100", "T4", "V100")
 REGIONS = ("eu", "us")
@@ -199,3 +202,35 @@ def test_deterministic_and_independent_of_input_order(snap: Snapshot, rnd: rando
     assert sorted(map(repr, shuffled.preemptions)) == sorted(map(repr, first.preemptions))
     assert sorted(map(repr, shuffled.waiting)) == sorted(map(repr, first.waiting))
     assert sorted(map(repr, shuffled.unschedulable)) == sorted(map(repr, first.unschedulable))
+
+
+# Larger seeded snapshots: thousands of tasks through the class packing, the chunked spill and the per-node GPU
+# summaries (paths the tiny hypothesis networks rarely reach), checked against the same invariants.
+@pytest.mark.parametrize("seed", [0, 1])
+def test_invariants_hold_on_a_busy_synthetic_network(seed: int) -> None:
+    from ceti.cli.bench import synthetic_snapshot
+
+    snap = synthetic_snapshot(300, 1000, seed)
+    d = schedule(snap)
+    check_invariants(snap, d)
+    assert len({s.job_id for s in d.starts}) > 200
+    assert schedule(snap) == d
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(snapshots())
+def test_gpu_summary_tracks_the_residual(snap: Snapshot) -> None:
+    """`Free.gpu_summary` (whole free GPUs, most milli free on one GPU) stays equal to the per-GPU lists
+    through takes and gives."""
+    t = NodeTable(snap.nodes)
+    free = Free(t, snap.running)
+    free.gpu_summary()
+    for job in snap.pending:
+        for r in range(t.n):
+            pos = free.take(r, job.demand, None)
+            if pos is not None and job.gang_size > 1:
+                free.give(r, job.demand, pos)
+    whole, most = free.gpu_summary()
+    for r in range(t.n):
+        assert whole[r] == sum(1 for g in free.gpu[r] if g >= WHOLE_GPU_MILLI)
+        assert most[r] == max(free.gpu[r], default=-1)

@@ -12,7 +12,9 @@ def node(nid: str, gpus: int = 4, model: str = "A100", *, cpu: int = 64, mem_gib
 
 def job(jid: str, order: int, gpus: int = 1, *, cpu: int = 4, mem_gib: int = 8, share: int = 0, **kw) -> Job:
     demand_kw = {
-        k: kw.pop(k) for k in ("gpu_models", "min_vram_mib", "regions", "node_ids", "disk_mib", "features") if k in kw
+        k: kw.pop(k)
+        for k in ("gpu_models", "min_vram_mib", "regions", "node_ids", "disk_mib", "features")
+        if k in kw
     }
     return Job(jid, Demand(cpu * 1000, mem_gib * 1024, gpus, share, **demand_kw), order, **kw)
 
@@ -156,7 +158,11 @@ def test_region_and_node_pins_are_respected() -> None:
 
 def test_required_features_are_respected_and_explained() -> None:
     box = frozenset({"container"})
-    nodes = (node("plain-a", region="us"), node("engine", region="us", features=box), node("plain-b", region="eu"))
+    nodes = (
+        node("plain-a", region="us"),
+        node("engine", region="us", features=box),
+        node("plain-b", region="eu"),
+    )
     pending = tuple(job(f"c{i}", i, features=box) for i in range(2)) + (job("p", 9),)
     got = started(schedule(Snapshot(nodes, pending=pending)))
     assert got["c0"] == ["engine"] and got["c1"] == ["engine"]
@@ -172,3 +178,28 @@ def test_every_job_gets_one_outcome() -> None:
     ids = [s.job_id for s in d.starts if s.task_index == 0] + [w.job_id for w in d.waiting]
     ids += [u.job_id for u in d.unschedulable]
     assert sorted(ids) == sorted(j.id for j in pending)
+
+
+def test_low_bidders_ahead_in_the_queue_do_not_close_a_class_for_their_kind() -> None:
+    # one class of equal nodes; the first jobs of the kind bid below every ask, the later ones do not bid: the
+    # class stays open for them in the first packing pass, and the bidders wait with the bid as the reason
+    nodes = tuple(node(f"n{i:02d}", gpus=1, price_per_gpu_hour=1.0) for i in range(12))
+    low = tuple(job(f"low-{i}", i, bid_per_hour=0.1) for i in range(10))
+    rest = tuple(job(f"any-{i}", 10 + i) for i in range(10))
+    d = schedule(Snapshot(nodes, pending=(*low, *rest)))
+    assert sorted(started(d)) == sorted(j.id for j in rest)
+    assert {w.job_id for w in d.waiting} == {j.id for j in low}
+    assert all("bid" in w.reason for w in d.waiting)
+
+
+def test_packing_many_interchangeable_jobs_never_overcommits() -> None:
+    # far more small jobs than room: every node fills to its exact CPU, memory and GPU limits, never beyond
+    nodes = tuple(node(f"n{i:02d}", gpus=2, cpu=10, mem_gib=64) for i in range(20))
+    jobs = tuple(job(f"j{i:03d}", i, gpus=1, share=300, cpu=3, mem_gib=8) for i in range(300))
+    d = schedule(Snapshot(nodes, pending=jobs))
+    per_node: dict[str, int] = {}
+    for s in d.starts:
+        per_node[s.node_id] = per_node.get(s.node_id, 0) + 1
+    # 3 shares of 30 % fit one GPU (6 per node), but 10 CPUs hold 3 jobs of 3 CPUs
+    assert set(per_node.values()) == {3}
+    assert len(d.starts) == 60
