@@ -231,3 +231,30 @@ def test_share_follows_the_plan_where_fgd_pairs_it_off_plan() -> None:
     policy = FabricPolicy(SHARE_MIX)
     policy.placeable_tiebreak = False
     assert policy.place(state(), share, RNG) == (0, (0,))
+
+
+def test_a_planned_pairing_needs_cpu_for_the_partner() -> None:
+    # every class asks 8 cores: whole GPUs 0.6, 470-milli shares 0.3, CPU-only 0.1; the plan is 470 + 470.
+    # Node a: 2 idle GPUs but 6 cores free, so FGD already counts both GPUs as fragmented for the GPU classes:
+    # 0.9 x 2000 + CPU-only 0.1 x 2000 = 2000. A 470 share asking 4 cores there leaves 1530 milli, all of it
+    # fragmented (2 cores left): 1530, dF = -470, score 61. On node b (8 idle GPUs, 96 cores): before 0.1 x
+    # 8000 = 800; after 0.6 x 530 (the whole class cannot use GPU 0) + 0.1 x 7530 = 1071, dF = +271, score 43.
+    # FGD uses the stranded node a, and the 530 left beside the share can never take its planned partner (a
+    # 470 asks 8 cores). fabric counts a planned pairing only where the node keeps the partner's CPU: a is off
+    # the plan, b is on it.
+    mix = TargetWorkload(
+        (TaskClass(8000, 1000, 1), TaskClass(8000, 470, 1), TaskClass(8000, 0, 0)), (0.6, 0.3, 0.1)
+    )
+    plan = SharePlan.from_workload(mix)
+    assert plan.patterns == (((470, 2),),)
+    assert plan.partner_cpu(0, 470) == 8000 and plan.partner_cpu(470, 470) == 0  # the second 470 completes it
+
+    def state() -> ClusterState:
+        return cluster(("a", 6000, [1000, 1000], "G2"), ("b", 96_000, [1000] * 8, "G2"), cpu_capacity=96_000)
+
+    share = PodRequest(4000, 1000, 1, 470)
+    assert place("fgd", state(), share, mix) == ("a", (0,))
+    assert place("fabric", state(), share, mix) == ("b", (0,))
+    without = FabricPolicy(mix)
+    without.partner_room = False
+    assert without.place(state(), share, RNG) == (0, (0,))

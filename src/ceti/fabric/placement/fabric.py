@@ -6,8 +6,11 @@ Each way to place a task (node, and GPU for a share) is ranked by, in order:
    packing LP on the target workload's class mix uses, e.g. 650 + 320, 470 + 470, 810 alone or with 160):
    the GPU's used milli plus the share is part of a planned pattern. FGD's measure is dominated by whole-GPU
    and CPU-only classes, so it pairs a 320 with a lone 470 (leaving 210 milli that only rare small shares
-   fill) rather than open a GPU that a 650 would complete; the plan keeps such pairings for last. Where no
-   option follows the plan (or the size is not in it), the keys below decide alone.
+   fill) rather than open a GPU that a 650 would complete; the plan keeps such pairings for last. A share
+   that leaves its planned pattern incomplete follows the plan only where the node keeps the CPU of a
+   partner that could complete it (`SharePlan.partner_cpu`): FGD likes GPUs whose node has run out of CPU
+   (using them lowers its measure), and a share put there strands the rest of its GPU. Where no option
+   follows the plan (or the size is not in it), the keys below decide alone.
 1. FGD's integer score, floor(100 * sigmoid(-(dF + charge) / 1000)), where dF is the change in FGD's
    fragmentation measure and `charge` is a model-protection charge in the same unit (milli-GPU): the task's
    GPU milli times min(1, load factor of the node's GPU model). The load factor is the GPU demand of the
@@ -126,6 +129,8 @@ class FabricPolicy(FGDPolicy):
     # filled and starves whole-node tasks: the trace replay turns it off (see sim/replay.py for the figures).
     # The share plan is an arrival-only rule too and follows the same switch.
     placeable_tiebreak = True
+    # a planned pairing counts only where the node keeps the partner's CPU (see SharePlan.partner_cpu)
+    partner_room = True
 
     def placeable_cache(self, state: ClusterState) -> PlaceableCache | None:
         if not self.placeable_tiebreak or self.workload is None or len(self.workload) == 0:
@@ -221,6 +226,11 @@ class FabricPolicy(FGDPolicy):
             follows = np.fromiter(
                 (plan.follows_plan(u, pod.gpu_milli) for u in used), dtype=bool, count=len(used)
             )
+            if self.partner_room:
+                need = np.fromiter(
+                    (plan.partner_cpu(u, pod.gpu_milli) for u in used), dtype=np.int64, count=len(used)
+                )
+                follows &= state.cpu_free[opt_nodes] - pod.cpu_milli >= need
             keys = (*keys, ~follows)
         # lexsort: last key is primary; options are in (node, gpu) order, so ties keep the smallest name
         best = int(np.lexsort(keys)[0])

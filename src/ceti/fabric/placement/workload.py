@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import product
 
 import numpy as np
@@ -133,6 +133,10 @@ class SharePlan:
 
     patterns: tuple[tuple[tuple[int, int], ...], ...]  # ((size, count), ...) per planned pattern
     follows: frozenset[tuple[int, int]]
+    # (used, milli) -> the share sizes that could come next to complete a planned pattern; empty: complete
+    partners: dict[tuple[int, int], frozenset[int]] = field(default_factory=dict, compare=False)
+    # share size -> the least CPU milli a target class of that size asks
+    share_cpu: dict[int, int] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_workload(cls, workload: TargetWorkload) -> SharePlan:
@@ -175,15 +179,35 @@ class SharePlan:
         if solver.Solve() != pywraplp.Solver.OPTIMAL:  # pragma: no cover - bounded and feasible (all zero)
             return cls((), frozenset())
         planned = [pat for pat, v in zip(pats, cols, strict=True) if v.solution_value() > 1e-6]
-        follows: set[tuple[int, int]] = set()
+        partners: dict[tuple[int, int], set[int]] = {}
+        complete: set[tuple[int, int]] = set()
         for pat in planned:
             items = sorted(pat.items())
             for counts in product(*(range(n + 1) for _, n in items)):
                 total = sum(s * k for (s, _), k in zip(items, counts, strict=True))
+                rest = {s for (s, n), k in zip(items, counts, strict=True) if k < n}
                 for (s, _), k in zip(items, counts, strict=True):
                     if k:
-                        follows.add((total - s, s))
-        return cls(tuple(tuple(sorted(p.items())) for p in planned), frozenset(follows))
+                        key = (total - s, s)
+                        partners.setdefault(key, set()).update(rest)
+                        if not rest:
+                            complete.add(key)
+        share_cpu: dict[int, int] = {}
+        for c in workload.classes:
+            if c.gpu_count == 1 and 0 < c.gpu_milli < WHOLE_GPU:
+                share_cpu[c.gpu_milli] = min(share_cpu.get(c.gpu_milli, c.cpu_milli), c.cpu_milli)
+        return cls(
+            tuple(tuple(sorted(p.items())) for p in planned),
+            frozenset(partners),
+            {k: frozenset() if k in complete else frozenset(v) for k, v in partners.items()},
+            share_cpu,
+        )
 
     def follows_plan(self, used: int, milli: int) -> bool:
         return (int(used), int(milli)) in self.follows
+
+    def partner_cpu(self, used: int, milli: int) -> int:
+        """The least CPU milli a node must keep after the share so that a planned partner can still join it
+        on this GPU: 0 where the share completes a planned pattern."""
+        sizes = self.partners.get((int(used), int(milli)), frozenset())
+        return min((self.share_cpu.get(s, 0) for s in sizes), default=0)
