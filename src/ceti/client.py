@@ -207,10 +207,13 @@ class Client:
     def register_node(self, info: NodeInfo, node_id: str | None = None) -> dict[str, Any]:
         return self._request("POST", "/v1/agent/register", json={"node_id": node_id, "info": info.model_dump(mode="json")})
 
-    def heartbeat(self, node_id: str, running: list[str], finished: list[dict[str, Any]]) -> dict[str, Any]:
-        return self._request(
-            "POST", f"/v1/agent/nodes/{node_id}/heartbeat", json={"running": running, "finished": finished}
-        )
+    def heartbeat(self, node_id: str, running: list[str], finished: list[dict[str, Any]],
+                  epoch: int | None = None) -> dict[str, Any]:
+        """`epoch`: that of the desired state this node holds; the answer is `unchanged` while it is current."""
+        body: dict[str, Any] = {"running": running, "finished": finished}
+        if epoch is not None and epoch >= 0:
+            body["epoch"] = epoch
+        return self._request("POST", f"/v1/agent/nodes/{node_id}/heartbeat", json=body)
 
     def upload_logs(self, allocation_id: str, chunks: list[dict[str, Any]]) -> dict[str, Any]:
         return self._request("POST", f"/v1/agent/allocations/{allocation_id}/logs", json={"chunks": chunks})

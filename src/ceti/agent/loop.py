@@ -122,7 +122,7 @@ class Agent:
             for alloc_id in self._running() + list(self.state.unreported):
                 self._ship_logs(alloc_id)
             answer = self.client.heartbeat(
-                self.state.node_id, self._running(), list(self.state.unreported.values())
+                self.state.node_id, self._running(), list(self.state.unreported.values()), self.state.epoch
             )
         except CetiError as exc:
             self._offline(exc)
@@ -154,6 +154,8 @@ class Agent:
         if epoch < self.state.epoch:
             log.warning("ignoring a desired state of epoch %d older than %d", epoch, self.state.epoch)
             return
+        if answer.get("unchanged") and epoch == self.state.epoch:
+            return  # the desired state this node holds is still the server's: nothing to do
         self.state.epoch = epoch
         self.verification.handle(answer.get("verify"))  # runs in its own thread; returns at once
         running = set(self._running())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,11 @@ def node_infos(count: int, seed: int = 0) -> list[NodeInfo]:
             name = rng.choice([n for n, _ in boxes])
             inv = inventories[name]
             cpus, mem = GPU_BOX_SHAPE.get(name, (32, 128 * 1024))
-            gpus, driver = gpus_of(inv), inv.driver_version
+            # each simulated machine has GPUs of its own: a recorded UUID repeated on every box would read as
+            # one card claimed by many nodes (which proof of hardware flags)
+            gpus = [g.model_copy(update={"uuid": f"GPU-{uuid.UUID(int=rng.getrandbits(128))}"}) if g.uuid else g
+                    for g in gpus_of(inv)]
+            driver = inv.driver_version
         out.append(NodeInfo(
             hostname=f"sim-{i:05d}", cpus=cpus, memory_mib=mem, disk_mib=500 * 1024, gpus=gpus, gpu_driver=driver,
             region=region, price_per_gpu_hour=round(rng.uniform(0.2, 3.0), 2) if gpus else 0.0,
@@ -152,6 +157,7 @@ class SimAgent:
         self.local: dict[str, _Local] = {}
         self.unreported: dict[str, dict[str, Any]] = {}
         self._counted: set[str] = set()  # allocation ids already counted as assigned
+        self.epoch = -1  # of the desired state this node holds (none yet)
 
     async def run(self, client: httpx.AsyncClient, start_at: float, stop_at: float) -> None:
         """Register at `start_at` (monotonic), then heartbeat every `heartbeat_s` until `stop_at`."""
@@ -205,8 +211,11 @@ class SimAgent:
             await self._ship_logs(client, alloc, final=False)
         running = list(self.local)
         finished = list(self.unreported.values())
+        body: dict[str, Any] = {"running": running, "finished": finished}
+        if self.epoch >= 0:
+            body["epoch"] = self.epoch
         answer, ms = await timed_post(client, f"{self.base}/v1/agent/nodes/{self.node_id}/heartbeat",
-                                      self.rec.heartbeat, self.headers, {"running": running, "finished": finished})
+                                      self.rec.heartbeat, self.headers, body)
         if answer is None:
             return  # the work keeps "running"; the next beat reports it again
         for alloc_id in running:
@@ -225,6 +234,10 @@ class SimAgent:
 
     def _reconcile(self, answer: dict[str, Any], now: float) -> bool:
         """Make the local state what the answer asks; True when that changed what runs here."""
+        epoch = answer.get("epoch", 0)
+        if epoch < self.epoch or (answer.get("unchanged") and epoch == self.epoch):
+            return False  # older than what this node holds, or the same desired state still
+        self.epoch = epoch
         changed = False
         desired = {item["allocation_id"]: item for item in answer.get("run", [])}
         stops = {item["allocation_id"]: item for item in answer.get("stop", [])}

@@ -155,6 +155,9 @@ class FinishedIn(_Body):
 class HeartbeatIn(_Body):
     running: list[str] = Field(default_factory=list, max_length=10_000)
     finished: list[FinishedIn] = Field(default_factory=list, max_length=10_000)
+    epoch: int | None = Field(None, ge=0, le=2**63 - 1, description=(
+        "the epoch of the desired state the agent holds; when it is still current and the heartbeat changes "
+        "nothing, the answer says `unchanged` and carries no run and stop lists"))
 
 
 class RunItem(BaseModel):
@@ -183,6 +186,7 @@ class HeartbeatOut(BaseModel):
     run: list[RunItem]
     stop: list[StopItem]
     verify: dict[str, Any] | None = Field(None, description="a proof-of-hardware challenge to run, if any")
+    unchanged: bool = Field(False, description="the desired state of `epoch` still holds: keep to it")
 
 
 class LogChunkIn(_Body):

@@ -21,6 +21,7 @@ from ceti.server.settings import Settings
 
 log = logging.getLogger("ceti.server.scheduler")
 MIN_GAP_S = 0.2
+ROUND_SHARE_GAP = 2.0  # seconds of rest after a round, per second the round took
 
 
 class SchedulerLoop:
@@ -111,8 +112,11 @@ class SchedulerLoop:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("scheduling round failed; retrying next tick")
             # a poke (a submit) starts the next round early, but never sooner than a short gap after the last:
-            # a burst of submits is scheduled in one round, not one round each
+            # a burst of submits is scheduled in one round, not one round each; and the gap grows with the
+            # round's own length, so rounds take at most a third of one core however often work arrives and
+            # the request path keeps the rest
             interval = self._settings.schedule_interval_s
-            self._stop.wait(min(MIN_GAP_S, interval))
-            self._wake.wait(max(0.0, interval - MIN_GAP_S))
+            gap = min(max(MIN_GAP_S, ROUND_SHARE_GAP * (self.last_round_s or 0.0)), interval)
+            self._stop.wait(gap)
+            self._wake.wait(max(0.0, interval - gap))
             self._wake.clear()

@@ -21,8 +21,16 @@ def register(body: schemas.RegisterIn, request: Request, s: SessionDep, who: Pri
 
 @router.post("/nodes/{node_id}/heartbeat", response_model=schemas.HeartbeatOut, responses=schemas.responses(400, 404))
 def heartbeat(node_id: str, body: schemas.HeartbeatIn, request: Request, s: SessionDep, who: PrincipalDep):
+    settings, now = request.app.state.settings, time.time()
+    if not body.finished and body.epoch is not None:
+        quiet = svc.quiet_heartbeat(s, who, node_id, body.running, body.epoch, settings, now)
+        if quiet is not None:
+            s.commit()
+            metrics.record_heartbeat()
+            return {"node_state": "online", "epoch": quiet, "run": [], "stop": [], "verify": None,
+                    "unchanged": True}
     finished = [svc.Finished(**f.model_dump()) for f in body.finished]
-    answer = svc.heartbeat(s, who, node_id, body.running, finished, request.app.state.settings, time.time())
+    answer = svc.heartbeat(s, who, node_id, body.running, finished, settings, now)
     s.commit()
     metrics.record_heartbeat()
     if finished:  # capacity came free: place waiting work now, not at the next tick

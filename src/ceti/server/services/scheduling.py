@@ -6,8 +6,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import String, cast, select
+from sqlalchemy.orm import Session, defer
 
 from ceti import fabric
 from ceti.server.services import ledger
@@ -132,11 +132,11 @@ def required_features(spec: JobSpec, verification: bool = True) -> frozenset[str
     return frozenset(needs)
 
 
-def node_of(node_id: str, info_json: dict, state: str, verdict: str | None = None,
+def node_of(node_id: str, info_json: dict | NodeInfo, state: str, verdict: str | None = None,
             model_estimate: str | None = None, reliability: float = 1.0) -> fabric.Node:
     """`verdict` is the node's proof of hardware for its current claim (a change of claim clears it);
     `reliability` its score (services/reliability.py)."""
-    info = NodeInfo.model_validate(info_json)
+    info = info_json if isinstance(info_json, NodeInfo) else NodeInfo.model_validate(info_json)
     features = {"container"} if info.container_engines else set()
     if verdict == "verified":
         features.add("verified")
@@ -168,6 +168,16 @@ class PendingCache:
         self._metered_at: float | None = None
         self._entries: dict[str, tuple[frozenset[str], fabric.Demand, float | None, bool, float | None]] = {}
         self._max = max_entries
+        self._infos: dict[str, tuple[str, NodeInfo]] = {}
+
+    def node_info(self, node_id: str, raw: str) -> NodeInfo:
+        """A node's hardware description, parsed again only when its stored text changed."""
+        hit = self._infos.get(node_id)
+        if hit is None or hit[0] != raw:
+            if len(self._infos) >= self._max:
+                self._infos.clear()
+            hit = self._infos[node_id] = (raw, NodeInfo.model_validate_json(raw))
+        return hit[1]
 
     def meter_due(self, now: float, interval_s: float) -> bool:
         """Metering several times per metering interval is enough (a twelfth of it, at most every 5 s): it walks
@@ -205,20 +215,23 @@ def build_snapshot(s: Session, now: float, cache: PendingCache | None = None) ->
     cache = cache if cache is not None else PendingCache()
     # plain column reads, not ORM objects: a round reads every node and every live and pending job
     scores = cache.reliability(s, now)
-    nodes = [node_of(*row, reliability=scores.get(row[0], 1.0))
-             for row in s.execute(select(m.Node.id, m.Node.info, m.Node.state, m.Node.verdict,
-                                         m.Node.model_estimate).order_by(m.Node.id))]
+    # the hardware description as stored text: parsed only when it changed since the last round
+    nodes = [node_of(node_id, cache.node_info(node_id, raw), state, verdict, estimate,
+                     reliability=scores.get(node_id, 1.0))
+             for node_id, raw, state, verdict, estimate in s.execute(
+                 select(m.Node.id, cast(m.Node.info, String), m.Node.state, m.Node.verdict, m.Node.model_estimate)
+                 .order_by(m.Node.id))]
     known_models = frozenset(g.model for n in nodes for g in n.gpus)
     running = []
     a, j = m.Allocation, m.Job
     for row in s.execute(
         select(a.id, a.job_id, a.node_id, a.cpu_milli, a.memory_mib, a.gpu_indices, a.gpu_share_milli, a.disk_mib,
-               j.priority, j.spec).join(j, j.id == a.job_id).where(a.state.in_(ACTIVE))
+               j.priority, j.spec["interruptible"].as_boolean()).join(j, j.id == a.job_id).where(a.state.in_(ACTIVE))
     ):
         running.append(fabric.Allocation(
             id=row[0], job_id=row[1], node_id=row[2], cpu_milli=row[3], memory_mib=row[4],
             gpu_indices=tuple(row[5]), gpu_share_milli=row[6], disk_mib=row[7], priority=row[8],
-            interruptible=bool(row[9].get("interruptible")),
+            interruptible=bool(row[9]),
         ))
     pending = []
     queue = s.execute(select(j.id, j.queue_order, j.priority).where(j.state == JobState.pending.value)
@@ -259,7 +272,9 @@ def _apply(s: Session, snapshot: fabric.Snapshot, decisions: fabric.Decisions, n
            report: RoundReport) -> None:
     jobs = {j.id: j for j in snapshot.pending}
     # the rows of every job a decision names, in one query (they are all pending in the snapshot)
-    rows = {j.id: j for j in s.scalars(select(m.Job).where(m.Job.state == JobState.pending.value))}
+    # (without their specs: the decisions carry what a start needs, and a backlog's specs are large)
+    rows = {j.id: j for j in s.scalars(select(m.Job).where(m.Job.state == JobState.pending.value)
+                                       .options(defer(m.Job.spec)))}
     node_of_alloc = {a.id: a.node_id for a in snapshot.running}
     already = _preempting_nodes(s)
     planned = {node_of_alloc.get(p.allocation_id) for p in decisions.preemptions}

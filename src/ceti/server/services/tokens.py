@@ -66,7 +66,9 @@ def authenticate(s: Session, token: str | None) -> Principal:
     if not token:
         raise Unauthorized("missing bearer token")
     # lookup is by the hash of the presented secret, so no secret is ever compared byte by byte
-    row = s.scalar(select(m.Token).where(m.Token.token_hash == hash_token(token)))
+    # plain columns, not an ORM object: every request runs this
+    row = s.execute(select(m.Token.id, m.Token.kind, m.Token.project_id, m.Token.provider_id, m.Token.revoked_at)
+                    .where(m.Token.token_hash == hash_token(token))).first()
     if row is None or row.revoked_at is not None:
         raise Unauthorized("invalid or revoked token")
     return Principal(row.id, row.kind, row.project_id, row.provider_id)

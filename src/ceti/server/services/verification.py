@@ -30,7 +30,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import String, cast, select, update
 from sqlalchemy.orm import Session
 
 from ceti.server.errors import Conflict, Forbidden, NotFound
@@ -127,7 +127,7 @@ def issue(s: Session, node: m.Node, settings: Settings, now: float) -> m.Verific
     """A fresh challenge for the node's current claim, stored as its open session."""
     info = NodeInfo.model_validate(node.info)
     policy = policy_of(settings.verify)
-    flags = uuid_flags(node.id, info.gpus, node.pinned_gpu_uuids or [], _uuid_owners(s, node.id)) if info.gpus else []
+    flags = uuid_flags(node.id, info.gpus, node.pinned_gpu_uuids or [], _uuid_owners(s, node.id, (g.uuid for g in info.gpus if g.uuid))) if info.gpus else []
     for _ in range(8):  # 128-bit ids do not collide; the loop only makes "never reused" a checked fact
         session = verifier.issue(node.id, claim_of(info), now, policy, load_catalog(), uuid_flags=flags)
         if s.get(m.Verification, session.challenge.challenge_id) is None:
@@ -151,14 +151,19 @@ def issue(s: Session, node: m.Node, settings: Settings, now: float) -> m.Verific
     return row
 
 
-def _uuid_owners(s: Session, node_id: str) -> dict[str, str]:
-    """UUID -> node for the GPUs the other online nodes report (read only when a challenge is issued)."""
+def _uuid_owners(s: Session, node_id: str, uuids: Iterable[str]) -> dict[str, str]:
+    """UUID -> node for those of `uuids` that another online node reports. The text search in SQL keeps this
+    to the few rows that can match: a network's first minutes challenge every node, and reading every node's
+    hardware for each would cost the square of the network's size."""
     owners: dict[str, str] = {}
-    for other_id, info in s.execute(select(m.Node.id, m.Node.info).where(m.Node.state == "online",
-                                                                          m.Node.id != node_id)):
-        for g in (info or {}).get("gpus", []):
-            if g.get("uuid"):
-                owners.setdefault(g["uuid"], other_id)
+    info_text = cast(m.Node.info, String)
+    for uuid in sorted(set(uuids)):
+        rows = s.execute(select(m.Node.id, m.Node.info).where(
+            m.Node.state == "online", m.Node.id != node_id, info_text.contains(uuid, autoescape=True),
+        ).order_by(m.Node.id))
+        for other_id, info in rows:
+            if any(g.get("uuid") == uuid for g in (info or {}).get("gpus", [])):
+                owners.setdefault(uuid, other_id)
     return owners
 
 
