@@ -168,16 +168,26 @@ class PendingCache:
         self._metered_at: float | None = None
         self._entries: dict[str, tuple[frozenset[str], fabric.Demand, float | None, bool, float | None]] = {}
         self._max = max_entries
-        self._infos: dict[str, tuple[str, NodeInfo]] = {}
+        self._nodes: dict[str, tuple[tuple, fabric.Node]] = {}
+        self.allocations: dict[str, fabric.Allocation] = {}
 
-    def node_info(self, node_id: str, raw: str) -> NodeInfo:
-        """A node's hardware description, parsed again only when its stored text changed."""
-        hit = self._infos.get(node_id)
-        if hit is None or hit[0] != raw:
-            if len(self._infos) >= self._max:
-                self._infos.clear()
-            hit = self._infos[node_id] = (raw, NodeInfo.model_validate_json(raw))
+    def node(self, node_id: str, raw: str, state: str, verdict: str | None, estimate: str | None,
+             reliability: float) -> fabric.Node:
+        """A node as the fabric sees it, built again only when its stored description or standing changed."""
+        key = (raw, state, verdict, estimate, reliability)
+        hit = self._nodes.get(node_id)
+        if hit is None or hit[0] != key:
+            if len(self._nodes) >= self._max:
+                self._nodes.clear()
+            node = node_of(node_id, NodeInfo.model_validate_json(raw), state, verdict, estimate, reliability)
+            hit = self._nodes[node_id] = (key, node)
         return hit[1]
+
+    def keep_allocations(self, live: list[str]) -> None:
+        """Forget allocations that are no longer live."""
+        if len(self.allocations) > len(live):
+            keep = set(live)
+            self.allocations = {k: v for k, v in self.allocations.items() if k in keep}
 
     def meter_due(self, now: float, interval_s: float) -> bool:
         """Metering several times per metering interval is enough (a twelfth of it, at most every 5 s): it walks
@@ -215,24 +225,29 @@ def build_snapshot(s: Session, now: float, cache: PendingCache | None = None) ->
     cache = cache if cache is not None else PendingCache()
     # plain column reads, not ORM objects: a round reads every node and every live and pending job
     scores = cache.reliability(s, now)
-    # the hardware description as stored text: parsed only when it changed since the last round
-    nodes = [node_of(node_id, cache.node_info(node_id, raw), state, verdict, estimate,
-                     reliability=scores.get(node_id, 1.0))
+    # the hardware description as stored text: parsed, and the node built, only when something changed
+    nodes = [cache.node(node_id, raw, state, verdict, estimate, scores.get(node_id, 1.0))
              for node_id, raw, state, verdict, estimate in s.execute(
                  select(m.Node.id, cast(m.Node.info, String), m.Node.state, m.Node.verdict, m.Node.model_estimate)
                  .order_by(m.Node.id))]
     known_models = frozenset(g.model for n in nodes for g in n.gpus)
-    running = []
     a, j = m.Allocation, m.Job
-    for row in s.execute(
-        select(a.id, a.job_id, a.node_id, a.cpu_milli, a.memory_mib, a.gpu_indices, a.gpu_share_milli, a.disk_mib,
-               j.priority, j.spec["interruptible"].as_boolean()).join(j, j.id == a.job_id).where(a.state.in_(ACTIVE))
-    ):
-        running.append(fabric.Allocation(
-            id=row[0], job_id=row[1], node_id=row[2], cpu_milli=row[3], memory_mib=row[4],
-            gpu_indices=tuple(row[5]), gpu_share_milli=row[6], disk_mib=row[7], priority=row[8],
-            interruptible=bool(row[9]),
-        ))
+    # what an allocation holds never changes: only the ones new since the last round are read in full
+    live = s.scalars(select(a.id).where(a.state.in_(ACTIVE))).all()
+    fresh = [alloc_id for alloc_id in live if alloc_id not in cache.allocations]
+    for start in range(0, len(fresh), 500):
+        for row in s.execute(
+            select(a.id, a.job_id, a.node_id, a.cpu_milli, a.memory_mib, a.gpu_indices, a.gpu_share_milli,
+                   a.disk_mib, j.priority, j.spec["interruptible"].as_boolean())
+            .join(j, j.id == a.job_id).where(a.id.in_(fresh[start:start + 500]))
+        ):
+            cache.allocations[row[0]] = fabric.Allocation(
+                id=row[0], job_id=row[1], node_id=row[2], cpu_milli=row[3], memory_mib=row[4],
+                gpu_indices=tuple(row[5]), gpu_share_milli=row[6], disk_mib=row[7], priority=row[8],
+                interruptible=bool(row[9]),
+            )
+    running = [cache.allocations[alloc_id] for alloc_id in live if alloc_id in cache.allocations]
+    cache.keep_allocations(live)
     pending = []
     queue = s.execute(select(j.id, j.queue_order, j.priority).where(j.state == JobState.pending.value)
                       .order_by(j.queue_order)).all()
