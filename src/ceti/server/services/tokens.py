@@ -7,7 +7,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from ceti.server.errors import BadRequest, Conflict, NotFound, Unauthorized
@@ -62,13 +62,16 @@ def create_token(
     return row, secret
 
 
+_BY_HASH = select(m.Token.id, m.Token.kind, m.Token.project_id, m.Token.provider_id, m.Token.revoked_at).where(
+    m.Token.token_hash == bindparam("token_hash"))
+
+
 def authenticate(s: Session, token: str | None) -> Principal:
     if not token:
         raise Unauthorized("missing bearer token")
     # lookup is by the hash of the presented secret, so no secret is ever compared byte by byte
-    # plain columns, not an ORM object: every request runs this
-    row = s.execute(select(m.Token.id, m.Token.kind, m.Token.project_id, m.Token.provider_id, m.Token.revoked_at)
-                    .where(m.Token.token_hash == hash_token(token))).first()
+    # one prepared statement on the session's connection, not an ORM query: every request runs this
+    row = s.connection().execute(_BY_HASH, {"token_hash": hash_token(token)}).first()
     if row is None or row.revoked_at is not None:
         raise Unauthorized("invalid or revoked token")
     return Principal(row.id, row.kind, row.project_id, row.provider_id)
