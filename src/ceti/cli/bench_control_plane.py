@@ -34,12 +34,16 @@ def control_plane(
         f"p99 < {KNEE_P99_MS:.0f} ms with no errors"))] = False,
     knee_steps: Annotated[str, typer.Option(help="agent counts for --find-knee")] = "500,1000,2000,3000,4000",
     knee_duration_s: Annotated[float, typer.Option(help="seconds of load per --find-knee step", min=1)] = 45.0,
+    verify: Annotated[bool, typer.Option(help=(
+        "keep proof of hardware on: simulated agents cannot answer challenges, so every node's heartbeats take "
+        "the full path until its first challenge expires (a start-up transient, not the steady state)"))] = False,
 ) -> None:
     """Load-test the control plane: a real `ceti server` on 127.0.0.1, simulated agents speaking the agent
     protocol and developers submitting jobs, all from one asyncio process. Prints request latencies
     (p50/p95/p99), scheduling-round latency, the server's CPU and peak memory, and jobs submitted/started/finished."""
     cfg = BenchConfig(agents=agents, heartbeat_s=heartbeat_s, submits_per_s=submits_per_s, duration_s=duration_s,
-                      database_url=database_url, port=port, max_connections=max_connections, seed=seed)
+                      database_url=database_url, port=port, max_connections=max_connections, seed=seed,
+                      verify=verify)
     console = Console(stderr=True)
     out = Console()
     if find_knee_:
@@ -116,7 +120,8 @@ def _ms(x: float | None) -> str:
 
 def result_table(r: dict[str, Any]) -> Table:
     t = Table(title=(f"control plane: {r['agents']} agents, heartbeat {r['config']['heartbeat_s']} s, "
-                     f"{r['config']['submits_per_s']} submits/s, {r['config']['duration_s']} s, {r['database']}"))
+                     f"{r['config']['submits_per_s']} submits/s, {r['config']['duration_s']} s, {r['database']}, "
+                     f"proof of hardware {'on' if r['config'].get('verify') else 'off'}"))
     t.add_column("requests")
     for c in ("count", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms"):
         t.add_column(c, justify="right")

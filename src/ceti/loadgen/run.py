@@ -48,6 +48,9 @@ class BenchConfig:
     request_timeout_s: float = 30.0
     providers: int = 8
     projects: int = 4
+    # proof of hardware: off by default, as simulated agents cannot answer a challenge; on, every node is
+    # challenged at first contact and its heartbeats take the full path until the challenge expires
+    verify: bool = False
     seed: int = 0
     poisson: bool = True
 
@@ -73,6 +76,7 @@ class ServerProcess:
     data_dir: Path
     database_url: str | None = None
     proc: subprocess.Popen | None = None
+    verify: bool = True
     admin_token: str = ""
 
     @property
@@ -89,6 +93,8 @@ class ServerProcess:
         env["PYTHONUNBUFFERED"] = "1"
         if self.database_url:
             env["CETI_DATABASE_URL"] = self.database_url
+        if not self.verify:
+            env["CETI_VERIFY_ENABLED"] = "0"
         cmd = [sys.executable, "-m", "ceti.cli.main", "server", "--host", HOST, "--port", str(self.port),
                "--data-dir", str(self.data_dir), "--admin-token-file", str(self.data_dir / "admin-token"),
                "--log-level", "warning"]
@@ -324,7 +330,8 @@ async def drive(cfg: BenchConfig, server: ServerProcess, provider_tokens: list[s
         "registered": c.registered,
         "database": "postgresql" if cfg.database_url else "sqlite",
         "config": {"agents": cfg.agents, "heartbeat_s": cfg.heartbeat_s, "submits_per_s": cfg.submits_per_s,
-                   "duration_s": cfg.duration_s, "drain_s": cfg.drain(), "max_connections": cfg.max_connections},
+                   "duration_s": cfg.duration_s, "drain_s": cfg.drain(), "max_connections": cfg.max_connections,
+                   "verify": cfg.verify},
         "wall_s": round(wall, 1),
     }
 
@@ -336,7 +343,7 @@ def _r(x: float | None) -> float | None:
 def run_bench(cfg: BenchConfig, on_start: Callable[[Live], None] | None = None) -> dict[str, Any]:
     """One run, start to end: a fresh server (its own temp data dir), the load, the figures. Bounded in time."""
     data_dir = Path(tempfile.mkdtemp(prefix="ceti-bench-cp-"))
-    server = ServerProcess(cfg.port or free_port(), data_dir, cfg.database_url)
+    server = ServerProcess(cfg.port or free_port(), data_dir, cfg.database_url, verify=cfg.verify)
     live = Live(Recorder())
     try:
         server.start()
