@@ -64,6 +64,12 @@ def _load_trace(nodes: Path, pods: Path, on_error: str, err: Console) -> tuple[l
     return node_load.rows, pod_load.rows, skipped
 
 
+def _progress(err: Console) -> Progress:
+    """A bar for runs that take a while, on stderr, shown only on a terminal."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err, transient=True, disable=not err.is_terminal)
+
+
 @app.command()
 def inflation(
     nodes: Annotated[
@@ -104,15 +110,7 @@ def inflation(
     setup = InflationSetup.build(node_rows, pod_rows)
     seed_list = list(range(first_seed, first_seed + seeds))
     total = len(names) * len(seed_list)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as progress:
+    with _progress(err) as progress:
         task = progress.add_task("inflation runs", total=total)
         summaries = run_experiment(
             setup,
@@ -190,15 +188,7 @@ def replay(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     results = []
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as progress:
+    with _progress(err) as progress:
         task = progress.add_task("replay runs", total=len(names))
         for name in names:
             results.append(run_replay(setup, name, seed))

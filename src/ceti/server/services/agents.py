@@ -101,7 +101,6 @@ def heartbeat(
         # committed at once: the write lock is held for the exits only, not while the answer is built, and an
         # exit is kept even if the answer then fails (a resent report changes nothing)
         s.commit()
-        node = own_node(s, who, node_id)
     # reads first, writes last: on SQLite the one write lock is then held from the first write to the commit
     # only, and a heartbeat that changes nothing but the node's clock holds it for one UPDATE
     with s.no_autoflush:

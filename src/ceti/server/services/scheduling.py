@@ -159,8 +159,10 @@ RELIABILITY_REFRESH_S = 30.0
 
 
 class PendingCache:
-    """What a pending job asks of the fabric, parsed once: a job's spec never changes after submit, so only
-    new jobs (or a change in the network's GPU models, which widens "A100" to its variants) cost a parse."""
+    """What the scheduling loop keeps across rounds so a round reads and parses only what changed: what each
+    pending job asks of the fabric (a spec never changes after submit; a change in the network's GPU models,
+    which widens "A100" to its variants, parses it again), each node as the fabric sees it, each live
+    allocation, and the reliability scores and metering times."""
 
     def __init__(self, max_entries: int = 500_000, verification: bool = True):
         self.verification = verification
