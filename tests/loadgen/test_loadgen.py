@@ -82,3 +82,28 @@ def test_short_real_run_against_sqlite():
     assert out["jobs"]["finished"] <= out["jobs"]["started"] <= out["jobs"]["submitted"]
     assert out["schedule_round"]["count"] > 0 and out["schedule_round"]["p50_ms"] is not None
     assert out["server"]["cpu_s"] > 0 and out["server"]["peak_rss_mib"] > 0
+
+
+def _cli(*args: str):
+    app = typer.Typer()
+    app.command("control-plane")(control_plane)
+    app.command("noop")(lambda: None)
+    return CliRunner().invoke(app, ["control-plane", *args])
+
+
+def test_replicas_need_postgres():
+    result = _cli("--replicas", "3", "--agents", "5", "--duration-s", "1")
+    assert result.exit_code == 2 and "PostgreSQL" in result.output
+
+
+@pytest.mark.postgres
+def test_short_run_against_two_replicas_on_postgres(postgres):
+    result = _cli("--replicas", "2", "--agents", "12", "--heartbeat-s", "0.5", "--submits-per-s", "4",
+                  "--duration-s", "4", "--database-url", postgres.new_database(), "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["errors"] == 0 and out["database"] == "postgresql"
+    assert out["server"]["replicas"] == 2 and out["config"]["replicas"] == 2
+    assert out["registered"] == 12
+    # agents on both replicas, jobs submitted to both, scheduled by the one leader
+    assert out["jobs"]["started"] > 0 and out["schedule_round"]["count"] > 0

@@ -34,6 +34,9 @@ def control_plane(
         f"p99 < {KNEE_P99_MS:.0f} ms with no errors"))] = False,
     knee_steps: Annotated[str, typer.Option(help="agent counts for --find-knee")] = "500,1000,2000,3000,4000",
     knee_duration_s: Annotated[float, typer.Option(help="seconds of load per --find-knee step", min=1)] = 45.0,
+    replicas: Annotated[int, typer.Option(help=(
+        "server processes on the one PostgreSQL database (needs --database-url); agents and submits are spread "
+        "over them, one of them leads the scheduling"), min=1, max=16)] = 1,
     verify: Annotated[bool, typer.Option(help=(
         "keep proof of hardware on: simulated agents cannot answer challenges, so every node's heartbeats take "
         "the full path until its first challenge expires (a start-up transient, not the steady state)"))] = False,
@@ -43,7 +46,9 @@ def control_plane(
     (p50/p95/p99), scheduling-round latency, the server's CPU and peak memory, and jobs submitted/started/finished."""
     cfg = BenchConfig(agents=agents, heartbeat_s=heartbeat_s, submits_per_s=submits_per_s, duration_s=duration_s,
                       database_url=database_url, port=port, max_connections=max_connections, seed=seed,
-                      verify=verify)
+                      verify=verify, replicas=replicas)
+    if replicas > 1 and not database_url:
+        raise typer.BadParameter("several replicas need PostgreSQL: give --database-url", param_hint="--replicas")
     console = Console(stderr=True)
     out = Console()
     if find_knee_:
@@ -121,7 +126,8 @@ def _ms(x: float | None) -> str:
 def result_table(r: dict[str, Any]) -> Table:
     t = Table(title=(f"control plane: {r['agents']} agents, heartbeat {r['config']['heartbeat_s']} s, "
                      f"{r['config']['submits_per_s']} submits/s, {r['config']['duration_s']} s, {r['database']}, "
-                     f"proof of hardware {'on' if r['config'].get('verify') else 'off'}"))
+                     f"proof of hardware {'on' if r['config'].get('verify') else 'off'}"
+                     + (f", {r['config']['replicas']} replicas" if r['config'].get('replicas', 1) > 1 else "")))
     t.add_column("requests")
     for c in ("count", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms"):
         t.add_column(c, justify="right")

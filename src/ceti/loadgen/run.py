@@ -4,9 +4,11 @@ asyncio process, and measure latencies, scheduling rounds and the server process
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -53,6 +55,8 @@ class BenchConfig:
     verify: bool = False
     seed: int = 0
     poisson: bool = True
+    # server processes on the one database (PostgreSQL only); agents and submits are spread over them evenly
+    replicas: int = 1
 
     def drain(self) -> float:
         if self.drain_s is not None:
@@ -78,6 +82,7 @@ class ServerProcess:
     proc: subprocess.Popen | None = None
     verify: bool = True
     admin_token: str = ""
+    secret_key: str | None = None  # replicas share it: job secrets are encrypted with it
 
     @property
     def url(self) -> str:
@@ -95,6 +100,8 @@ class ServerProcess:
             env["CETI_DATABASE_URL"] = self.database_url
         if not self.verify:
             env["CETI_VERIFY_ENABLED"] = "0"
+        if self.secret_key:
+            env["CETI_SECRET_KEY"] = self.secret_key
         cmd = [sys.executable, "-m", "ceti.cli.main", "server", "--host", HOST, "--port", str(self.port),
                "--data-dir", str(self.data_dir), "--admin-token-file", str(self.data_dir / "admin-token"),
                "--log-level", "warning"]
@@ -113,7 +120,9 @@ class ServerProcess:
         else:
             self.stop()
             raise RuntimeError(f"the server did not become healthy in {timeout_s}s: {self.log_tail()}")
-        self.admin_token = (self.data_dir / "admin-token").read_text().strip()
+        token_file = self.data_dir / "admin-token"
+        if token_file.exists():  # only the replica that made the database writes it
+            self.admin_token = token_file.read_text().strip()
 
     def log_tail(self, n: int = 3000) -> str:
         try:
@@ -187,8 +196,8 @@ class Live:
     submitted: int = 0
 
 
-async def developer(client: httpx.AsyncClient, base: str, tokens: list[str], cfg: BenchConfig, rec: Recorder,
-                    stop_at: float, live: Live) -> dict[str, int]:
+async def developer(client: httpx.AsyncClient, bases: list[str], tokens: list[str], cfg: BenchConfig,
+                    rec: Recorder, stop_at: float, live: Live) -> dict[str, int]:
     """Submit jobs at `submits_per_s` (Poisson arrivals, or fixed rate) until `stop_at`; at most
     `max_submits_in_flight` at once (a later arrival waits for a slot and counts as late)."""
     rng = random.Random(cfg.seed + 7)
@@ -199,7 +208,7 @@ async def developer(client: httpx.AsyncClient, base: str, tokens: list[str], cfg
     async def one(i: int) -> None:
         try:
             headers = {"Authorization": f"Bearer {tokens[i % len(tokens)]}", "Idempotency-Key": str(uuid.uuid4())}
-            answer, _ = await timed_post(client, f"{base}/v1/jobs", rec.submit, headers,
+            answer, _ = await timed_post(client, f"{bases[i % len(bases)]}/v1/jobs", rec.submit, headers,
                                          job_spec(i, rng, cfg.gpu_job_fraction))
             if answer is not None:
                 live.submitted += 1
@@ -232,45 +241,50 @@ async def developer(client: httpx.AsyncClient, base: str, tokens: list[str], cfg
     return {"late": late}
 
 
-async def sample_server(server: ServerProcess, client: httpx.AsyncClient, sampler: ProcessSampler,
+async def sample_server(servers: list[ServerProcess], client: httpx.AsyncClient, samplers: list[ProcessSampler],
                         me: ProcessSampler, rounds: list[float], stop: asyncio.Event, state: dict[str, Any]) -> None:
-    """Every second: the server process's CPU and RSS, and the new scheduling rounds (GET /v1/scheduler)."""
-    headers = {"Authorization": f"Bearer {server.admin_token}"}
-    seen = None
+    """Every second: the server processes' CPU and RSS, and the new scheduling rounds (GET /v1/scheduler) of
+    whichever replica leads (only the leader runs rounds)."""
+    headers = {"Authorization": f"Bearer {servers[0].admin_token}"}
+    seen: dict[int, int] = {}
     while not stop.is_set():
-        sampler.sample()
+        for sampler in samplers:
+            sampler.sample()
         me.sample()
-        try:
-            r = await client.get(f"{server.url}/v1/scheduler", headers=headers, timeout=10)
-            if r.status_code == 200:
-                body = r.json()
-                n, recent = body["rounds"], body["recent_round_s"]
-                if seen is None:
-                    new = recent  # the rounds before the load started count too (few)
-                else:
-                    new = recent[len(recent) - min(n - seen, len(recent)):] if n > seen else []
-                    if n - seen > len(recent):
-                        state["rounds_missed"] = state.get("rounds_missed", 0) + (n - seen - len(recent))
-                rounds.extend(new)
-                seen = n
-                state["rounds"] = n
-            elif r.status_code == 404:
+        for i, server in enumerate(servers):
+            try:
+                r = await client.get(f"{server.url}/v1/scheduler", headers=headers, timeout=10)
+            except httpx.HTTPError:
+                continue
+            if r.status_code == 404:
                 state["scheduler_endpoint"] = False
-        except httpx.HTTPError:
-            pass
+            if r.status_code != 200:
+                continue
+            body = r.json()
+            n, recent = body["rounds"], body["recent_round_s"]
+            if i not in seen:
+                new = recent  # the rounds before the load started count too (few)
+            else:
+                new = recent[len(recent) - min(n - seen[i], len(recent)):] if n > seen[i] else []
+                if n - seen[i] > len(recent):
+                    state["rounds_missed"] = state.get("rounds_missed", 0) + (n - seen[i] - len(recent))
+            rounds.extend(new)
+            seen[i] = n
+        state["rounds"] = sum(seen.values())
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=1.0)
-    sampler.sample()
+    for sampler in samplers:
+        sampler.sample()
     me.sample()
 
 
-async def drive(cfg: BenchConfig, server: ServerProcess, provider_tokens: list[str], project_tokens: list[str],
-                live: Live) -> dict[str, Any]:
+async def drive(cfg: BenchConfig, servers: list[ServerProcess], provider_tokens: list[str],
+                project_tokens: list[str], live: Live) -> dict[str, Any]:
     rec = live.rec
     infos = node_infos(cfg.agents, cfg.seed)
     limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
     timeout = httpx.Timeout(cfg.request_timeout_s)
-    sampler, me = ProcessSampler(server.proc.pid), ProcessSampler(os.getpid())
+    samplers, me = [ProcessSampler(sv.proc.pid) for sv in servers], ProcessSampler(os.getpid())
     rounds: list[float] = []
     sched_state: dict[str, Any] = {}
     rng = random.Random(cfg.seed)
@@ -285,13 +299,14 @@ async def drive(cfg: BenchConfig, server: ServerProcess, provider_tokens: list[s
         agents_end = submits_end + cfg.drain()
         stop_sampling = asyncio.Event()
         sampler_task = asyncio.create_task(
-            sample_server(server, side, sampler, me, rounds, stop_sampling, sched_state))
-        agents = [SimAgent(i, info, provider_tokens[i % len(provider_tokens)], server.url, cfg.heartbeat_s,
-                           cfg.run_s, rec, cfg.seed, cfg.request_timeout_s) for i, info in enumerate(infos)]
+            sample_server(servers, side, samplers, me, rounds, stop_sampling, sched_state))
+        agents = [SimAgent(i, info, provider_tokens[i % len(provider_tokens)], servers[i % len(servers)].url,
+                           cfg.heartbeat_s, cfg.run_s, rec, cfg.seed, cfg.request_timeout_s)
+                  for i, info in enumerate(infos)]
         # registration (and so every heartbeat) is spread over the first interval, not all at once
         agent_tasks = [asyncio.create_task(a.run(client, t0 + rng.uniform(0, cfg.heartbeat_s), agents_end))
                        for a in agents]
-        dev = await developer(client, server.url, project_tokens, cfg, rec, submits_end, live)
+        dev = await developer(client, [sv.url for sv in servers], project_tokens, cfg, rec, submits_end, live)
         live.phase = "drain"
         # a request still in flight at the end gets one request timeout more, then is cancelled (an error)
         done, pending = await asyncio.wait(agent_tasks, timeout=max(agents_end - time.monotonic(), 0)
@@ -317,8 +332,11 @@ async def drive(cfg: BenchConfig, server: ServerProcess, provider_tokens: list[s
             **({"unavailable": "GET /v1/scheduler is missing"} if sched_state.get("scheduler_endpoint") is False
                else {}),
         },
-        "server": {"cpu_s": round(sampler.cpu_s, 2), "peak_rss_mib": round(sampler.peak_rss / 2**20, 1),
-                   "cpu_util": round(sampler.cpu_s / wall, 3) if wall else None},
+        # several replicas: CPU summed over them, peak RSS of the largest
+        "server": {"cpu_s": round(sum(sm.cpu_s for sm in samplers), 2),
+                   "peak_rss_mib": round(max(sm.peak_rss for sm in samplers) / 2**20, 1),
+                   "cpu_util": round(sum(sm.cpu_s for sm in samplers) / wall, 3) if wall else None,
+                   "replicas": len(servers)},
         "loadgen": {"cpu_s": round(me.cpu_s, 2), "peak_rss_mib": round(me.peak_rss / 2**20, 1),
                     "cpu_util": round(me.cpu_s / wall, 3) if wall else None, "late_submits": dev["late"]},
         # the server and the load generator share this host: other work on it skews every figure
@@ -331,7 +349,7 @@ async def drive(cfg: BenchConfig, server: ServerProcess, provider_tokens: list[s
         "database": "postgresql" if cfg.database_url else "sqlite",
         "config": {"agents": cfg.agents, "heartbeat_s": cfg.heartbeat_s, "submits_per_s": cfg.submits_per_s,
                    "duration_s": cfg.duration_s, "drain_s": cfg.drain(), "max_connections": cfg.max_connections,
-                   "verify": cfg.verify},
+                   "verify": cfg.verify, "replicas": cfg.replicas},
         "wall_s": round(wall, 1),
     }
 
@@ -341,27 +359,41 @@ def _r(x: float | None) -> float | None:
 
 
 def run_bench(cfg: BenchConfig, on_start: Callable[[Live], None] | None = None) -> dict[str, Any]:
-    """One run, start to end: a fresh server (its own temp data dir), the load, the figures. Bounded in time."""
-    data_dir = Path(tempfile.mkdtemp(prefix="ceti-bench-cp-"))
-    server = ServerProcess(cfg.port or free_port(), data_dir, cfg.database_url, verify=cfg.verify)
+    """One run, start to end: fresh server processes (each its own temp data dir), the load, the figures.
+    Bounded in time."""
+    if cfg.replicas > 1 and not cfg.database_url:
+        raise ValueError("several replicas need PostgreSQL (--database-url): SQLite serves one server")
+    root = Path(tempfile.mkdtemp(prefix="ceti-bench-cp-"))
+    key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()  # a Fernet key, as the server expects
+    servers = []
+    for i in range(max(cfg.replicas, 1)):
+        (root / f"r{i}").mkdir()
+        port = cfg.port + i if cfg.port else free_port()
+        servers.append(ServerProcess(port, root / f"r{i}", cfg.database_url, verify=cfg.verify, secret_key=key))
     live = Live(Recorder())
     try:
-        server.start()
-        provider_tokens = make_tokens(server.url, server.admin_token, "provider",
+        for server in servers:  # one after another: the first makes the schema and the admin token
+            server.start()
+        admin = servers[0]
+        provider_tokens = make_tokens(admin.url, admin.admin_token, "provider",
                                       [f"lg-provider-{i}" for i in range(max(cfg.providers, 1))])
-        project_tokens = make_tokens(server.url, server.admin_token, "project",
+        project_tokens = make_tokens(admin.url, admin.admin_token, "project",
                                      [f"lg-project-{i}" for i in range(max(cfg.projects, 1))])
+        for server in servers[1:]:
+            server.admin_token = admin.admin_token
         if on_start:
             on_start(live)
         budget = cfg.duration_s + cfg.drain() + cfg.request_timeout_s * 3 + 60
-        result = asyncio.run(asyncio.wait_for(drive(cfg, server, provider_tokens, project_tokens, live), budget))
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"the server died during the run: {server.log_tail()}")
+        result = asyncio.run(asyncio.wait_for(drive(cfg, servers, provider_tokens, project_tokens, live), budget))
+        for server in servers:
+            if server.proc.poll() is not None:
+                raise RuntimeError(f"a server died during the run: {server.log_tail()}")
         return result
     finally:
         live.phase = "done"
-        server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        for server in servers:
+            server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def within(result: dict[str, Any], p99_ms: float = KNEE_P99_MS) -> bool:
