@@ -152,14 +152,48 @@ class Preemptor:
             self._gsum_cache = (rows, np.where(gpu[rows] > 0, gpu[rows], 0).sum(axis=1))
         return self._gsum_cache[1]
 
+    def open_kind(self, priority: int) -> bool:
+        """Whether a kind at `priority` may look for victims now; a yes counts against MAX_KINDS_PER_ROUND."""
+        if self.min_priority is None or priority <= self.min_priority or self.budget <= 0:
+            return False
+        if self.kinds_left <= 0:
+            return False
+        self.kinds_left -= 1
+        return True
+
+    def victim_rows(self, priority: int) -> tuple[np.ndarray, ...]:
+        """Nodes with victims below `priority`, cheapest victim first: (rows, that victim's cost, and the CPU,
+        memory and GPU milli all their victims would free)."""
+        return self._level_bounds(priority)
+
+    def cheapest_room(self, row: int, job: Job, need: Need) -> tuple[float, list[Allocation]] | None:
+        """The cheapest victims on one node that make room there for one task of `job`, and their cost; for
+        callers that choose the nodes themselves (multi-node gangs, one task per node)."""
+        v = self._eligible(row, job.priority)
+        if not v:
+            return None
+        opt = self._cheapest_on(row, job, need, v)
+        return None if opt is None else (opt.cost, opt.victims)
+
+    def record(self, job: Job, priority: int, victims: list[Allocation]) -> None:
+        """Pre-empt `victims` (their room already released) for `job`."""
+        for a in victims:
+            self.gone.add(a.id)
+            self.decisions.preemptions.append(
+                Preempt(
+                    a.id,
+                    a.job_id,
+                    f"pre-empted for job {job.id} (priority {priority} > {a.priority}); "
+                    f"lost work {a.lost_work_hours:g} h worth {lost_cost(a):.2f}",
+                )
+            )
+        self.budget -= len(victims)
+
     def place(self, need: Need, jobs: list[Job], price_ok: Callable[[Job, int], bool]) -> int:
         """Start a prefix of `jobs` on room freed from lower-priority work; returns how many started."""
         k = need.kind
-        if self.min_priority is None or k.priority <= self.min_priority or self.budget <= 0:
+        if not self.open_kind(k.priority):
             return 0
-        if self.kinds_left <= 0:
-            return 0
-        self.kinds_left -= 1
         t = self.t
         rows, lb, cpu_rel, mem_rel, gpu_rel = self._level_bounds(k.priority)
         if len(rows) == 0:
@@ -227,16 +261,7 @@ class Preemptor:
         if job.bid_per_hour is not None and job.bid_per_hour * PAYBACK_HOURS < total:
             self._rollback(job, taken, victims_all)
             return False
-        for a in victims_all:
-            self.decisions.preemptions.append(
-                Preempt(
-                    a.id,
-                    a.job_id,
-                    f"pre-empted for job {job.id} (priority {k.priority} > {a.priority}); "
-                    f"lost work {a.lost_work_hours:g} h worth {lost_cost(a):.2f}",
-                )
-            )
-        self.budget -= len(victims_all)
+        self.record(job, k.priority, victims_all)
         for task, (r, pos) in enumerate(taken):
             self.decisions.starts.append(
                 Start(job.id, t.ids[r], t.gpu_indices(r, pos), d.gpu_share_milli, task)

@@ -8,6 +8,8 @@ Per priority level, from the highest down (a lower priority only ever sees what 
 4. spill: jobs the class-level estimate could not place try every node that could still fit them;
 5. pre-empt strictly lower-priority interruptible work where that pays (`preemption`).
 
+Multi-node gangs (`Job.one_per_node`) skip the flow: `multinode` places them first within their level.
+
 Jobs no node could hold even empty are `Unschedulable`; the rest that did not start `Wait`, with a reason.
 """
 
@@ -815,6 +817,12 @@ class _Round:
 
     def run(self, kinds: list[JobKind]) -> Decisions:
         t = self.t
+        multi = None
+        if any(k.gang_size > 1 for k in kinds):
+            from ceti.fabric import multinode  # here, not above: it reuses this module's reason texts
+
+            kinds, gangs = multinode.split(kinds)
+            multi = multinode.MultiNode(self, gangs) if gangs else None
         self._unschedulable(kinds)
         needs = [self.needs[id(k)] for k in kinds if self.left[id(k)]]
         levels: list[list[Need]] = []
@@ -824,6 +832,8 @@ class _Round:
             else:
                 levels.append([need])
         for level in levels:
+            if multi is not None:  # multi-node gangs of this level and the levels above go first
+                multi.place(down_to=level[0].kind.priority)
             fresh = False
             for _ in range(FLOW_ROUNDS):
                 nc = node_classes(t, *self.free.arrays(), by_reliability=self.by_reliability)
@@ -846,6 +856,8 @@ class _Round:
                     n = self.preemptor.place(need, left, self.price_ok)
                     if n:
                         self.left[id(need.kind)] = left[n:]
+        if multi is not None:
+            multi.finish()
         self._waits(needs)
         return self.decisions
 
