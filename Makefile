@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[networks]'
+	$(BIN)/pip install --quiet -e '.[networks,ray]'
 	touch $@
 
 $(DEV_STAMP): pyproject.toml | $(BIN)/python

@@ -449,6 +449,11 @@ class ProcessExecutor:
         finally:
             os.close(pidfd)
 
+    def recorded_command(self, alloc_id: str) -> list[str]:
+        """The command an allocation was started with (also one an earlier agent started), or []."""
+        state = self._state(alloc_id) if (self.allocations / alloc_id).is_dir() else None
+        return list((state or {}).get("command") or [])
+
     def _state(self, alloc_id: str) -> dict[str, Any] | None:
         if alloc_id not in self._states:
             state = _read_json(self.allocations / alloc_id / STATE_FILE)

@@ -7,6 +7,9 @@ the server's answer is the whole desired state of this node, never a delta.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -16,6 +19,7 @@ from typing import Any
 from ceti.agent.containers import ContainerExecutor
 from ceti.agent.engines import detect
 from ceti.agent.executor import AllocationNotFound, ProcessExecutor
+from ceti.agent.launchers import GangInfo, LaunchOptions, launch_command
 from ceti.agent.state import AgentState
 from ceti.agent.verification import ChallengeRunner
 from ceti.client import CetiError, Client
@@ -24,6 +28,9 @@ from ceti.spec import NodeInfo
 log = logging.getLogger("ceti.agent")
 STREAMS = ("stdout", "stderr")
 HURRY_S = 0.25
+# A node of a multi-node job stops its command (LaunchOptions.grace_s), then its engine (up to 10 s): whatever
+# grace the server gives, it gets at least this long before the executor kills what is left
+GANG_MIN_STOP_GRACE_S = 20.0
 
 
 @dataclass
@@ -37,6 +44,8 @@ class AgentConfig:
     ca_cert: str | None = None
     # container engine: "off", "auto", "podman", "docker" or a path; None = CETI_CONTAINER_ENGINE (default off)
     containers: str | None = None
+    # where the nodes of multi-node jobs keep their engine's temp dirs (Ray's Unix sockets need a short path)
+    gang_scratch_root: Path = Path("/tmp/ceti-ray")
 
 
 class Agent:
@@ -60,6 +69,7 @@ class Agent:
         self._stop = threading.Event()
         self._hurry = False
         self._offline_since: float | None = None
+        self._gangs: set[str] = set()  # allocations that are nodes of a multi-node job
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -133,6 +143,10 @@ class Agent:
         self._hurry = bool(self.state.unreported) or bool(answer.get("stop"))
         for alloc_id in list(self.state.unreported):
             self._executor_of(alloc_id).forget(alloc_id)
+            if alloc_id in self._gangs:
+                self._gangs.discard(alloc_id)
+                # the node process removes its engine's temp dir, unless the executor had to kill it
+                shutil.rmtree(self.config.gang_scratch_root / alloc_id[:12], ignore_errors=True)
             self.state.log_offsets.pop(alloc_id, None)
         self.state.unreported.clear()
         self._save()
@@ -173,11 +187,12 @@ class Agent:
         stops = {item["allocation_id"]: item for item in answer["stop"]}
         for alloc_id in running:
             if alloc_id in stops:
-                self._executor_of(alloc_id).request_stop(alloc_id, stops[alloc_id]["grace_s"])
+                self._executor_of(alloc_id).request_stop(alloc_id,
+                                                         self._stop_grace(alloc_id, stops[alloc_id]["grace_s"]))
             elif alloc_id not in desired:
                 # fencing: whatever the server no longer wants here (an attempt it gave up on) must stop
                 log.warning("allocation %s is not desired by the server; stopping it", alloc_id)
-                self._executor_of(alloc_id).request_stop(alloc_id, 10.0)
+                self._executor_of(alloc_id).request_stop(alloc_id, self._stop_grace(alloc_id, 10.0))
         for alloc_id in stops:
             if alloc_id not in running and alloc_id not in self.state.unreported:
                 # asked to stop something never started here: report it stopped so the server can close it
@@ -186,13 +201,43 @@ class Agent:
         self._save()
 
     def _start(self, alloc_id: str, item: dict[str, Any]) -> None:
-        if not item.get("image"):
+        if item.get("gang"):
+            command, env = self._gang_command(alloc_id, item)
+            self.executor.start(alloc_id, command, env, item["files"], item["gpu_indices"])
+            self._gangs.add(alloc_id)
+        elif not item.get("image"):
             self.executor.start(alloc_id, item["command"], item["env"], item["files"], item["gpu_indices"])
         elif self.containers is None:
             raise ValueError(f"this node has no working container engine to run {item['image']}")
         else:
             self.containers.start(alloc_id, item["image"], item["command"], item["env"], item["files"],
                                   item["gpu_indices"], item.get("cpu_milli", 0), item.get("memory_mib", 0))
+
+    def _gang_command(self, alloc_id: str, item: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+        """One node of a multi-node job: the engine's node process wraps the job's command (see launchers)."""
+        gang = GangInfo.from_dict(item["gang"])
+        root = self.config.gang_scratch_root
+        root.mkdir(parents=True, exist_ok=True)
+        # the engine and the head's command come from the agent's own environment first: Ray needs the same
+        # Ray and Python version on every node and in the driver
+        env = dict(item["env"])
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH") or os.environ.get("PATH", "")])
+        options = LaunchOptions(num_cpus=max(1, item.get("cpu_milli", 1000) // 1000),
+                                object_store_mib=max(80, item.get("memory_mib", 512) // 4))
+        return launch_command(item["command"], env, gang, root / alloc_id[:12], sys.executable, options)
+
+    def _stop_grace(self, alloc_id: str, grace_s: float) -> float:
+        if alloc_id in self._gangs or self._is_gang(alloc_id):
+            return max(grace_s, GANG_MIN_STOP_GRACE_S)
+        return grace_s
+
+    def _is_gang(self, alloc_id: str) -> bool:
+        """A node of a multi-node job started by an earlier agent (adopted): its recorded command says so."""
+        try:
+            command = self.executor.recorded_command(alloc_id)
+        except (OSError, ValueError):
+            return False
+        return any("ceti/agent/launchers/" in part for part in command[:3])
 
     def _ship_logs(self, alloc_id: str) -> None:
         offsets = self.state.log_offsets.setdefault(alloc_id, {s: 0 for s in STREAMS})

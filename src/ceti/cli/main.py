@@ -141,10 +141,20 @@ def agent(
     containers: Annotated[str | None, typer.Option(
         help="container engine for jobs with an image: off, auto, podman, docker or a path "
              "(default: CETI_CONTAINER_ENGINE, else off)")] = None,
+    network_label: Annotated[str, typer.Option(
+        help="the LAN or data centre this machine is in: machines with the same label run multi-node jobs "
+             "together (empty = none)")] = "",
+    network_address: Annotated[str, typer.Option(
+        help="this machine's address on that network; multi-node engines (Ray) listen there only")] = "",
+    gang_ports: Annotated[str, typer.Option(
+        help="the port range multi-node jobs may use here, FIRST-LAST")] = "47000-47999",
 ) -> None:
     """Provide this machine to the fabric: discover it, register, heartbeat, run what the server assigns."""
+    from pydantic import ValidationError
+
     from ceti.agent.discovery import discover
     from ceti.agent.loop import Agent, AgentConfig
+    from ceti.spec import NodeInfo
 
     _configure_logging(log_format, log_level)
     servers, tok = resolve(server, token)
@@ -160,7 +170,18 @@ def agent(
     unknown = sorted(set(chosen) - KNOWN_NETWORKS)
     if unknown:
         fail(f"unknown network(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_NETWORKS))}", 2)
-    info = info.model_copy(update={"networks": chosen, "network_floor_usd_per_hour": network_floor})
+    first, _, last = gang_ports.partition("-")
+    if not (first.strip().isdigit() and last.strip().isdigit()):
+        fail(f"--gang-ports {gang_ports!r}: give a range such as 47000-47999", 2)
+    update = {"networks": chosen, "network_floor_usd_per_hour": network_floor, "network_label": network_label,
+              "network_address": network_address, "gang_port_min": int(first), "gang_port_max": int(last)}
+    try:
+        info = NodeInfo.model_validate({**info.model_dump(), **update})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        flag = {"gang_port_min": "gang-ports", "gang_port_max": "gang-ports"}.get(
+            str(err["loc"][0]) if err["loc"] else "", str(err["loc"][0]).replace("_", "-") if err["loc"] else "")
+        fail(f"{'--' + flag + ': ' if flag else ''}{err['msg'].removeprefix('Value error, ')}", 2)
     the_agent = Agent(AgentConfig(servers=servers, token=tok, data_dir=data_dir, info=info, heartbeat_s=heartbeat_s,
                                   ca_cert=ca_cert or _global["ca_cert"], containers=containers))
     signal.signal(signal.SIGTERM, lambda *_: the_agent.shutdown())

@@ -34,6 +34,9 @@ class Node:
     schedulable: bool = True  # False while draining or lost: keeps its running work, takes no new
     # what the node offers beyond its resources, e.g. "container" (an engine that runs images), "verified"
     features: frozenset[str] = frozenset()
+    # the LAN or data centre the node is in: nodes that share a (non-empty) label reach each other, so a job that
+    # spans nodes is placed within one label; "" = the node reaches no other
+    network: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,10 @@ class Job:
     speed_by_model: Mapping[str, float] = field(default_factory=dict)
     # hours of work a node failure would throw away (its max duration); None = unknown, weighed as one hour
     expected_duration_h: float | None = None
+    # a multi-node job (Ray): every task of the gang on a node of its own, all on one network label, and (unless
+    # `mixed_gpu_models`) all GPUs of the gang of one model
+    one_per_node: bool = False
+    mixed_gpu_models: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,7 @@ class AllocationOut(BaseModel):
     ended_at: float | None
     exit_code: int | None
     stop_reason: str
+    task_index: int = 0
     cpu_seconds: float | None
     peak_memory_mib: float | None
     wall_s: float | None
@@ -160,6 +161,18 @@ class HeartbeatIn(_Body):
         "nothing, the answer says `unchanged` and carries no run and stop lists"))
 
 
+class GangItem(BaseModel):
+    engine: str
+    size: int
+    rank: int = Field(..., description="0 = the head, where the job's command runs")
+    head_address: str
+    head_port: int | None
+    bind_address: str = Field(..., description="this node's address on its network label")
+    port_base: int | None
+    port_count: int
+    auth_token: str | None = Field(None, description="shared by the gang's nodes for this attempt only")
+
+
 class RunItem(BaseModel):
     allocation_id: str
     job_id: str
@@ -172,6 +185,7 @@ class RunItem(BaseModel):
     gpu_share_milli: int
     cpu_milli: int
     memory_mib: int
+    gang: GangItem | None = Field(None, description="for a multi-node job: this task's place in its gang")
 
 
 class StopItem(BaseModel):

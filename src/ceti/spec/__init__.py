@@ -1,6 +1,7 @@
 """The vocabulary shared by the CLI, SDK, server, agent and fabric."""
 
 from ceti.spec.job import (
+    Engine,
     GPURequest,
     JobSpec,
     JobSpecError,
@@ -17,6 +18,7 @@ from ceti.spec.states import AllocationState, JobState
 
 __all__ = [
     "AllocationState",
+    "Engine",
     "GPUInfo",
     "GPURequest",
     "JobSpec",

@@ -28,6 +28,7 @@ NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$")
 # No whitespace and no leading "-": the reference is handed to a container engine's command line as one argument.
 IMAGE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._:/@+-]{0,511}$")
 MAX_FILE_BYTES = 1024 * 1024
+MAX_NODES = 512
 
 
 class JobSpecError(ValueError):
@@ -105,12 +106,20 @@ class Placement(_Strict):
         description="run only on nodes whose hardware passed the fabric's proof of hardware; "
         "unset = required for jobs with a price (max_price_per_hour), not for free ones",
     )
+    mixed_gpu_models: bool = Field(
+        False, description="a job on several nodes may get GPUs of different models (default: one model)")
 
 
 class RetryOn(str, enum.Enum):
     failure = "failure"
     preemption = "preemption"
     node_lost = "node_lost"
+
+
+class Engine(str, enum.Enum):
+    """What joins the nodes of a multi-node job into one cluster for its command (the agent's launchers)."""
+
+    ray = "ray"
 
 
 class RetryPolicy(_Strict):
@@ -146,11 +155,29 @@ class JobSpec(_Strict):
     files: dict[str, str] = Field(default_factory=dict, description="relative path -> text content")
     resources: Resources = Field(default_factory=Resources)
     placement: Placement = Field(default_factory=Placement)
-    max_price_per_hour: float | None = Field(None, ge=0, le=1_000_000)
+    max_price_per_hour: float | None = Field(None, ge=0, le=1_000_000,
+                                            description="the most the job pays per hour, all its nodes together")
     priority: int = Field(50, ge=0, le=100, description="higher runs first and may pre-empt lower")
     interruptible: bool = Field(False, description="may be pre-empted by higher-priority work")
     max_duration: DurationS | None = None
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    nodes: int = Field(1, ge=1, le=MAX_NODES,
+                       description="nodes the job runs on at once, each with `resources`; more than 1 needs an engine")
+    engine: Engine | None = Field(None, description="joins the nodes into one cluster; the command runs on the first")
+
+    @model_validator(mode="after")
+    def _multi_node(self) -> JobSpec:
+        if self.nodes > 1 and self.engine is None:
+            raise ValueError(f"a job on {self.nodes} nodes needs an engine that joins them, e.g. engine: ray")
+        if self.engine is not None and self.image is not None:
+            raise ValueError(f"engine: {self.engine.value} runs as processes on the nodes; it cannot be combined "
+                             "with an image")
+        return self
+
+    @property
+    def multi_node(self) -> bool:
+        """Runs under an engine: one allocation per node, placed as a gang on one network."""
+        return self.engine is not None
 
     @field_validator("name")
     @classmethod

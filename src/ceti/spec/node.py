@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import ipaddress
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class GPUInfo(BaseModel):
@@ -39,3 +41,34 @@ class NodeInfo(BaseModel):
     container_engines: list[str] = Field(
         default_factory=list, max_length=4,
         description="engines that ran a test container at agent start, e.g. ['podman']; empty = processes only")
+    network_label: str = Field(
+        "", max_length=64, pattern=r"^([a-zA-Z0-9][a-zA-Z0-9._-]*)?$",
+        description="the LAN or data centre this node is in: nodes with the same label reach each other, and a "
+        "multi-node job is placed within one label; empty = this node joins no multi-node job")
+    network_address: str = Field(
+        "", max_length=64,
+        description="this node's address on its network label, where a multi-node job's engine (Ray) listens; "
+        "never all interfaces")
+    gang_port_min: int = Field(47000, ge=1024, le=65535, description="first port multi-node jobs may use here")
+    gang_port_max: int = Field(47999, ge=1024, le=65535, description="last port multi-node jobs may use here")
+
+    @field_validator("network_address")
+    @classmethod
+    def _address(cls, address: str) -> str:
+        if not address:
+            return address
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            raise ValueError(f"{address!r} is not an IP address") from None
+        if ip.is_unspecified:
+            raise ValueError("a multi-node engine must not listen on every interface; give this node's address")
+        return str(ip)
+
+    @model_validator(mode="after")
+    def _label_needs_address(self) -> NodeInfo:
+        if self.network_label and not self.network_address:
+            raise ValueError("a node with a network label needs its address on that network (network_address)")
+        if self.gang_port_max < self.gang_port_min:
+            raise ValueError("gang_port_max is below gang_port_min")
+        return self

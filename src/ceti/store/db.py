@@ -9,7 +9,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from ceti.store import fencing  # noqa: F401  (registers the epoch bump on every session flush)
@@ -122,11 +122,18 @@ def serialize_sqlite_writers(engine: Engine) -> WriterQueue:
     return queue
 
 
+MIGRATION_LOCK_KEY = 0x63657469  # "ceti": the advisory lock replicas take around migrations
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (idempotent)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # replicas started together on a new database: one migrates, the others wait and then find it done
+            # (PostgreSQL's DDL is transactional, and the lock is held until this transaction ends)
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

@@ -125,6 +125,9 @@ class Allocation(Base):
     cpu_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     peak_memory_mib: Mapped[float | None] = mapped_column(Float, nullable=True)
     wall_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # a multi-node job has one allocation per node and attempt: task 0 is the head (its exit is the job's)
+    task_index: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    port_base: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the block of ports its engine uses
 
 
 class LogChunk(Base):

@@ -120,7 +120,7 @@ def build_command(
     if options.object_store_mib is not None:
         argv += ["--object-store-mib", str(options.object_store_mib)]
     if gang.rank == 0:
-        argv += ["--", *command]
+        argv += ["--nodes", str(gang.size), "--", *command]
     else:
         argv += ["--head-address", gang.head_address, "--head-port", str(gang.head_port)]
     job_env = dict(env)
@@ -441,7 +441,16 @@ class _Node:
         if outcome == "timeout":
             self.say(f"the Ray head was not up within {self.args.start_timeout_s:.0f}s")
             return 1
-        self.say(f"the Ray head is up at {address}; running the command")
+        if self.args.nodes > 1:
+            self.say(f"the Ray head is up at {address}; waiting for {self.args.nodes - 1} more node(s) to join")
+            joined = self.wait_for_nodes(address, time.monotonic() + self.args.start_timeout_s)
+            if joined == "stopped":
+                return EXIT_STOPPED
+            if joined != "up":
+                self.say(f"the gang's {self.args.nodes} nodes did not all join within "
+                         f"{self.args.start_timeout_s:.0f}s ({joined})")
+                return 1
+        self.say(f"the Ray cluster is up at {address}; running the command")
         try:
             self.user = subprocess.Popen(
                 self.command, env={**os.environ, "RAY_ADDRESS": address}, process_group=0, close_fds=True
@@ -466,6 +475,23 @@ class _Node:
         how = f"was ended by signal {-code}" if code < 0 else f"exited with code {code}"
         self.say(f"the command {how}; stopping Ray")
         return 128 - code if code < 0 else code
+
+    def wait_for_nodes(self, address: str, deadline: float) -> str:
+        """'up' once the cluster has --nodes live nodes; 'stopped', or what went wrong. Counted by a short Ray
+        driver run with this interpreter (the node process itself imports no Ray)."""
+        probe = subprocess.Popen(
+            [sys.executable, "-c", _COUNT_NODES, address, str(self.args.nodes), str(max(deadline - time.monotonic(), 1))],
+            env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, process_group=0,
+        )
+        self.statuses.pop(probe.pid, None)
+        while (code := self.exit_code(probe)) is None:
+            if self.stop_requested or self.exit_code(self.ray) is not None:
+                _killpg(probe.pid, signal.SIGKILL)
+                self.wait_for(probe, 5.0)
+                return "stopped" if self.stop_requested else "Ray on the head exited"
+            time.sleep(POLL_S)
+        out = probe.stdout.read().decode(errors="replace").strip() if probe.stdout else ""
+        return "up" if code == 0 else f"{out or 'the node count could not be read'}"
 
     def stop_user(self) -> int:
         assert self.user is not None
@@ -535,6 +561,23 @@ class _Node:
                     self.say(f"the Ray head at {head} is gone; stopping Ray on this node")
                     return 0
             time.sleep(POLL_S)
+
+
+# Waits until the cluster at argv[1] has argv[2] live nodes, for at most argv[3] seconds.
+_COUNT_NODES = """
+import sys, time
+import ray
+address, want, deadline = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+ray.init(address=address, logging_level="ERROR", log_to_driver=False, configure_logging=False)
+while True:
+    alive = sum(1 for n in ray.nodes() if n["Alive"])
+    if alive >= want:
+        sys.exit(0)
+    if time.monotonic() > deadline:
+        print(f"{alive} of {want} nodes joined")
+        sys.exit(3)
+    time.sleep(0.5)
+"""
 
 
 def _name(p: psutil.Process) -> str:
@@ -614,6 +657,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument(
         "--temp-dir", required=True, help=f"Ray's temp dir (absolute, {MAX_TEMP_DIR_BYTES} bytes at most)"
     )
+    parser.add_argument("--nodes", type=int, default=1,
+                        help="head: run the command once this many nodes (itself included) have joined")
     parser.add_argument("--head-address", type=_ip, help="worker: the head's address")
     parser.add_argument("--head-port", type=_port, help="worker: the head's GCS port (its port base)")
     parser.add_argument("--num-cpus", type=int, help="default: the CPUs this process may run on")

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from ceti.server.errors import BadRequest, Forbidden, NotFound, TooLarge
 from ceti.server.services import secrets, verification
 from ceti.server.services.events import record, set_job_state
+from ceti.server.services.gangs import gang_of
 from ceti.server.services.lifecycle import end_attempt
 from ceti.server.services.tokens import Principal, new_id
 from ceti.server.settings import Settings
@@ -178,15 +179,23 @@ def _apply_finished(s: Session, node: m.Node, report: Finished, now: float) -> N
     if alloc.state == AllocationState.stopping.value:
         why = alloc.stop_reason or "stopped"
         if why == "cancelled":
-            end_attempt(s, job, alloc, AllocationState.stopped, now, cause=None, exit_code=code, reason="cancelled")
-            set_job_state(s, job, JobState.cancelled, "cancelled by the user", now, node.id, alloc.id)
+            moved = end_attempt(s, job, alloc, AllocationState.stopped, now, cause=None, exit_code=code,
+                                reason="cancelled")
+            if moved or not JobState(job.state).finished:
+                set_job_state(s, job, JobState.cancelled, "cancelled by the user", now, node.id, alloc.id)
         elif why.startswith("preempted"):
             end_attempt(s, job, alloc, AllocationState.stopped, now, cause=RetryOn.preemption, exit_code=code,
                         reason=why)
         else:
-            end_attempt(s, job, alloc, AllocationState.stopped, now, cause=None, exit_code=code, reason=why)
-            if job.state == JobState.succeeded.value:  # stopped for a limit even if the process exited 0
+            moved = end_attempt(s, job, alloc, AllocationState.stopped, now, cause=None, exit_code=code, reason=why)
+            if moved and job.state == JobState.succeeded.value:  # stopped for a limit even if the process exited 0
                 set_job_state(s, job, JobState.failed, why, now, node.id, alloc.id)
+        return
+    if alloc.task_index > 0:
+        # a node of a multi-node job is done only when its head is: ending first, with any code, fails the gang
+        detail = f"exited with code {code}" if code is not None else (report.reason or "vanished")
+        end_attempt(s, job, alloc, AllocationState.exited, now, cause=RetryOn.failure, exit_code=code,
+                    reason=f"task {alloc.task_index} of the gang on {node.hostname} {detail} before the head")
         return
     if code == 0:
         end_attempt(s, job, alloc, AllocationState.exited, now, cause=None, exit_code=0, reason="exited with code 0")
@@ -225,6 +234,8 @@ def _desired(
             "cpu_milli": alloc.cpu_milli,
             "memory_mib": alloc.memory_mib,
         })
+        if spec.get("engine"):
+            answer.run[-1]["gang"] = gang_of(s, alloc, spec, node.info, settings)
     return answer
 
 

@@ -124,6 +124,8 @@ def cancel(s: Session, who: Principal, job_id: str, now: float) -> m.Job:
     live = s.scalars(
         select(m.Allocation).where(m.Allocation.job_id == job.id, m.Allocation.state.in_(ACTIVE_ALLOCATION_STATES))
     ).all()
+    # a gang's earlier attempt may still be stopping; the cancel is about the current one
+    live = [a for a in live if a.attempt == job.retries + 1]
     if not live:
         set_job_state(s, job, JobState.cancelled, "cancelled by the user", now)
         return job

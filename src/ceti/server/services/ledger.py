@@ -211,9 +211,11 @@ def _price(s: Session, meter: m.LedgerMeter, fee_bps: int) -> None:
     info = node.info or {}
     gpu_ask = offered_price_per_gpu_hour(float(info.get("price_per_gpu_hour") or 0.0), node.verdict,
                                          node.model_estimate)
+    bid = job.spec.get("max_price_per_hour")
+    if bid is not None:  # the bid is the whole job's: a multi-node job's nodes share it
+        bid = bid / max(int(job.spec.get("nodes") or 1), 1)
     meter.provider_rate_nano, meter.fee_rate_nano = rates(
-        held_gpu_milli(alloc), alloc.cpu_milli, gpu_ask, float(info.get("price_per_cpu_hour") or 0.0),
-        job.spec.get("max_price_per_hour"), fee_bps)
+        held_gpu_milli(alloc), alloc.cpu_milli, gpu_ask, float(info.get("price_per_cpu_hour") or 0.0), bid, fee_bps)
     if meter.started_at is None:
         meter.started_at = alloc.started_at
     meter.priced = True

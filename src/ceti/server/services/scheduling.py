@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, defer
 from ceti import fabric
 from ceti.server.services import ledger
 from ceti.server.services.events import record, set_job_state
+from ceti.server.services.gangs import GangPorts
 from ceti.server.services.lifecycle import end_attempt
 from ceti.server.services.reliability import scores as reliability_scores
 from ceti.server.services.tokens import new_id
@@ -55,8 +56,10 @@ def detect_lost_nodes(s: Session, settings: Settings, now: float, listening_sinc
                                                           m.Allocation.state.in_(ACTIVE))):
             job = s.get(m.Job, alloc.job_id)
             if alloc.stop_reason == "cancelled":
-                end_attempt(s, job, alloc, AllocationState.lost, now, cause=None, reason="node lost while cancelling")
-                set_job_state(s, job, JobState.cancelled, "cancelled by the user", now, node.id, alloc.id)
+                moved = end_attempt(s, job, alloc, AllocationState.lost, now, cause=None,
+                                    reason="node lost while cancelling")
+                if moved or not JobState(job.state).finished:
+                    set_job_state(s, job, JobState.cancelled, "cancelled by the user", now, node.id, alloc.id)
             else:
                 end_attempt(s, job, alloc, AllocationState.lost, now, cause=RetryOn.node_lost,
                             reason=f"node {node.hostname} lost")
@@ -152,6 +155,7 @@ def node_of(node_id: str, info_json: dict | NodeInfo, state: str, verdict: str |
         reliability=reliability,
         schedulable=state == "online",
         features=frozenset(features),
+        network=info.network_label,
     )
 
 
@@ -168,7 +172,8 @@ class PendingCache:
         self.verification = verification
         self._reliability: tuple[float, dict[str, float]] | None = None
         self._metered_at: float | None = None
-        self._entries: dict[str, tuple[frozenset[str], fabric.Demand, float | None, bool, float | None]] = {}
+        self._entries: dict[str, tuple[frozenset[str], fabric.Demand, float | None, bool, float | None,
+                                       tuple[int, bool, bool]]] = {}
         self._max = max_entries
         self._nodes: dict[str, tuple[tuple, fabric.Node]] = {}
         self.allocations: dict[str, fabric.Allocation] = {}
@@ -212,12 +217,13 @@ class PendingCache:
         return hit[1:] if hit is not None and hit[0] == models else None
 
     def put(self, job_id: str, models: frozenset[str], spec: JobSpec
-            ) -> tuple[fabric.Demand, float | None, bool, float | None]:
+            ) -> tuple[fabric.Demand, float | None, bool, float | None, tuple[int, bool, bool]]:
         if len(self._entries) >= self._max:
             self._entries.clear()
         hours = spec.max_duration / 3600.0 if spec.max_duration else None
+        gang = (spec.nodes, spec.multi_node, spec.placement.mixed_gpu_models)
         value = (demand_of(spec, set(models), self.verification), spec.max_price_per_hour, spec.interruptible,
-                 hours)
+                 hours, gang)
         self._entries[job_id] = (models, *value)
         return value
 
@@ -258,9 +264,10 @@ def build_snapshot(s: Session, now: float, cache: PendingCache | None = None) ->
         for job_id, spec in s.execute(select(j.id, j.spec).where(j.id.in_(unknown[start:start + 500]))):
             cache.put(job_id, known_models, JobSpec.model_validate(spec))
     for job_id, order, priority in queue:
-        demand, bid, interruptible, hours = cache.get(job_id, known_models)
+        demand, bid, interruptible, hours, (tasks, one_per_node, mixed) = cache.get(job_id, known_models)
         pending.append(fabric.Job(id=job_id, demand=demand, order=order, priority=priority, bid_per_hour=bid,
-                                  interruptible=interruptible, expected_duration_h=hours))
+                                  interruptible=interruptible, expected_duration_h=hours, gang_size=tasks,
+                                  one_per_node=one_per_node, mixed_gpu_models=mixed))
     return fabric.Snapshot(nodes=tuple(nodes), running=tuple(running), pending=tuple(pending), now=now)
 
 
@@ -306,6 +313,8 @@ def _apply(s: Session, snapshot: fabric.Snapshot, decisions: fabric.Decisions, n
         record(s, "preempted", now, p.reason, job_id=alloc.job_id, node_id=alloc.node_id, allocation_id=alloc.id)
         report.preempted += 1
     held_back = {st.job_id for st in decisions.starts if st.node_id in planned}
+    ports = GangPorts(s, snapshot, decisions)
+    accepted: dict[str, bool] = {}  # job -> whether its task 0 was placed: a gang's other tasks follow it
     for start in decisions.starts:
         if start.job_id in held_back:  # a gang waits whole: none of its tasks starts early
             job = rows.get(start.job_id)
@@ -313,21 +322,31 @@ def _apply(s: Session, snapshot: fabric.Snapshot, decisions: fabric.Decisions, n
                 _set_wait_reason(job, "waiting for pre-empted work to stop", now, report)
             continue
         job = rows.get(start.job_id)
-        if job is None or (start.task_index == 0 and job.state != JobState.pending.value):
-            continue  # changed since the snapshot (cancelled); the next round sees it as it is
+        if start.task_index == 0:
+            # a job that changed since the snapshot (cancelled) is left alone; the next round sees it as it is
+            accepted[start.job_id] = job is not None and job.state == JobState.pending.value
+            if accepted[start.job_id] and start.job_id in ports.gangs and not ports.reserve(start.job_id):
+                accepted[start.job_id] = False
+                _set_wait_reason(job, "waiting for free ports on its nodes (gang_port_min..gang_port_max)",
+                                 now, report)
+        if not accepted.get(start.job_id) or job is None:
+            continue
         d = jobs[start.job_id].demand
         alloc = m.Allocation(
             id=new_id(), job_id=job.id, node_id=start.node_id, attempt=job.retries + 1,
             state=AllocationState.assigned.value, gpu_indices=list(start.gpu_indices),
             gpu_share_milli=start.gpu_share_milli, cpu_milli=d.cpu_milli, memory_mib=d.memory_mib,
-            disk_mib=d.disk_mib, created_at=now,
+            disk_mib=d.disk_mib, created_at=now, task_index=start.task_index,
+            port_base=ports.port_of(start.job_id, start.task_index),
         )
         s.add(alloc)
         if start.task_index == 0:
             job.attempts += 1
             gpus = f" GPUs {list(start.gpu_indices)}" if start.gpu_indices else ""
-            set_job_state(s, job, JobState.starting, f"placed on node {start.node_id}{gpus}", now,
-                          start.node_id, alloc.id)
+            where = f"node {start.node_id}{gpus}"
+            if jobs[start.job_id].gang_size > 1:
+                where = f"{jobs[start.job_id].gang_size} nodes, head on {where}"
+            set_job_state(s, job, JobState.starting, f"placed on {where}", now, start.node_id, alloc.id)
         report.started += 1
     has_nodes = bool(snapshot.nodes)
     for u in decisions.unschedulable:

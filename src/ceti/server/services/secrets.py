@@ -4,6 +4,8 @@ masked in its logs. The key comes from CETI_SECRET_KEY, or a key file made once 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -31,6 +33,11 @@ def load_key(data_dir: Path) -> bytes:
 class SecretBox:
     def __init__(self, key: bytes):
         self._fernet = Fernet(key)
+        self._key = key
+
+    def derive(self, label: str) -> str:
+        """A secret for `label`, the same on every replica that shares the key, stored nowhere."""
+        return hmac.new(self._key, label.encode(), hashlib.sha256).hexdigest()
 
     def seal(self, value: str) -> str:
         return self._fernet.encrypt(value.encode()).decode()
