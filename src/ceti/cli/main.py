@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -189,6 +190,12 @@ def agent(
         the_agent.run()
     except KeyboardInterrupt:
         the_agent.shutdown()
+    if the_agent.verification.busy():
+        # a proof-of-hardware challenge can compute for minutes, and its worker threads would hold the exit
+        # until it ends: abandon it (the server issues a new one later); jobs and state need nothing more
+        logging.getLogger("ceti.agent").warning("stopping: a proof-of-hardware challenge in progress is abandoned")
+        logging.shutdown()
+        os._exit(0)
 
 
 @app.command()
