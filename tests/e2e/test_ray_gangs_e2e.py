@@ -28,7 +28,7 @@ def test_ray_gangs_with_real_processes_in_a_network_namespace():
     env = {**os.environ, "CETI_TEST_IN_NETNS": "1"}
     result = run_in_netns([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
                            "tests/e2e/ray_gangs_in_netns.py"], timeout_s=420, env=env, cwd=ROOT)
-    figures = [line for line in result.stdout.splitlines() if line.startswith("RAY_E2E")]
+    figures = [line.lstrip(".") for line in result.stdout.splitlines() if "RAY_E2E" in line]
     print("\n".join(figures))
     assert not result.timed_out, result.stdout[-6000:]
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
