@@ -42,7 +42,8 @@ def end_attempt(
            to_state=alloc_state.value)
     if JobState(job.state).finished or alloc.attempt != job.retries + 1:
         return False  # the job ended already, or moved on to a later attempt
-    _stop_rest_of_gang(s, job, alloc, now, reason)
+    if alloc.port_base is not None:  # a task of a multi-node job (they alone hold engine ports)
+        _stop_rest_of_gang(s, job, alloc, now, reason)
     job.exit_code = exit_code
     if cause is None:
         final = JobState.succeeded if exit_code == 0 else JobState.failed
