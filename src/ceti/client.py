@@ -60,7 +60,7 @@ class Client:
             base = self.servers[self._current].rstrip("/")
             try:
                 response = self._http.request(method, base + path, **kwargs)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadTimeout, httpx.RemoteProtocolError) as exc:
+            except httpx.TransportError as exc:  # refused, reset, timed out: the next address, or a clean error
                 last = exc
                 self._current = (self._current + 1) % len(self.servers)
                 if attempt + 1 >= len(self.servers):
