@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -78,3 +79,14 @@ def test_every_proof_verifies_and_forgeries_fail(count: int, data: st.DataObject
        path=st.lists(st.binary(min_size=0, max_size=40), max_size=10))
 def test_verify_proof_never_raises(index: int, count: int, path: list[bytes]) -> None:
     assert verify_proof(bytes(32), index, count, bytes(32), path) in (True, False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_rows_are_hashed_in_place_with_the_same_leaves(dtype) -> None:
+    from ceti.verify.compute import row_leaves
+    from ceti.verify.merkle import leaf_digest_parts
+
+    c = (np.arange(300 * 64, dtype=np.float64).reshape(300, 64) * 0.25 - 7).astype(dtype)
+    joined = [leaf_digest(i, b"f32" + c[i].tobytes()) for i in range(len(c))]
+    assert [leaf_digest_parts(i, b"f32", c[i].data) for i in range(len(c))] == joined
+    assert row_leaves(c, "fp32", threads=4) == joined == row_leaves(c, "fp32", threads=1)

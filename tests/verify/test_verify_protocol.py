@@ -159,8 +159,9 @@ def test_wrong_memory_digest_is_caught() -> None:
 
 
 def test_replayed_and_unknown_answers_are_refused() -> None:
-    v = _verifier()
-    _, run, after = _cpu_round(v)
+    clock = FakeClock()  # the verdict must not hang on how busy this machine is
+    v = _verifier(clock)
+    _, run, after = _cpu_round(v, clock)
     rows = rows_answer(run, after.row_request)
     assert v.receive_rows(rows).verdict == "verified"
     assert v.receive_rows(rows).reason.startswith("replayed")
@@ -239,7 +240,8 @@ def test_malformed_and_oversized_rows_are_failed() -> None:
 def test_agent_that_cannot_hold_the_challenge_fails() -> None:
     v = Verifier(VerifyPolicy())  # full size: 90 % of 80 GB
     session = v.issue("node-1", ClaimedHardware(gpus=(H100,)))
-    run = run_challenge(session.challenge, backend="numpy")
+    # the host memory is stated, not read: on a machine with more than the challenge needs, it would run
+    run = run_challenge(session.challenge, backend="numpy", available_bytes=8 * 1024 * MIB)
     assert run.error is not None
     after = v.receive_roots(roots_answer(run))
     assert after.verdict.verdict == "failed" and "could not run" in after.verdict.reason
@@ -349,3 +351,30 @@ def test_a_challenge_larger_than_the_memory_the_caller_measured_is_answered_with
     run = run_challenge(session.challenge, backend="numpy", available_bytes=1024)
     assert run.error is not None and "MiB available" in run.error and not run.lanes
     assert "error" in roots_answer(run)
+
+
+def test_rows_are_checked_at_columns_the_agent_never_sees() -> None:
+    from ceti.verify.verifier import exact_entries, exact_rows
+
+    policy = VerifyPolicy(cpu_budget_mib=2, max_matrix_bytes=2 * MIB, max_fill_bytes=MIB, chunk_bytes=64 * 1024,
+                          overhead_s=0.05, columns_checked=16)
+    clock = FakeClock()
+    rng = random.Random(3)
+    v = Verifier(policy, clock=clock, randbits=rng.getrandbits, randbelow=rng.randrange)
+    session = v.issue("node-1", ClaimedHardware(cpus=2))
+    lane = session.challenge.lanes[0]
+    assert lane.n > 16
+    cols = [0, 5, lane.n - 1]
+    assert np.array_equal(exact_entries(lane, [1, 7], cols, panel_bytes=4096),
+                          exact_rows(lane, [1, 7])[:, cols])
+
+    run = run_challenge(session.challenge, backend="numpy")
+    wrong = run.lanes[0].c_rows["fp32"].copy()
+    wrong[:, ::2] += 0.25  # half of C faked: saves real work, so it must not pass
+    run.lanes[0].c_rows["fp32"] = wrong
+    run.lanes[0].trees["fp32"] = MerkleTree(row_leaves(wrong, "fp32"))
+    clock.now += 0.01
+    after = v.receive_roots(roots_answer(run))
+    assert "check_columns" not in json.dumps(after.row_request) and len(after.check_columns[0]) == 16
+    verdict = v.receive_rows(rows_answer(run, after.row_request))
+    assert verdict.verdict == "failed" and "of 16 checked values wrong" in verdict.reason

@@ -77,7 +77,8 @@ def test_cli_cpu_verifies_and_h100_does_not() -> None:
     ok = runner.invoke(app, ["run", "--claimed-model", "cpu", "--json", "--budget-mib", "8"])
     assert ok.exit_code == 0, ok.output
     out = json.loads(ok.output)
-    assert set(out) == {"verdict", "model_estimate", "seconds", "reason"}
+    assert set(out) == {"verdict", "model_estimate", "seconds", "reason", "phases"}
+    assert {"generate", "gemm_fp32", "hash", "fill"} <= set(out["phases"])
     h100 = json.loads(runner.invoke(app, ["run", "--claimed-model", "H100-80GB", "--json", "--budget-mib", "8"]).output)
     assert h100["verdict"] in ("mismatch", "failed")
     unknown = json.loads(runner.invoke(app, ["run", "--claimed-model", "Z9000", "--json"]).output)

@@ -29,7 +29,7 @@ MIB = 1024 * 1024
 # full size on a real card.
 TRANSCRIPT_POLICY = VerifyPolicy(
     max_matrix_bytes=MIB, max_fill_bytes=MIB, chunk_bytes=64 * 1024, overhead_s=0.0,
-    agent_hash_bytes_per_s=1e15, device_to_host_bytes_per_s=1e15,
+    agent_hash_bytes_per_s=1e15, device_to_host_bytes_per_s=1e15, gpu_generate_bytes_per_s=1e15,
 )
 SYNTHETIC_NOTE = (
     "SYNTHETIC: no GPU was available when this was recorded. Rows, roots and proofs are real (NumPy path); "

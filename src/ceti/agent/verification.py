@@ -57,6 +57,9 @@ class ChallengeRunner:
             log.info("running proof-of-hardware challenge %s", cid)
             try:
                 run = run_challenge(challenge, self._backend, psutil.virtual_memory().available)
+                for lane in run.lanes:  # where the time went, for a provider whose card is judged too slow
+                    log.info("challenge %s lane %d on %s: %s", cid, lane.lane.lane, run.backend,
+                             ", ".join(f"{k} {v:.2f} s" for k, v in lane.phases.items()))
                 roots = roots_answer(run)
             except Exception as exc:  # a malformed challenge, a GPU library failing: report, do not crash
                 log.exception("the challenge %s could not run", cid)

@@ -30,12 +30,19 @@ def main() -> None:
     """Proof of hardware: run the verification challenge against this machine."""
 
 
-def run_local(claimed_model: str, budget_mib: int, backend: str = "auto", gpu_count: int = 1) -> Verdict:
-    """Issue, compute, answer and verify in this process; the timing is this process's monotonic clock."""
+def run_local(claimed_model: str, budget_mib: int, backend: str = "auto", gpu_count: int = 1
+              ) -> tuple[Verdict, dict[str, float]]:
+    """Issue, compute, answer and verify in this process; the timing is this process's monotonic clock.
+
+    Returns the verdict and the seconds each phase took on lane 0. `budget_mib` 0 sizes the challenge as the
+    server does (the claimed VRAM); the allowances are the server's own, start-up of the GPU library included."""
     catalog = load_catalog()
-    budget = budget_mib * MIB
-    policy = VerifyPolicy(max_matrix_bytes=budget, max_fill_bytes=budget, cpu_budget_mib=budget_mib,
-                          chunk_bytes=min(64 * MIB, max(MIB, budget // 16)), overhead_s=0.05)
+    if budget_mib <= 0:
+        policy = VerifyPolicy()
+    else:
+        budget = budget_mib * MIB
+        policy = VerifyPolicy(max_matrix_bytes=budget, max_fill_bytes=budget, cpu_budget_mib=budget_mib,
+                              chunk_bytes=min(64 * MIB, max(MIB, budget // 16)))
     verifier = Verifier(policy, catalog)
     if claimed_model.lower() == CPU_MODEL:
         claim = ClaimedHardware(cpus=os.cpu_count() or 1)
@@ -47,28 +54,31 @@ def run_local(claimed_model: str, budget_mib: int, backend: str = "auto", gpu_co
         ))
     session = verifier.issue("local", claim)
     if session.verdict is not None:
-        return session.verdict
+        return session.verdict, {}
     run = run_challenge(session.challenge, backend, psutil.virtual_memory().available)
+    phases = run.lanes[0].phases if run.lanes else {}
     after_roots = verifier.receive_roots(roots_answer(run))
     if isinstance(after_roots, Verdict):
-        return after_roots
+        return after_roots, phases
     if after_roots.verdict is not None:
-        return after_roots.verdict
+        return after_roots.verdict, phases
     assert after_roots.row_request is not None
-    return verifier.receive_rows(rows_answer(run, after_roots.row_request))
+    return verifier.receive_rows(rows_answer(run, after_roots.row_request)), phases
 
 
 @app.command("run")
 def run_command(
     claimed_model: Annotated[str, typer.Option("--claimed-model", help="the model to prove, e.g. H100-80GB or cpu")],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-    budget_mib: Annotated[int, typer.Option("--budget-mib", min=1, help="cap on matrix and memory-fill sizes")] = 256,
+    budget_mib: Annotated[int, typer.Option(
+        "--budget-mib", min=0, help="cap on matrix and memory-fill sizes; 0 = the claimed VRAM, as the fabric asks")] = 256,
     backend: Annotated[str, typer.Option("--backend", help="auto, numpy or cupy")] = "auto",
 ) -> None:
     """Run the challenge for CLAIMED_MODEL here and print the server-side verdict."""
-    verdict = run_local(claimed_model, budget_mib, backend)
+    verdict, phases = run_local(claimed_model, budget_mib, backend)
     out = {"verdict": verdict.verdict, "model_estimate": verdict.model_estimate,
-           "seconds": None if verdict.seconds is None else round(verdict.seconds, 4), "reason": verdict.reason}
+           "seconds": None if verdict.seconds is None else round(verdict.seconds, 4), "reason": verdict.reason,
+           "phases": {k: round(v, 4) for k, v in phases.items()}}
     if as_json:
         typer.echo(json.dumps(out))
         return
@@ -80,4 +90,7 @@ def run_command(
     colour = {"verified": "green", "mismatch": "yellow", "failed": "red"}[verdict.verdict]
     table.add_row(f"[{colour}]{verdict.verdict}[/{colour}]", str(out["model_estimate"] or "-"),
                   "-" if out["seconds"] is None else f"{out['seconds']:.3f}", verdict.reason)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if phases:
+        console.print("phases: " + ", ".join(f"{k} {v:.3f} s" for k, v in phases.items()))

@@ -14,14 +14,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ceti.verify import gpu_streams
 from ceti.verify.challenge import Challenge, Lane
-from ceti.verify.merkle import MerkleTree, leaf_digest
+from ceti.verify.merkle import MerkleTree, leaf_digest_parts
 from ceti.verify.prng import STREAM_A, STREAM_B, STREAM_FILL, fill_chunk, matrix_panel, stream_key
 
 PASS_TAG = {"fp32": b"f32", "fp16": b"f16"}
@@ -39,6 +41,7 @@ class LaneResult:
     c_rows: dict[str, np.ndarray]  # pass -> C on the host
     trees: dict[str, MerkleTree]
     fill: list[Any] = field(default_factory=list)  # chunks, resident on the device
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase, for the provider's eyes
 
 
 @dataclass
@@ -75,14 +78,27 @@ def _xp(backend: str) -> Any:
     return np
 
 
-def generate_matrix(key: int, rows: int, cols: int, xp: Any = np) -> Any:
-    """A whole row-major matrix of the stream, built panel by panel to bound temporary memory."""
-    out = xp.empty((rows, cols), dtype=xp.float32)
+def generate_matrix(key: int, rows: int, cols: int, xp: Any = np, dtype: Any = np.float32) -> Any:
+    """A whole row-major matrix of the stream: one fused kernel on a GPU, else panel by panel to bound
+    temporary memory."""
+    if xp is not np:
+        fused = gpu_streams.matrix(xp, key, rows, cols, dtype)
+        if fused is not None:
+            return fused
+    out = xp.empty((rows, cols), dtype=dtype)
     step = max(1, _PANEL_VALUES // cols)
     for r0 in range(0, rows, step):
         count = min(step, rows - r0)
-        out[r0 : r0 + count] = matrix_panel(key, cols, r0, count, xp, xp.float32)
+        out[r0 : r0 + count] = matrix_panel(key, cols, r0, count, xp, dtype)
     return out
+
+
+def _fill_chunk(key: int, chunk_index: int, chunk_bytes: int, xp: Any) -> Any:
+    if xp is not np:
+        fused = gpu_streams.fill_words(xp, key, chunk_index, chunk_bytes)
+        if fused is not None:
+            return fused
+    return fill_chunk(key, chunk_index, chunk_bytes, xp)
 
 
 def row_leaves(c: np.ndarray, pass_name: str, threads: int | None = None) -> list[bytes]:
@@ -90,10 +106,11 @@ def row_leaves(c: np.ndarray, pass_name: str, threads: int | None = None) -> lis
     tag = PASS_TAG[pass_name]
     rows = np.ascontiguousarray(c.astype(c.dtype.newbyteorder("<"), copy=False))
     workers = threads or min(32, os.cpu_count() or 1)
+    # the row is hashed in place (no copy of its bytes), so the threads spend their time in SHA-256 without the GIL
     if workers == 1 or len(rows) < 256:
-        return [leaf_digest(i, tag + rows[i].tobytes()) for i in range(len(rows))]
+        return [leaf_digest_parts(i, tag, rows[i].data) for i in range(len(rows))]
     with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(lambda i: leaf_digest(i, tag + rows[i].tobytes()), range(len(rows))))
+        return list(pool.map(lambda i: leaf_digest_parts(i, tag, rows[i].data), range(len(rows))))
 
 
 def lane_bytes(lane: Lane) -> int:
@@ -110,35 +127,68 @@ def _check_host_memory(challenge: Challenge, have: int) -> None:
 
 
 def _run_lane(lane: Lane, nonce: int, backend: str) -> LaneResult:
+    """One GPU's (or the CPU's) work. On a GPU the FP16 operands are generated afresh after the FP32 ones are
+    freed: converting A and B would hold both precisions at once, half again the FP32 matrices, which a
+    challenge sized to the card's VRAM does not leave."""
     xp = _xp(backend)
+    phases: dict[str, float] = {}
+    clock = _PhaseClock(phases, xp if backend == "cupy" else None)
     device = None
     if backend == "cupy":
         device = xp.cuda.Device(lane.gpu_index or 0)
         device.__enter__()
+        xp.zeros(1)  # the device's context starts here, not inside the first phase
+        clock.lap("start")
     try:
-        a = generate_matrix(stream_key(lane.seed_int, STREAM_A), lane.n, lane.m, xp)
-        b = generate_matrix(stream_key(lane.seed_int, STREAM_B), lane.m, lane.n, xp)
+        key_a, key_b = stream_key(lane.seed_int, STREAM_A), stream_key(lane.seed_int, STREAM_B)
+        a = generate_matrix(key_a, lane.n, lane.m, xp)
+        b = generate_matrix(key_b, lane.m, lane.n, xp)
+        clock.lap("generate")
         c_rows: dict[str, np.ndarray] = {}
         c32 = a @ b
+        clock.lap("gemm_fp32")
         c_rows["fp32"] = c32.get() if backend == "cupy" else c32
+        del c32
+        clock.lap("copy")
         if "fp16" in lane.passes:
             if backend == "cupy":
-                del c32
-                c16 = a.astype(xp.float16) @ b.astype(xp.float16)
+                del a, b
+                a = generate_matrix(key_a, lane.n, lane.m, xp, xp.float16)
+                b = generate_matrix(key_b, lane.m, lane.n, xp, xp.float16)
+                clock.lap("generate")
+                c16 = a @ b
+                clock.lap("gemm_fp16")
                 c_rows["fp16"] = c16.get()
                 del c16
+                clock.lap("copy")
             else:
                 c_rows["fp16"] = c_rows["fp32"].astype(np.float16)
         del a, b
         trees = {p: MerkleTree(row_leaves(c_rows[p], p)) for p in lane.passes}
+        clock.lap("hash")
         key = stream_key(nonce, STREAM_FILL, lane.lane)
-        fill = [fill_chunk(key, j, lane.chunk_bytes, xp) for j in range(lane.chunk_count)]
-        if backend == "cupy":
-            xp.cuda.Device().synchronize()
-        return LaneResult(lane=lane, c_rows=c_rows, trees=trees, fill=fill)
+        fill = [_fill_chunk(key, j, lane.chunk_bytes, xp) for j in range(lane.chunk_count)]
+        clock.lap("fill")
+        return LaneResult(lane=lane, c_rows=c_rows, trees=trees, fill=fill, phases=phases)
     finally:
         if device is not None:
             device.__exit__(None, None, None)
+
+
+class _PhaseClock:
+    """Seconds per phase of a lane (summed when a phase repeats); on a GPU each lap waits for the device first,
+    so the time lands on the phase that queued the work."""
+
+    def __init__(self, phases: dict[str, float], cupy: Any | None):
+        self._phases, self._cupy = phases, cupy
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self._cupy is not None:
+            self._cupy.cuda.Device().synchronize()
+        now = time.perf_counter()
+        self._phases[name] = round(self._phases.get(name, 0.0) + now - self._last, 6)
+        self._last = now
 
 
 def run_challenge(

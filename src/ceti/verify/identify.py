@@ -43,7 +43,15 @@ class LaneTiming:
 def allowance_s(lane: Lane, policy: VerifyPolicy, on_device: bool) -> float:
     work = lane_work(lane.n, lane.m, lane.passes)
     copy = work["c_bytes"] / policy.device_to_host_bytes_per_s if on_device else 0.0
-    return work["c_bytes"] / policy.agent_hash_bytes_per_s + copy + policy.overhead_s
+    generate = gpu_generated_bytes(lane) / policy.gpu_generate_bytes_per_s if on_device else 0.0
+    return work["c_bytes"] / policy.agent_hash_bytes_per_s + copy + generate + policy.overhead_s
+
+
+def gpu_generated_bytes(lane: Lane) -> float:
+    """Bytes a GPU writes before it can answer: A and B in FP32, again in FP16 for the tensor pass (generated
+    afresh, see compute), and the memory fill."""
+    ab = 2.0 * lane.n * lane.m
+    return ab * 4 + (ab * 2 if "fp16" in lane.passes else 0.0) + lane.chunk_bytes * lane.chunk_count
 
 
 def gpu_timing(lane: Lane, model: GPUModel, catalog: Catalog, policy: VerifyPolicy) -> LaneTiming:
@@ -60,7 +68,7 @@ def cpu_timing(lane: Lane, cpus: int, catalog: Catalog, policy: VerifyPolicy) ->
     flops = lane_work(lane.n, lane.m, lane.passes)["flops_per_pass"] * len(lane.passes)
     compute = flops / (max(1, cpus) * catalog.cpu_gflops_per_core_floor * 1e9)
     generated = 4 * 2 * lane.n * lane.m + lane.chunk_bytes * lane.chunk_count
-    generate_s = generated / policy.cpu_generate_bytes_per_s  # a GPU does this at memory speed: no allowance
+    generate_s = generated / policy.cpu_generate_bytes_per_s
     return LaneTiming(compute, allowance_s(lane, policy, on_device=False) + generate_s, 0.0)
 
 

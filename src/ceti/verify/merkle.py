@@ -25,6 +25,13 @@ def leaf_digest(index: int, payload: bytes) -> bytes:
     return hashlib.sha256(_LEAF + index.to_bytes(8, "little") + payload).digest()
 
 
+def leaf_digest_parts(index: int, tag: bytes, row: memoryview | bytes) -> bytes:
+    """`leaf_digest(index, tag + row)` without joining the bytes: a row of C is hashed where it lies."""
+    h = hashlib.sha256(_LEAF + index.to_bytes(8, "little") + tag)
+    h.update(row)
+    return h.digest()
+
+
 def _node(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(_NODE + left + right).digest()
 

@@ -33,10 +33,13 @@ from ceti.verify.prng import (
     STREAM_A,
     STREAM_B,
     STREAM_FILL,
+    VALUE_OFFSET,
+    VALUES_PER_WORD,
     fill_chunk,
     matrix_panel,
     matrix_rows,
     stream_key,
+    words,
 )
 
 VerdictKind = Literal["verified", "mismatch", "failed"]
@@ -105,6 +108,8 @@ class Session(BaseModel):
     roots_at_s: float | None = None
     roots: dict[int, dict[str, str]] = Field(default_factory=dict)
     row_request: dict[str, Any] | None = None
+    # per lane, the columns of each returned row the server recomputes; picked with the rows, never sent out
+    check_columns: dict[int, list[int]] = Field(default_factory=dict)
     verdict: Verdict | None = None
 
 
@@ -177,14 +182,17 @@ def accept_roots(
     if set(roots) != set(lanes):
         return _done(session, _failed(session, "roots missing for some lanes", seconds=elapsed))
     request = {"challenge_id": session.challenge.challenge_id, "lanes": []}
+    columns: dict[int, list[int]] = {}
     for lane in session.challenge.lanes:
         request["lanes"].append({
             "lane": lane.lane,
             "rows": {p: _pick(lane.n, policy.rows_per_pass, randbelow) for p in lane.passes},
             "chunks": _pick(lane.chunk_count, policy.chunks_checked, randbelow),
         })
+        if 0 < policy.columns_checked < lane.n:
+            columns[lane.lane] = _pick(lane.n, policy.columns_checked, randbelow)
     return session.model_copy(update={"state": "awaiting_rows", "roots_at_s": now_s, "roots": roots,
-                                      "row_request": request})
+                                      "row_request": request, "check_columns": columns})
 
 
 def accept_rows(
@@ -217,7 +225,8 @@ def accept_rows(
         if got is None:
             failures.append(f"lane {lane.lane}: no answer")
             continue
-        failures += check_lane_rows(lane, session.roots[lane.lane], ask, got, policy)
+        failures += check_lane_rows(lane, session.roots[lane.lane], ask, got, policy,
+                                    session.check_columns.get(lane.lane))
         failures += check_lane_chunks(lane, session.challenge.memory_nonce_int, ask, got)
         fit = identify_lane(lane, seconds, catalog, policy, session.cpus)
         fits.append(fit)
@@ -274,6 +283,26 @@ def exact_rows(lane: Lane, rows: Sequence[int], panel_bytes: int = 64 * 2**20) -
     return out
 
 
+def exact_entries(lane: Lane, rows: Sequence[int], columns: Sequence[int], panel_bytes: int = 64 * 2**20
+                  ) -> np.ndarray:
+    """Entries C[rows, columns] computed exactly (float64): the rows of A times only those columns of B.
+
+    A whole row of C needs all of B (n·m entries: 15 billion on a full H200 challenge, half a minute of NumPy
+    or more); a column of B is m entries, so a few dozen columns cost a fraction of a second."""
+    rows, cols = list(rows), np.asarray(columns, dtype=np.uint64)
+    a = matrix_rows(stream_key(lane.seed_int, STREAM_A), lane.m, rows, np.float64)
+    kb = stream_key(lane.seed_int, STREAM_B)
+    out = np.zeros((len(rows), len(cols)))
+    step = max(1, panel_bytes // (max(1, len(cols)) * 8 * 4))  # the index, word and value temporaries
+    per_word, n = np.uint64(VALUES_PER_WORD), np.uint64(lane.n)
+    for k0 in range(0, lane.m, step):
+        count = min(step, lane.m - k0)
+        index = np.arange(k0, k0 + count, dtype=np.uint64)[:, None] * n + cols[None, :]
+        fields = (words(kb, index // per_word) >> (np.uint64(2) * (index % per_word))) & np.uint64(3)
+        out += a[:, k0 : k0 + count] @ (fields.astype(np.float64) - VALUE_OFFSET)
+    return out
+
+
 def fp16_tolerance(exact: np.ndarray, m: int) -> np.ndarray:
     """FP16 rounding of the result (2 ulps) plus 2 ulps at the scale of a typical partial sum (1.25·sqrt(m)),
     which covers accumulators that round partial sums to FP16 (split-K reductions)."""
@@ -285,12 +314,22 @@ def fp16_tolerance(exact: np.ndarray, m: int) -> np.ndarray:
     return 2 * ulp(exact) + 2 * ulp(1.25 * np.sqrt(m))
 
 
-def check_lane_rows(lane: Lane, roots: Mapping[str, str], ask: Mapping, got: LaneRows, policy: VerifyPolicy
-                    ) -> list[str]:
-    """Problems with a lane's rows: wrong set, bad encoding, bad path, values off the exact product."""
+def check_lane_rows(lane: Lane, roots: Mapping[str, str], ask: Mapping, got: LaneRows, policy: VerifyPolicy,
+                    columns: Sequence[int] | None = None) -> list[str]:
+    """Problems with a lane's rows: wrong set, bad encoding, bad path, values off the exact product.
+
+    Every returned row must lead to its committed root; its values are recomputed at `columns` (picked after the
+    roots, unknown to the agent), or all of them when None. An agent that faked a share f of C is caught with
+    probability 1 - (1 - f)^(rows x columns): faking enough of C to save real time cannot pass."""
     problems: list[str] = []
     wanted_all = sorted({r for p in lane.passes for r in ask["rows"][p]})
-    exact = dict(zip(wanted_all, exact_rows(lane, wanted_all, policy.row_panel_bytes), strict=True))
+    if columns:
+        cols = np.asarray(sorted(columns), dtype=np.int64)
+        computed = exact_entries(lane, wanted_all, cols, policy.row_panel_bytes)
+    else:
+        cols = np.arange(lane.n)
+        computed = exact_rows(lane, wanted_all, policy.row_panel_bytes)
+    exact = dict(zip(wanted_all, computed, strict=True))
     for p in lane.passes:
         wanted = list(ask["rows"][p])
         proofs = got.rows.get(p, [])
@@ -313,7 +352,7 @@ def check_lane_rows(lane: Lane, roots: Mapping[str, str], ask: Mapping, got: Lan
             if not verify_proof(root, proof.row, lane.n, leaf, path):
                 problems.append(f"lane {lane.lane} {p} row {proof.row}: Merkle path does not lead to the root")
                 continue
-            values = np.frombuffer(raw, dtype=dtype).astype(np.float64)
+            values = np.frombuffer(raw, dtype=dtype)[cols].astype(np.float64)
             want = exact[proof.row]
             if not np.all(np.isfinite(values)):
                 problems.append(f"lane {lane.lane} {p} row {proof.row}: non-finite values")
@@ -322,7 +361,7 @@ def check_lane_rows(lane: Lane, roots: Mapping[str, str], ask: Mapping, got: Lan
             tol = 0.0 if p == "fp32" else fp16_tolerance(want, lane.m)
             bad = int(np.count_nonzero(np.abs(values - want) > tol))
             if bad:
-                problems.append(f"lane {lane.lane} {p} row {proof.row}: {bad} of {lane.n} values wrong")
+                problems.append(f"lane {lane.lane} {p} row {proof.row}: {bad} of {len(cols)} checked values wrong")
     return problems
 
 
