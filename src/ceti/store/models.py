@@ -74,6 +74,9 @@ class Node(Base):
     pinned_gpu_uuids: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     next_verify_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     verify_challenge_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # the open challenge
+    # which replica's lost-node sweep holds the node, until when (services/claims.py)
+    claim_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    claim_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Job(Base):
@@ -263,6 +266,9 @@ class LedgerMeter(Base):
     provider_micro: Mapped[int] = mapped_column(BigInteger, default=0)
     fabric_micro: Mapped[int] = mapped_column(BigInteger, default=0)
     closed: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    # which replica's metering pass holds the meter, until when (services/claims.py)
+    claim_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    claim_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class LedgerBudget(Base):
@@ -286,3 +292,23 @@ class LeaderLease(Base):
     holder: Mapped[str | None] = mapped_column(String(128), nullable=True)  # a replica id, made at its start
     term: Mapped[int] = mapped_column(BigInteger, default=0)
     expires_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+# -- the Akash market (services/akash_market.py) ---------------------------------------------------------
+
+
+class AkashLease(Base):
+    """An Akash order the fabric was offered, through its bid to the lease and its close (networks/akash/lease.py
+    is the state machine). `usd_per_hour` is what the lease pays, at the bid's token price."""
+
+    __tablename__ = "akash_leases"
+    order_id: Mapped[str] = mapped_column(String(200), primary_key=True)  # owner/dseq/gseq/oseq
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    order: Mapped[dict[str, Any]] = mapped_column(JSON)
+    bid: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    usd_per_hour: Mapped[float | None] = mapped_column(Float, nullable=True)
+    lease_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    job_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
