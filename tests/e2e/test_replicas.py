@@ -1,7 +1,9 @@
 """Three `ceti server` replicas on one throw-away PostgreSQL, agents and clients spread over them. The leader is
 killed twice: by itself between a round's decisions and their commit, then with kill -9 during a burst of
 submits. After each, another replica must take over within the takeover time, and in the end no job ran twice,
-none was lost and every log chunk is there."""
+none was lost and every log chunk is there. Then an agent dies and the leader is killed just before the agent's
+node passes the lost timeout: a follower must declare the node lost before the dead leader's lease runs out,
+while no replica leads."""
 
 from __future__ import annotations
 
@@ -16,14 +18,18 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography.fernet import Fernet
+from sqlalchemy import select
 
 from ceti.client import CetiError, Client
+from ceti.store import models as m
+from ceti.store.db import make_engine
 from tests.conftest import AgentProc, ServerProc, ceti_cmd, make_server, wait_until
 from tests.e2e.invariants import check_invariants
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 LEASE_S = 3.0
+LOST_AFTER_S = 10.0
 # a follower tries every LEASE_S / 4: takeover within 1.25 leases, then one round (slack for a loaded machine)
 TAKEOVER_BOUND_S = LEASE_S * 1.25 + 3.0
 BURST = 36
@@ -50,6 +56,12 @@ def leader_of(replicas: list[ServerProc]) -> tuple[ServerProc, dict] | None:
 
 def rotated(urls: list[str], i: int) -> list[str]:
     return urls[i:] + urls[:i]
+
+
+def lost_event_at(engine, node_id: str) -> float | None:
+    with engine.connect() as conn:
+        return conn.execute(select(m.Event.at).where(m.Event.node_id == node_id, m.Event.kind == "node_state",
+                                                     m.Event.to_state == "lost")).scalar()
 
 
 def submit_until_acknowledged(client: Client, spec: dict, key: str) -> str:
@@ -79,7 +91,7 @@ def wait_for_takeover(survivors: list[ServerProc], killed_at: float, old_term: i
 def test_leader_killed_mid_round_and_during_a_burst(tmp_path: Path, postgres):
     url = postgres.new_database()
     common = {"CETI_LEADER_LEASE_S": str(LEASE_S), "CETI_SECRET_KEY": Fernet.generate_key().decode(),
-              "CETI_NODE_LOST_AFTER_S": "10"}
+              "CETI_NODE_LOST_AFTER_S": str(LOST_AFTER_S)}
     replicas = [make_server(tmp_path / f"r{i}", url, **common) for i in range(3)]
     # the first leader kills itself (SIGKILL) in its first round that places work, before that round commits
     replicas[0].env["CETI_FAULT_CRASH_AT"] = "round_before_commit"
@@ -168,6 +180,27 @@ def test_leader_killed_mid_round_and_during_a_burst(tmp_path: Path, postgres):
             output = "".join(c["data"] for c in admin.logs(job_id)["chunks"])
             assert output.count(f"ran-{name}\n") == 1, output
         assert {j["id"] for j in admin.jobs(limit=1000)} == set(acked)
+
+        # 3. lost-node detection needs no leader: an agent dies, and the leader is killed just before the agent's
+        # node passes the lost timeout
+        victim = agents[0]
+        victim.kill()
+        time.sleep(0.5)  # a heartbeat in flight lands
+        node = next(n for n in admin.nodes() if n["hostname"] == victim.name)
+        deadline = node["last_heartbeat_at"] + LOST_AFTER_S
+        leader, _ = leader_of(replicas)
+        time.sleep(max(0.0, deadline - 0.3 - time.time()))
+        lease_runs_out = scheduler_state(leader)["lease_expires_at"]  # no takeover before this
+        os.kill(leader.proc.pid, signal.SIGKILL)
+        leader.proc.wait(10)
+        engine = make_engine(url)
+        try:
+            lost_at = wait_until(lambda: lost_event_at(engine, node["id"]), 15, what="the node to be declared lost")
+        finally:
+            engine.dispose()
+        print(f"node lost {lost_at - deadline:.2f}s after its timeout, "
+              f"{lease_runs_out - lost_at:.2f}s before the dead leader's lease ran out")
+        assert deadline <= lost_at < lease_runs_out
         print(f"invariants: {check_invariants(url)}")
     finally:
         for c in clients:

@@ -7,7 +7,7 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
-from ceti.server.services import agents, jobs, scheduling
+from ceti.server.services import agents, jobs, lost_nodes, scheduling
 from ceti.server.services.tokens import Principal, bootstrap_admin, ensure_provider
 from ceti.server.settings import Settings
 from ceti.spec import NodeInfo, parse_job_spec
@@ -195,7 +195,7 @@ def test_a_lost_node_restarts_the_gang_under_the_retry_policy(db):
         # every node but the last worker's keeps beating
         for a in allocs[:2]:
             run(s, who, a.node_id, [a.id], 50.0)
-        scheduling.run_round(s, settings(lost=30.0), 50.0)
+        lost_nodes.sweep(s, settings(lost=30.0), 50.0)
         job = s.get(m.Job, j)
         assert job.state == "pending" and job.retries == 1 and "lost" in job.reason
         states = [a.state for a in gang(s, j, attempt=1)]

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from ceti.server.app import create_app
-from ceti.server.services import agents, jobs, ledger, scheduling
+from ceti.server.services import agents, jobs, ledger, lost_nodes, scheduling
 from ceti.server.services.agents import Finished
 from ceti.server.services.tokens import (
     Principal,
@@ -66,8 +66,9 @@ class Fabric:
         return self.p.ok("POST", "/v1/jobs", token, json=body)["id"]
 
     def tick(self, t: float):
-        """One scheduling round with its metering pass (metering first, as the round does)."""
+        """One sweep (lost nodes, then a metering pass) and one scheduling round, as the server's loops run them."""
         with self.session() as s:
+            lost_nodes.sweep(s, self.settings, T0 + t)
             report = ledger.meter(s, T0 + t, self.settings)
             scheduling.run_round(s, self.settings, T0 + t)
             s.commit()

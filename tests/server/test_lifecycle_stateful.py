@@ -1,11 +1,11 @@
 """A stateful (rule-based) test of the job life cycle through the control plane's service layer.
 
 The machine drives the exact service functions the REST routers call (`agents.register/heartbeat`,
-`jobs.submit/cancel`, `scheduling.run_round`), one committed transaction per call as the routers do, on a
-fresh SQLite database per example and with a simulated clock that the machine advances. After every step it
-checks the e2e invariant checker plus its own guarantees: job states, live attempts, GPU and CPU commitment,
-retry limits, finished jobs staying finished, cancellation being honoured, the event log following every
-state change, and the nodes' fencing epochs.
+`jobs.submit/cancel`, `lost_nodes.sweep`, `scheduling.run_round`), one committed transaction per call as the
+routers and loops do, on a fresh SQLite database per example and with a simulated clock that the machine
+advances. After every step it checks the e2e invariant checker plus its own guarantees: job states, live attempts,
+GPU and CPU commitment, retry limits, finished jobs staying finished, cancellation being honoured, the event log
+following every state change, and the nodes' fencing epochs.
 
 `CETI_STATEFUL_EXAMPLES` raises the number of examples. The two plain tests at the end replay the two bugs
 this machine found (pre-emption over-committing the victim's GPU; a cancel lost during a pre-emption stop).
@@ -28,7 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from sqlalchemy import select
 from sqlalchemy.util import LRUCache
 
-from ceti.server.services import agents, jobs, scheduling
+from ceti.server.services import agents, jobs, lost_nodes, scheduling
 from ceti.server.services.tokens import Principal, bootstrap_admin, ensure_provider
 from ceti.server.settings import Settings
 from ceti.spec import AllocationState, GPUInfo, JobState, NodeInfo, parse_job_spec
@@ -226,8 +226,10 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @rule()
     def scheduling_round(self) -> None:
+        """A sweep for lost nodes, then a round: the server's sweeper and scheduling loop, one tick each."""
         now = self.tick()
         with self.write() as s:
+            lost_nodes.sweep(s, self.settings, now)
             scheduling.run_round(s, self.settings, now)
             s.commit()
 
@@ -328,9 +330,9 @@ class LifecycleMachine(RuleBasedStateMachine):
                 self.beat(other, still, [], now)
         self.now += 0.5
         with self.write() as s:
-            report = scheduling.run_round(s, self.settings, self.now)
+            assert lost_nodes.sweep(s, self.settings, self.now) == 1
+            scheduling.run_round(s, self.settings, self.now)
             s.commit()
-        assert report.lost_nodes == 1
         after = self.world()
         assert after["nodes"][victim].state == "lost"
         for a in before["allocs"].values():

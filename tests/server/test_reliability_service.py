@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ceti.server.app import create_app
-from ceti.server.services import agents, jobs, reliability, scheduling
+from ceti.server.services import agents, jobs, lost_nodes, reliability, scheduling
 from ceti.server.services.tokens import Principal, ensure_provider
 from ceti.server.settings import Settings
 from ceti.spec import GPUInfo, NodeInfo, parse_job_spec
@@ -53,7 +53,7 @@ def play_history(sessions, settings, start: float, end: float) -> tuple[str, str
             agents.heartbeat(s, who, steady, [], [], settings, t)
             if (t - start) % 300 < 240:  # silent for the last minute of every five
                 agents.heartbeat(s, who, flaky, [], [], settings, t)
-            scheduling.detect_lost_nodes(s, settings, t)
+            lost_nodes.sweep(s, settings, t)
             s.commit()
             t += STEP_S
         agents.heartbeat(s, who, flaky, [], [], settings, t)  # both online at the end

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from ceti.server.services import agents, jobs, scheduling
+from ceti.server.services import agents, jobs, lost_nodes, scheduling
 from ceti.server.services.tokens import Principal, bootstrap_admin, ensure_provider
 from ceti.server.settings import Settings
 from ceti.spec import GPUInfo, NodeInfo, parse_job_spec
@@ -71,8 +71,8 @@ def test_lost_node_reschedules_and_retry_keeps_queue_place(db):
         assert s.get(m.Job, newer).state == "starting"
         # n1 silent past the timeout (clock passed in), n2 heartbeats
         agents.heartbeat(s, provider, n2, [], [], settings(), 40.0)
-        report = scheduling.run_round(s, settings(lost=30.0), 40.0)
-        assert report.lost_nodes == 1
+        assert lost_nodes.sweep(s, settings(lost=30.0), 40.0) == 1
+        scheduling.run_round(s, settings(lost=30.0), 40.0)
         assert s.get(m.Node, n1).state == "lost"
         job = s.get(m.Job, old)
         assert job.state == "pending" and job.retries == 1
@@ -130,8 +130,8 @@ def test_silence_while_the_server_was_down_does_not_lose_nodes(db):
     with sessions() as s:
         node(s, provider, "n1", now=0.0)
         # the server restarted at t=100 after being down since t=1: the node's silence is the server's fault
-        assert scheduling.detect_lost_nodes(s, settings(lost=30.0), 110.0, listening_since=100.0) == 0
-        assert scheduling.detect_lost_nodes(s, settings(lost=30.0), 131.0, listening_since=100.0) == 1
+        assert lost_nodes.sweep(s, settings(lost=30.0), 110.0, listening_since=100.0) == 0
+        assert lost_nodes.sweep(s, settings(lost=30.0), 131.0, listening_since=100.0) == 1
 
 
 def test_every_change_of_a_nodes_allocations_bumps_its_epoch(db):

@@ -1,4 +1,4 @@
-"""The FastAPI application: settings, database, first admin token, routers and the scheduling loop."""
+"""The FastAPI application: settings, database, first admin token, routers, the scheduling loop and the sweeper."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from ceti import __version__
 from ceti.logs import RequestIds
 from ceti.server import metrics, middleware, schemas
 from ceti.server.background.scheduler_loop import SchedulerLoop
+from ceti.server.background.sweeper import Sweeper
 from ceti.server.errors import install_error_handlers
 from ceti.server.routers import admin, agent, dashboard, jobs, ledger, scheduler, secrets, verification
 from ceti.server.services.tokens import bootstrap_admin
@@ -75,11 +76,16 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
         app.state.engine, app.state.sessions = engine, sessions
         loop = SchedulerLoop(sessions, settings, sole_replica=lock is not None)  # SQLite: the only replica
         app.state.scheduler = loop
+        # every replica, leader or not, sweeps for lost nodes and meters (claiming rows, services/claims.py)
+        sweeper = Sweeper(sessions, settings, on_lost=loop.poke)
+        app.state.sweeper = sweeper
         if run_scheduler:
             loop.start()
+            sweeper.start()
         try:
             yield
         finally:
+            sweeper.stop()
             loop.stop()
             engine.dispose()
             if lock:

@@ -45,11 +45,17 @@ class Settings:
     database_url: str | None = field(default_factory=lambda: os.environ.get("CETI_DATABASE_URL") or None)
     schedule_interval_s: float = field(default_factory=lambda: _env_float("CETI_SCHEDULE_INTERVAL_S", 1.0))
     heartbeat_interval_s: float = field(default_factory=lambda: _env_float("CETI_HEARTBEAT_INTERVAL_S", 2.0))
-    # a node silent this long is declared lost and its work rescheduled
     # the operator's decentralized networks (YAML, see ceti.networks.config); unset = no back-fill
     networks_config: str | None = field(default_factory=lambda: os.environ.get("CETI_NETWORKS_CONFIG") or None)
     network_estimate_ttl_s: float = field(default_factory=lambda: _env_float("CETI_NETWORK_ESTIMATE_TTL_S", 300.0))
+    # a node silent this long is declared lost and its work rescheduled
     node_lost_after_s: float = field(default_factory=lambda: _env_float("CETI_NODE_LOST_AFTER_S", 30.0))
+    # every replica sweeps for lost nodes this often (and meters a few times per meter interval); unset = the
+    # schedule interval
+    sweep_interval_s: float | None = field(
+        default_factory=lambda: _env_float("CETI_SWEEP_INTERVAL_S", 0.0) or None)
+    # a sweep's claim on a row (a node, a meter): a replica that dies holding one delays that row by this much
+    claim_ttl_s: float = field(default_factory=lambda: _env_float("CETI_CLAIM_TTL_S", 15.0))
     # the scheduler's leader lease: a dead leader's replacement takes over within about 1.25x this (docs/replicas.md)
     leader_lease_s: float = field(default_factory=lambda: _env_float("CETI_LEADER_LEASE_S", 10.0))
     stop_grace_s: float = field(default_factory=lambda: _env_float("CETI_STOP_GRACE_S", 10.0))

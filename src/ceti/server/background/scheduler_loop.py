@@ -37,7 +37,6 @@ class SchedulerLoop:
         self.last_round_s: float | None = None
         self.last_report: RoundReport | None = None
         self.last_error: str | None = None
-        self.listening_since = clock()
         self.rounds = 0  # rounds completed since start
         self._cache = PendingCache(verification=settings.verify.enabled)
         # a broken network configuration stops the server here, at start, with the file's own error
@@ -86,8 +85,7 @@ class SchedulerLoop:
             if self.networks:
                 self._backfill()
             with self._sessions() as s:
-                report = run_round(s, self._settings, self._clock(), self.listening_since, self._cache,
-                                   fence=self.leader.fence)
+                report = run_round(s, self._settings, self._clock(), self._cache, fence=self.leader.fence)
                 if report.started:
                     crash_point("round_before_commit")
                 s.commit()

@@ -16,8 +16,11 @@ nothing; an end earlier than a watermark (a lost node's last heartbeat) books a 
 
 Budgets: when a project's charges, with what its running work has accrued, reach its cap, its work is stopped
 ("budget exhausted") and its waiting jobs fail; from that moment the fabric, not the project, pays the provider
-for the grace period. A project therefore never pays more than its cap plus one scheduling round's accrual (at most
-one metering interval).
+for the grace period. Every metering pass checks this with what running work accrued since it was last booked, so a
+project never pays more than its cap plus what accrues between two passes (at most one metering interval).
+
+Every replica runs metering passes; they share the meters by claiming them (services/claims.py), and a meter is
+booked only in the transaction that checks its claim under its row lock, so no interval is booked twice.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from ceti.server.errors import ApiError, Forbidden, NotFound
+from ceti.server.services import claims
 from ceti.server.services.events import record, set_job_state
 from ceti.server.services.tokens import Principal, new_id
 from ceti.server.services.verification import offered_price_per_gpu_hour
@@ -170,6 +174,8 @@ def owed(provider_rate: int, fee_rate: int, started_at: float | None, t: float,
 
 # -- metering ------------------------------------------------------------------------------------------
 
+BATCH = 200  # meters claimed and booked in one transaction
+
 
 @dataclass
 class MeterReport:
@@ -179,29 +185,35 @@ class MeterReport:
     exhausted: list[str] = field(default_factory=list)  # projects stopped for their budget
 
 
-def _insert_meter(s: Session, values: dict[str, Any]) -> m.LedgerMeter:
-    """The allocation's meter row, made if absent; the scheduler and an ending attempt may race to make it."""
-    dialect = s.get_bind().dialect.name
-    if dialect == "postgresql":
+def _insert_absent(s: Session, model: type, values: dict[str, Any], unique: list[str]) -> bool:
+    """Insert a row unless one with the same `unique` columns exists; True if this call made it. Two replicas, or
+    the metering pass and an ending attempt, may make the same row at once."""
+    if s.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    s.execute(insert(m.LedgerMeter).values(**values).on_conflict_do_nothing(index_elements=["allocation_id"]))
-    return s.get(m.LedgerMeter, values["allocation_id"], populate_existing=True)
+    made = insert(model).values(**values).on_conflict_do_nothing(index_elements=unique)
+    return s.execute(made.returning(model.__table__.c[unique[0]])).first() is not None
 
 
-def _open_meter(s: Session, alloc: m.Allocation) -> m.LedgerMeter:
-    meter = s.get(m.LedgerMeter, alloc.id)
-    if meter is not None:
-        return meter
+def _meter_values(s: Session, alloc: m.Allocation) -> dict[str, Any]:
     job = s.get(m.Job, alloc.job_id)
     node = s.get(m.Node, alloc.node_id)
-    return _insert_meter(s, {
+    return {
         "allocation_id": alloc.id, "job_id": alloc.job_id, "project_id": job.project_id, "node_id": alloc.node_id,
         "provider_id": node.provider_id, "priced": False, "provider_rate_nano": 0, "fee_rate_nano": 0,
         "started_at": alloc.started_at, "metered_to": None, "end_at": None, "budget_stop_at": None,
         "charged_micro": 0, "provider_micro": 0, "fabric_micro": 0, "closed": False,
-    })
+    }
+
+
+def _open_meter(s: Session, alloc: m.Allocation) -> m.LedgerMeter:
+    """The allocation's meter, made if absent."""
+    meter = s.get(m.LedgerMeter, alloc.id)
+    if meter is not None:
+        return meter
+    _insert_absent(s, m.LedgerMeter, _meter_values(s, alloc), ["allocation_id"])
+    return s.get(m.LedgerMeter, alloc.id, populate_existing=True)
 
 
 def _price(s: Session, meter: m.LedgerMeter, fee_bps: int) -> None:
@@ -237,30 +249,62 @@ def attempt_ended(s: Session, alloc: m.Allocation, state: AllocationState, now: 
         meter.end_at = max(end, alloc.started_at)
 
 
-def meter(s: Session, now: float, settings: Settings) -> MeterReport:
-    """One metering pass (the scheduling round calls it): open meters for work that started, book every meter
-    that is due (its interval passed, its attempt ended, or its project is at its budget), stop what a budget no
-    longer covers. Idempotent: a second pass at the same `now` books nothing."""
-    cfg = settings.ledger
+def meter(s: Session, now: float, settings: Settings, batch: int = BATCH) -> MeterReport:
+    """One metering pass. Every replica's sweeper runs them (background/sweeper.py), sharing the meters by
+    claiming them (services/claims.py): open meters for work that started; claim the meters that are due (new,
+    ended, past their interval, or frozen by a budget stop since last booked) a batch at a time and book each batch
+    under its claims; stop what a budget no longer covers and book what that made due. Idempotent: a second pass at
+    the same `now` books nothing. Commits `s`."""
     report = MeterReport()
+    _open_started(s, report)
+    s.commit()
+    _book_due(s, now, settings, batch, report)
+    if _stop_over_budget(s, now, report):
+        _book_due(s, now, settings, batch, report)
+    return report
+
+
+def _open_started(s: Session, report: MeterReport) -> None:
     a, lm = m.Allocation, m.LedgerMeter
     unopened = s.scalars(select(a).outerjoin(lm, lm.allocation_id == a.id).where(
         a.state.in_(_ACTIVE), a.started_at.is_not(None), lm.allocation_id.is_(None))).all()
     for alloc in unopened:
-        _open_meter(s, alloc)
-        report.opened += 1
-    meters = s.scalars(select(lm).where(lm.closed.is_(False)).order_by(lm.allocation_id)).all()
-    if not meters:
-        return report
+        # every replica's pass may find the same new allocation: looked up again (another may have made its meter
+        # since), and made if still absent, so one meter is made
+        if s.get(lm, alloc.id) is None:
+            report.opened += _insert_absent(s, lm, _meter_values(s, alloc), ["allocation_id"])
+
+
+def _due(now: float, horizon: float) -> ColumnElement[bool]:
+    """The meters a pass books, in SQL; `_is_due` is the same test on a meter read under its lock. `horizon` is
+    `now` less the meter interval: running work is booked once per interval."""
+    lm, a = m.LedgerMeter, m.Allocation
+    live = select(a.id).where(a.id == lm.allocation_id, a.state.in_(_ACTIVE)).exists()
+    return and_(lm.closed.is_(False), or_(
+        lm.metered_to.is_(None),
+        lm.end_at.is_not(None),
+        ~live,  # ended without telling the ledger
+        and_(lm.metered_to <= horizon, lm.metered_to < now),
+        and_(lm.budget_stop_at.is_not(None), lm.metered_to < lm.budget_stop_at),
+    ))
+
+
+def _is_due(x: m.LedgerMeter, final: bool, now: float, horizon: float) -> bool:
+    return (not x.closed) and (
+        x.metered_to is None or final or (x.metered_to <= horizon and x.metered_to < now)
+        or (x.budget_stop_at is not None and x.metered_to < x.budget_stop_at))
+
+
+def _targets(s: Session, meters: list[m.LedgerMeter], now: float) -> dict[str, tuple[float, bool]]:
+    """allocation -> (book up to, final)."""
+    a = m.Allocation
     states = {}
     ids = [x.allocation_id for x in meters]
     for start in range(0, len(ids), 500):
         states.update({r[0]: (r[1], r[2]) for r in s.execute(
             select(a.id, a.state, a.ended_at).where(a.id.in_(ids[start:start + 500])))})
-    targets: dict[str, tuple[float, bool]] = {}  # allocation -> (book up to, final)
+    targets = {}
     for x in meters:
-        if not x.priced:
-            _price(s, x, cfg.fee_bps)
         state, ended_at = states.get(x.allocation_id, (None, None))
         if x.end_at is not None:
             targets[x.allocation_id] = (x.end_at, True)
@@ -268,40 +312,71 @@ def meter(s: Session, now: float, settings: Settings) -> MeterReport:
             targets[x.allocation_id] = (max(ended_at if ended_at is not None else now, x.started_at or now), True)
         else:  # running: up to now, never back (a replica whose clock lags books nothing)
             targets[x.allocation_id] = (max(now, x.metered_to or now), False)
-    exhausted = _over_budget(s, meters, targets)
-    for project_id in exhausted:
-        for x in meters:
-            if x.project_id == project_id and x.budget_stop_at is None:
-                x.budget_stop_at = min(now, targets[x.allocation_id][0])
-    accounts = _Accounts(s, now)
+    return targets
+
+
+def _book_due(s: Session, now: float, settings: Settings, batch: int, report: MeterReport) -> None:
+    horizon = now - settings.ledger.meter_interval_s
+    while (claimed := claims.claim(s, m.LedgerMeter, _due(now, horizon), now, settings.claim_ttl_s,
+                                   batch)) is not None:
+        s.expire_all()  # what this session read in earlier transactions may be stale: read everything afresh
+        held = claims.still_ours(s, m.LedgerMeter, claimed)
+        _book_held(s, held, now, horizon, settings.ledger.fee_bps, report)
+        s.commit()
+        if not held or len(claimed.keys) < batch:
+            break
+
+
+def _book_held(s: Session, meters: list[m.LedgerMeter], now: float, horizon: float, fee_bps: int,
+               report: MeterReport) -> None:
+    """The final write of a claimed batch: the meters are locked and read afresh; each that is still due is
+    booked up to its target, and closed when its attempt has ended."""
     for x in meters:
+        if not x.priced:
+            _price(s, x, fee_bps)
+    targets = _targets(s, meters, now)
+    due = [x for x in meters if _is_due(x, targets[x.allocation_id][1], now, horizon)]
+    if not due:
+        return
+    accounts = _Accounts(s, now, {key for x in due for key in (
+        ("project", x.project_id), ("provider", x.provider_id), (FABRIC, FABRIC))})
+    for x in due:
         t, final = targets[x.allocation_id]
-        due = (final or x.metered_to is None or now - x.metered_to >= cfg.meter_interval_s
-               or x.project_id in exhausted)
-        if not due:
-            continue
         if _book(s, x, t, now, accounts):
             report.booked += 1
         if final:
             x.closed = True
             report.closed += 1
-    for project_id in sorted(exhausted):
-        if _exhaust(s, project_id, now):
-            report.exhausted.append(project_id)
-    return report
 
 
 class _Accounts:
-    """Accounts looked up once per pass."""
+    """The accounts a batch books to, made if absent and locked (in id order) until its commit: replicas booking
+    at the same time all add to the fabric's account, often to the same provider's, and a balance is read and
+    then written."""
 
-    def __init__(self, s: Session, now: float):
-        self._s, self._now, self._rows = s, now, {}
+    def __init__(self, s: Session, now: float, keys: set[tuple[str, str]]):
+        acct = m.LedgerAccount
+        owners = sorted({owner for _, owner in keys})
+
+        def ids() -> dict[tuple[str, str], int]:
+            found = {}
+            for start in range(0, len(owners), 500):
+                for row_id, kind, owner in s.execute(select(acct.id, acct.kind, acct.owner_id).where(
+                        acct.owner_id.in_(owners[start:start + 500]))):
+                    if (kind, owner) in keys:
+                        found[(kind, owner)] = row_id
+            return found
+
+        found = ids()
+        if len(found) < len(keys):
+            for kind, owner in sorted(keys - found.keys()):
+                _insert_absent(s, acct, {"kind": kind, "owner_id": owner, "balance_micro": 0, "created_at": now},
+                               ["kind", "owner_id"])
+            found = ids()
+        self._rows = {(r.kind, r.owner_id): r for r in claims.lock_rows(s, acct, found.values())}
 
     def __call__(self, kind: str, owner_id: str) -> m.LedgerAccount:
-        key = (kind, owner_id)
-        if key not in self._rows:
-            self._rows[key] = account(self._s, kind, owner_id, self._now)
-        return self._rows[key]
+        return self._rows[(kind, owner_id)]
 
 
 def _book(s: Session, x: m.LedgerMeter, t: float, now: float, accounts: _Accounts) -> bool:
@@ -326,20 +401,48 @@ def spent_micro(s: Session, project_id: str) -> int:
     return -(balance or 0)
 
 
-def _over_budget(s: Session, meters: list[m.LedgerMeter], targets: dict[str, tuple[float, bool]]) -> set[str]:
-    """Projects whose charges, with what their open meters have accrued up to now, reach their cap."""
-    by_project: dict[str, list[m.LedgerMeter]] = {}
-    for x in meters:
-        by_project.setdefault(x.project_id, []).append(x)
-    caps = dict(s.execute(select(m.LedgerBudget.project_id, m.LedgerBudget.cap_micro)
-                          .where(m.LedgerBudget.project_id.in_(list(by_project)))).all())
-    out = set()
-    for project_id, cap in caps.items():
-        accrued = sum(owed(x.provider_rate_nano, x.fee_rate_nano, x.started_at, targets[x.allocation_id][0],
-                           x.budget_stop_at)[0] - x.charged_micro for x in by_project[project_id])
-        if spent_micro(s, project_id) + accrued >= cap:
-            out.add(project_id)
-    return out
+def _open_meters(s: Session, project_id: str) -> list[m.LedgerMeter]:
+    lm = m.LedgerMeter
+    return list(s.scalars(select(lm).where(lm.project_id == project_id, lm.closed.is_(False))
+                          .order_by(lm.allocation_id).execution_options(populate_existing=True)))
+
+
+def _over_budget(s: Session, project_id: str, cap: int, meters: list[m.LedgerMeter],
+                 targets: dict[str, tuple[float, bool]]) -> bool:
+    """Whether a project's charges, booked and committed, with what its open meters accrued since their last
+    booking, reach its cap."""
+    accrued = sum(owed(x.provider_rate_nano, x.fee_rate_nano, x.started_at, targets[x.allocation_id][0],
+                       x.budget_stop_at)[0] - x.charged_micro for x in meters)
+    return spent_micro(s, project_id) + accrued >= cap
+
+
+def _stop_over_budget(s: Session, now: float, report: MeterReport) -> bool:
+    """Stop every project over its budget; True if that froze a meter's charge (it is then due for booking).
+
+    Any replica's pass may find the same project over. The decision is taken again under the lock of the budget
+    row and then of the project's open meters (no booking moves them meanwhile), so a project is stopped once,
+    with one set of events; a pass that finds it stopped already changes nothing."""
+    lm, b = m.LedgerMeter, m.LedgerBudget
+    capped = dict(s.execute(select(b.project_id, b.cap_micro).where(
+        b.project_id.in_(select(lm.project_id).where(lm.closed.is_(False))))).all())
+    froze = False
+    for project_id in sorted(capped):
+        meters = _open_meters(s, project_id)
+        if not _over_budget(s, project_id, capped[project_id], meters, _targets(s, meters, now)):
+            continue  # the common case, read only: no lock is taken
+        s.expire_all()  # _exhaust changes allocations and jobs: never from copies read in earlier transactions
+        budget = claims.lock_rows(s, b, [project_id])
+        meters = claims.lock_rows(s, lm, [x.allocation_id for x in _open_meters(s, project_id)])
+        targets = _targets(s, meters, now)
+        if budget and _over_budget(s, project_id, budget[0].cap_micro, meters, targets):
+            for x in meters:
+                if x.budget_stop_at is None:
+                    x.budget_stop_at = min(now, targets[x.allocation_id][0])
+                    froze = True
+            if _exhaust(s, project_id, now):
+                report.exhausted.append(project_id)
+        s.commit()
+    return froze
 
 
 def _exhaust(s: Session, project_id: str, now: float) -> bool:

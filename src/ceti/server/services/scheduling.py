@@ -10,15 +10,14 @@ from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session, defer
 
 from ceti import fabric
-from ceti.server.services import ledger
+from ceti.server.services.claims import lock_rows
 from ceti.server.services.events import record, set_job_state
 from ceti.server.services.gangs import GangPorts
-from ceti.server.services.lifecycle import end_attempt
 from ceti.server.services.reliability import scores as reliability_scores
 from ceti.server.services.tokens import new_id
 from ceti.server.services.verification import offered_price_per_gpu_hour
 from ceti.server.settings import Settings
-from ceti.spec import AllocationState, JobSpec, JobState, NodeInfo, RetryOn
+from ceti.spec import AllocationState, JobSpec, JobState, NodeInfo
 from ceti.store import models as m
 
 log = logging.getLogger("ceti.server.scheduler")
@@ -27,7 +26,6 @@ ACTIVE = [s.value for s in AllocationState if s.active]
 
 @dataclass
 class RoundReport:
-    lost_nodes: int = 0
     timed_out: int = 0
     started: int = 0
     preempted: int = 0
@@ -36,51 +34,24 @@ class RoundReport:
     pending_reasons: dict[str, int] = field(default_factory=dict)
 
 
-def detect_lost_nodes(s: Session, settings: Settings, now: float, listening_since: float = 0.0) -> int:
-    """Nodes silent past the timeout are lost; their work ends and is retried under each job's policy.
-
-    Silence only counts from `listening_since` (when this server started): a node is not to blame for the
-    heartbeats it sent while the control plane itself was down or restarting.
-    """
-    if now - listening_since < settings.node_lost_after_s:
-        return 0
-    deadline = now - settings.node_lost_after_s
-    lost = s.scalars(select(m.Node).where(m.Node.state == "online", m.Node.last_heartbeat_at < deadline)).all()
-    for node in lost:
-        node.state = "lost"
-        node.lost_at = now
-        silent = now - node.last_heartbeat_at
-        record(s, "node_state", now, f"no heartbeat for {silent:.0f}s", node_id=node.id, from_state="online",
-               to_state="lost")
-        for alloc in s.scalars(select(m.Allocation).where(m.Allocation.node_id == node.id,
-                                                          m.Allocation.state.in_(ACTIVE))):
-            job = s.get(m.Job, alloc.job_id)
-            if alloc.stop_reason == "cancelled":
-                moved = end_attempt(s, job, alloc, AllocationState.lost, now, cause=None,
-                                    reason="node lost while cancelling")
-                if moved or not JobState(job.state).finished:
-                    set_job_state(s, job, JobState.cancelled, "cancelled by the user", now, node.id, alloc.id)
-            else:
-                end_attempt(s, job, alloc, AllocationState.lost, now, cause=RetryOn.node_lost,
-                            reason=f"node {node.hostname} lost")
-    return len(lost)
-
-
 def enforce_max_duration(s: Session, now: float) -> int:
     count = 0
     # only jobs that set a limit, read in SQL: most running work has none, and parsing every spec each round costs
     limit_col = m.Job.spec["max_duration"].as_float()
-    overdue = s.execute(
-        select(m.Allocation.id, m.Allocation.started_at, limit_col).join(m.Job, m.Job.id == m.Allocation.job_id).where(
+    rows = s.execute(
+        select(m.Allocation.id, m.Allocation.node_id, m.Allocation.started_at, limit_col)
+        .join(m.Job, m.Job.id == m.Allocation.job_id).where(
             m.Allocation.state == AllocationState.running.value,
             m.Allocation.started_at.is_not(None),
             limit_col.is_not(None),
         )
     ).all()
-    for alloc_id, started_at, limit in overdue:
-        if not limit or now - started_at <= limit:
-            continue
-        alloc = s.get(m.Allocation, alloc_id)
+    overdue = [(alloc_id, node_id, limit) for alloc_id, node_id, started_at, limit in rows
+               if limit and now - started_at > limit]
+    # a sweeper may declare one of these nodes lost meanwhile: lock them (as the round does), then read afresh
+    lock_rows(s, m.Node, {node_id for _, node_id, _ in overdue})
+    for alloc_id, _, limit in overdue:
+        alloc = s.get(m.Allocation, alloc_id, populate_existing=True)
         job = s.get(m.Job, alloc.job_id)
         limit = int(limit) if float(limit).is_integer() else limit
         if alloc.state == AllocationState.running.value:
@@ -166,12 +137,11 @@ class PendingCache:
     """What the scheduling loop keeps across rounds so a round reads and parses only what changed: what each
     pending job asks of the fabric (a spec never changes after submit; a change in the network's GPU models,
     which widens "A100" to its variants, parses it again), each node as the fabric sees it, each live
-    allocation, and the reliability scores and metering times."""
+    allocation, and the reliability scores."""
 
     def __init__(self, max_entries: int = 500_000, verification: bool = True):
         self.verification = verification
         self._reliability: tuple[float, dict[str, float]] | None = None
-        self._metered_at: float | None = None
         self._entries: dict[str, tuple[frozenset[str], fabric.Demand, float | None, bool, float | None,
                                        tuple[int, bool, bool]]] = {}
         self._max = max_entries
@@ -195,15 +165,6 @@ class PendingCache:
         if len(self.allocations) > len(live):
             keep = set(live)
             self.allocations = {k: v for k, v in self.allocations.items() if k in keep}
-
-    def meter_due(self, now: float, interval_s: float) -> bool:
-        """Metering several times per metering interval is enough (a twelfth of it, at most every 5 s): it walks
-        every live allocation, and ended attempts are booked at the next pass all the same."""
-        gap = min(interval_s / 12, 5.0)
-        if self._metered_at is None or now - self._metered_at >= gap or now < self._metered_at:
-            self._metered_at = now
-            return True
-        return False
 
     def reliability(self, s: Session, now: float) -> dict[str, float]:
         """Every node's reliability, recomputed at most every RELIABILITY_REFRESH_S: it moves over hours, and
@@ -287,9 +248,26 @@ def apply_decisions(s: Session, snapshot: fabric.Snapshot, decisions: fabric.Dec
     stopping there, no further victims are taken on that node (the waiting job would not need them).
     """
     report = RoundReport()
-    with s.no_autoflush:  # one flush at commit: the write lock is held for the writes only
+    with s.no_autoflush:  # one flush at commit: the write lock is held from the node locks to the commit only
         _apply(s, snapshot, decisions, now, report)
     return report
+
+
+NODE_GONE = "waiting: a node chosen for it went offline"
+
+
+def _lock_nodes(s: Session, snapshot: fabric.Snapshot, decisions: fabric.Decisions) -> set[str]:
+    """Lock the nodes this round starts or pre-empts work on and return those that are no longer online.
+
+    The snapshot was read before this transaction, and any replica's sweeper may have declared one of its nodes
+    lost since (services/lost_nodes.py). Locked here, in node-id order as the sweeper locks them, a node cannot
+    be declared lost until this round commits; and one declared lost before is seen as it now is, so nothing is
+    placed on it (nor is a lost attempt on it turned back into a stopping one)."""
+    node_of_alloc = {a.id: a.node_id for a in snapshot.running}
+    touched = {st.node_id for st in decisions.starts}
+    touched |= {node_of_alloc[p.allocation_id] for p in decisions.preemptions if p.allocation_id in node_of_alloc}
+    states = {node.id: node.state for node in lock_rows(s, m.Node, touched)}
+    return {node_id for node_id in touched if states.get(node_id) != "online"}
 
 
 def _apply(s: Session, snapshot: fabric.Snapshot, decisions: fabric.Decisions, now: float,
@@ -301,9 +279,10 @@ def _apply(s: Session, snapshot: fabric.Snapshot, decisions: fabric.Decisions, n
                                        .options(defer(m.Job.spec)))}
     node_of_alloc = {a.id: a.node_id for a in snapshot.running}
     already = _preempting_nodes(s)
+    gone = _lock_nodes(s, snapshot, decisions)  # from here to the commit no sweeper changes these nodes
     planned = {node_of_alloc.get(p.allocation_id) for p in decisions.preemptions}
     for p in decisions.preemptions:
-        alloc = s.get(m.Allocation, p.allocation_id)
+        alloc = s.get(m.Allocation, p.allocation_id, populate_existing=True)  # as it is now, under the node lock
         if alloc is None or alloc.state not in ACTIVE or alloc.state == AllocationState.stopping.value:
             continue
         if alloc.node_id in already:
@@ -313,13 +292,16 @@ def _apply(s: Session, snapshot: fabric.Snapshot, decisions: fabric.Decisions, n
         record(s, "preempted", now, p.reason, job_id=alloc.job_id, node_id=alloc.node_id, allocation_id=alloc.id)
         report.preempted += 1
     held_back = {st.job_id for st in decisions.starts if st.node_id in planned}
+    # a job placed (wholly or a gang's task) on a node declared lost since the snapshot waits for the next round
+    stranded = {st.job_id for st in decisions.starts if st.node_id in gone}
     ports = GangPorts(s, snapshot, decisions)
     accepted: dict[str, bool] = {}  # job -> whether its task 0 was placed: a gang's other tasks follow it
     for start in decisions.starts:
-        if start.job_id in held_back:  # a gang waits whole: none of its tasks starts early
+        if start.job_id in held_back or start.job_id in stranded:  # a gang waits whole: no task starts early
             job = rows.get(start.job_id)
             if job is not None and start.task_index == 0 and job.state == JobState.pending.value:
-                _set_wait_reason(job, "waiting for pre-empted work to stop", now, report)
+                why = NODE_GONE if start.job_id in stranded else "waiting for pre-empted work to stop"
+                _set_wait_reason(job, why, now, report)
             continue
         job = rows.get(start.job_id)
         if start.task_index == 0:
@@ -373,25 +355,23 @@ def _set_wait_reason(job: m.Job, reason: str, now: float, report: RoundReport) -
 
 
 def run_round(
-    s: Session, settings: Settings, now: float, listening_since: float = 0.0, cache: PendingCache | None = None,
+    s: Session, settings: Settings, now: float, cache: PendingCache | None = None,
     fence: Callable[[Session], None] | None = None,
 ) -> RoundReport:
-    """Everything one tick does. Housekeeping commits on its own; the decisions are applied in one transaction
-    the caller commits. Between the two, the snapshot and the pure fabric run without holding a write lock.
+    """Everything one tick does. `max_duration` enforcement commits on its own; the decisions are applied in one
+    transaction the caller commits. Between the two, the snapshot and the pure fabric run without holding a write
+    lock. Lost-node detection and metering are not here: every replica's sweeper does them (background/sweeper.py).
 
     `fence` (the leader's lease check, services/leader.py) runs first in both transactions: it locks the lease
     and raises when this replica no longer leads, so a deposed leader commits neither."""
     if fence:
         fence(s)
-    lost = detect_lost_nodes(s, settings, now, listening_since)
     timed_out = enforce_max_duration(s, now)
-    if cache is None or cache.meter_due(now, settings.ledger.meter_interval_s):
-        ledger.meter(s, now, settings)  # books running work and ended attempts; stops projects past their budget
     s.commit()
     snapshot = build_snapshot(s, now, cache or PendingCache(verification=settings.verify.enabled))
     decisions = fabric.schedule(snapshot)
     if fence:
         fence(s)
     report = apply_decisions(s, snapshot, decisions, now)
-    report.lost_nodes, report.timed_out = lost, timed_out
+    report.timed_out = timed_out
     return report

@@ -1,0 +1,343 @@
+"""Background work shared by claiming rows (services/claims.py), on SQLite and PostgreSQL, with the clock passed in:
+claimers never share a row, an expired claim is taken over and the slow claimer's final write does nothing, a
+heartbeat that arrives after the claim wins, racing metering passes book each meter once, and the scheduling
+round and the lost-node sweep, in either order, never leave an allocation on a lost node."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+
+from ceti import fabric
+from ceti.server.background.sweeper import Sweeper
+from ceti.server.services import agents, claims, jobs, ledger, lost_nodes, scheduling
+from ceti.server.services.tokens import Principal, bootstrap_admin, ensure_project, ensure_provider
+from ceti.server.settings import LedgerSettings, Settings, VerifySettings
+from ceti.spec import AllocationState, NodeInfo, parse_job_spec
+from ceti.store import models as m
+from ceti.store.db import make_engine, migrate, session_factory
+
+ADMIN = Principal("t", "admin")
+ACTIVE = [s.value for s in AllocationState if s.active]
+
+
+def make_db(url: str):
+    engine = make_engine(url)
+    migrate(engine)
+    sessions = session_factory(engine)
+    with sessions() as s:
+        bootstrap_admin(s, 0.0)
+        provider = ensure_provider(s, "p", 0.0)
+        s.commit()
+    return engine, sessions, Principal("pt", "provider", provider_id=provider.id)
+
+
+@pytest.fixture
+def db(tmp_path: Path, database_url: str | None):
+    engine, sessions, who = make_db(database_url or f"sqlite:///{tmp_path / 'ceti.db'}")
+    yield sessions, who
+    engine.dispose()
+
+
+def settings() -> Settings:
+    return Settings(verify=VerifySettings(enabled=False), node_lost_after_s=30.0, claim_ttl_s=15.0,
+                    ledger=LedgerSettings(meter_interval_s=60.0, fee_bps=1000))
+
+
+def node(s, who: Principal, name: str, now: float = 0.0) -> str:
+    info = NodeInfo(hostname=name, cpus=4, memory_mib=8000, price_per_cpu_hour=0.36)
+    return agents.register(s, who, info, None, now).id
+
+
+def lost_events(sessions, node_id: str) -> int:
+    with sessions() as s:
+        return s.scalar(select(func.count()).select_from(m.Event).where(
+            m.Event.node_id == node_id, m.Event.kind == "node_state", m.Event.to_state == "lost"))
+
+
+# -- claims ----------------------------------------------------------------------------------------
+
+
+def test_two_claimers_never_get_the_same_row(db):
+    sessions, who = db
+    with sessions() as s:
+        ids = sorted(node(s, who, f"n{i}") for i in range(10))
+        s.commit()
+    silent = lost_nodes.silent(settings(), 100.0)
+    with sessions() as a, sessions() as b:
+        first = claims.claim(a, m.Node, silent, 100.0, 15.0, 4)
+        second = claims.claim(b, m.Node, silent, 100.0, 15.0, 4)
+        third = claims.claim(a, m.Node, silent, 100.0, 15.0, 4)
+        assert claims.claim(b, m.Node, silent, 114.0, 15.0, 4) is None  # every row is held until 115
+    assert [len(c.keys) for c in (first, second, third)] == [4, 4, 2]
+    assert sorted(first.keys + second.keys + third.keys) == ids
+    assert len({first.token, second.token, third.token}) == 3
+
+
+@pytest.mark.postgres
+def test_claimers_skip_rows_another_transaction_holds_and_share_the_rest(postgres):
+    engine, sessions, who = make_db(postgres.new_database())
+    try:
+        with sessions() as s:
+            ids = sorted(node(s, who, f"n{i}") for i in range(12))
+            s.commit()
+        silent = lost_nodes.silent(settings(), 100.0)
+        with sessions() as holder, sessions() as s:
+            holder.execute(select(m.Node.id).where(m.Node.id.in_(ids[:3])).with_for_update())
+            s.execute(text("SET LOCAL lock_timeout = '2s'"))  # waiting for the holder would fail the test
+            claimed = claims.claim(s, m.Node, silent, 100.0, 15.0, 20)
+            assert claimed.keys == tuple(ids[3:])
+            holder.rollback()
+        # four replicas at once, two rows a claim, once the first claim has expired
+        got: list[tuple] = []
+        start = threading.Barrier(4)
+
+        def replica() -> None:
+            with sessions() as s:
+                start.wait()
+                while (c := claims.claim(s, m.Node, lost_nodes.silent(settings(), 200.0), 200.0, 15.0, 2)):
+                    got.append(c.keys)
+
+        threads = [threading.Thread(target=replica) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(k for keys in got for k in keys) == ids
+    finally:
+        engine.dispose()
+
+
+def test_an_expired_claim_is_taken_over_and_the_slow_claimers_final_write_does_nothing(db):
+    sessions, who = db
+    cfg = settings()
+    with sessions() as s:
+        n = node(s, who, "n1")
+        s.commit()
+    with sessions() as slow, sessions() as other:
+        mine = claims.claim(slow, m.Node, lost_nodes.silent(cfg, 100.0), 100.0, cfg.claim_ttl_s, 10)
+        assert mine.keys == (n,) and mine.expires_at == 115.0
+        assert claims.claim(other, m.Node, lost_nodes.silent(cfg, 110.0), 110.0, cfg.claim_ttl_s, 10) is None
+        taken = claims.claim(other, m.Node, lost_nodes.silent(cfg, 116.0), 116.0, cfg.claim_ttl_s, 10)
+        assert taken.keys == (n,) and taken.token != mine.token
+        assert lost_nodes.declare_lost(slow, cfg, mine, n, 117.0) is False  # its claim is no longer its own
+        slow.commit()
+        with sessions() as s:
+            assert s.get(m.Node, n).state == "online"
+        assert lost_nodes.declare_lost(other, cfg, taken, n, 117.0) is True
+        other.commit()
+    with sessions() as s:
+        row = s.get(m.Node, n)
+        assert (row.state, row.claim_token, row.claim_expires_at) == ("lost", None, None)
+    assert lost_events(sessions, n) == 1
+
+
+def test_a_heartbeat_between_claim_and_final_write_keeps_the_node_online(db):
+    sessions, who = db
+    cfg = settings()
+    with sessions() as s:
+        n = node(s, who, "n1")
+        s.commit()
+    with sessions() as sweeper:
+        claimed = claims.claim(sweeper, m.Node, lost_nodes.silent(cfg, 100.0), 100.0, cfg.claim_ttl_s, 10)
+        assert claimed.keys == (n,)
+        with sessions() as s:
+            agents.heartbeat(s, who, n, [], [], cfg, 101.0)
+            s.commit()
+        assert lost_nodes.declare_lost(sweeper, cfg, claimed, n, 102.0) is False
+        sweeper.commit()
+    with sessions() as s:
+        row = s.get(m.Node, n)
+        assert (row.state, row.last_heartbeat_at, row.claim_token) == ("online", 101.0, None)
+    assert lost_events(sessions, n) == 0
+
+
+def test_two_replicas_sweepers_declare_a_silent_node_lost_once(db):
+    sessions, who = db
+    cfg = settings()
+    with sessions() as s:
+        n = node(s, who, "n1")
+        s.commit()
+    clock = [0.0]
+    sweepers = [Sweeper(sessions, cfg, clock=lambda: clock[0]) for _ in range(2)]
+    clock[0] = 100.0
+    start = threading.Barrier(2)
+
+    def sweep(x: Sweeper) -> None:
+        start.wait()
+        x.run_once()
+
+    threads = [threading.Thread(target=sweep, args=(x,)) for x in sweepers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert [x.last_error for x in sweepers] == [None, None]
+    assert sum(x.lost_nodes for x in sweepers) == 1
+    assert lost_events(sessions, n) == 1
+
+
+# -- metering --------------------------------------------------------------------------------------
+
+
+def running_work(sessions, who: Principal, count: int) -> list[str]:
+    """`count` allocations running since t=0 on one node, at $0.36 per CPU-hour each, without meters yet (their
+    accounts exist, so the first bookings of several replicas need not wait for one another to make them)."""
+    with sessions() as s:
+        n = node(s, who, "n1")
+        project = ensure_project(s, "dev", 0.0).id
+        for kind, owner in (("project", project), ("provider", who.provider_id), (ledger.FABRIC, ledger.FABRIC)):
+            ledger.account(s, kind, owner, 0.0)
+        ids = []
+        for i in range(count):
+            job = m.Job(id=f"job-{i}", project_id=project, name="j", spec={}, state="running", priority=50,
+                        queue_order=i, reason="", created_at=0.0, updated_at=0.0)
+            s.add(job)
+            s.flush()
+            s.add(m.Allocation(id=f"alloc-{i:03d}", job_id=job.id, node_id=n, attempt=1, state="running",
+                               gpu_indices=[], cpu_milli=1000, memory_mib=1, created_at=0.0, started_at=0.0))
+            ids.append(f"alloc-{i:03d}")
+        s.commit()
+    return ids
+
+
+def assert_each_meter_booked_once_to(sessions, allocs: list[str], t: float, txns: int) -> None:
+    with sessions() as s:
+        for alloc_id in allocs:
+            meter = s.get(m.LedgerMeter, alloc_id)
+            assert meter.metered_to == t
+            owed = ledger.owed(meter.provider_rate_nano, meter.fee_rate_nano, 0.0, t)
+            assert (meter.charged_micro, meter.provider_micro, meter.fabric_micro) == owed
+            booked = s.scalar(select(func.count(func.distinct(m.LedgerEntry.txn_id)))
+                              .where(m.LedgerEntry.allocation_id == alloc_id))
+            assert booked == txns, alloc_id
+        # every balance is the sum of its entries: no booking was lost to another's write
+        for a in s.scalars(select(m.LedgerAccount)):
+            total = s.scalar(select(func.coalesce(func.sum(m.LedgerEntry.amount_micro), 0))
+                             .where(m.LedgerEntry.account_id == a.id))
+            assert a.balance_micro == total, (a.kind, a.owner_id)
+        assert sum(ledger.totals_by_kind(s).values()) == 0
+
+
+def test_a_meter_is_booked_exactly_once_when_sweepers_race(db, monkeypatch):
+    sessions, who = db
+    cfg = settings()
+    allocs = running_work(sessions, who, 24)
+    post = ledger.post
+
+    def slow_post(*args, **kw):  # each booking takes a while, so the replicas' batches overlap in time
+        time.sleep(0.02)
+        return post(*args, **kw)
+
+    monkeypatch.setattr(ledger, "post", slow_post)
+    reports: list[ledger.MeterReport] = []
+    start = threading.Barrier(3)
+
+    def replica() -> None:
+        with sessions() as s:
+            start.wait()
+            reports.append(ledger.meter(s, 100.0, cfg, batch=4))
+
+    threads = [threading.Thread(target=replica) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(reports) == 3
+    assert sum(r.opened for r in reports) == 24 and sum(r.booked for r in reports) == 24
+    assert_each_meter_booked_once_to(sessions, allocs, 100.0, txns=1)
+    with sessions() as s:
+        assert ledger.meter(s, 100.0, cfg).booked == 0  # nothing is due twice
+
+
+def test_meters_a_dead_replica_claimed_are_booked_by_another_after_the_claim_expires(db):
+    sessions, who = db
+    cfg = settings()
+    allocs = running_work(sessions, who, 6)
+    with sessions() as s:
+        assert ledger.meter(s, 100.0, cfg).booked == 6
+    with sessions() as s:  # a replica claims four meters at 165, then dies
+        dead = claims.claim(s, m.LedgerMeter, m.LedgerMeter.closed.is_(False), 165.0, cfg.claim_ttl_s, 4)
+    assert dead.keys == tuple(allocs[:4])
+    with sessions() as s:
+        assert ledger.meter(s, 170.0, cfg).booked == 2  # the others' are held until 180
+        assert ledger.meter(s, 179.0, cfg).booked == 0
+        assert ledger.meter(s, 181.0, cfg).booked == 4
+    with sessions() as s:
+        assert [s.get(m.LedgerMeter, a).metered_to for a in allocs] == [181.0] * 4 + [170.0] * 2
+        assert s.get(m.LedgerMeter, allocs[0]).claim_token is None
+
+
+# -- the scheduling round against the lost-node sweep ----------------------------------------------
+
+
+def pending_job_on_a_silent_node(sessions, who: Principal) -> tuple[str, str]:
+    with sessions() as s:
+        n = node(s, who, "n1")  # last heard of at t=0: silent at t=100, but nobody has declared it lost yet
+        job, _ = jobs.submit(s, ADMIN, parse_job_spec({"command": ["x"], "resources": {"cpus": 1}}), 1.0, None, 100)
+        s.commit()
+        return n, job.id
+
+
+def live_allocations(sessions, node_id: str) -> list[m.Allocation]:
+    with sessions() as s:
+        return list(s.scalars(select(m.Allocation).where(m.Allocation.node_id == node_id,
+                                                         m.Allocation.state.in_(ACTIVE))))
+
+
+def plan_round(s, now: float) -> tuple[fabric.Snapshot, fabric.Decisions]:
+    snapshot = scheduling.build_snapshot(s, now)
+    return snapshot, fabric.schedule(snapshot)
+
+
+def test_a_node_declared_lost_after_the_rounds_snapshot_gets_no_work(db):
+    sessions, who = db
+    cfg = settings()
+    n, job_id = pending_job_on_a_silent_node(sessions, who)
+    with sessions() as leader:
+        snapshot, decisions = plan_round(leader, 100.0)
+        assert [st.node_id for st in decisions.starts] == [n]  # the snapshot still has it online
+        with sessions() as follower:
+            assert lost_nodes.sweep(follower, cfg, 100.0) == 1
+        report = scheduling.apply_decisions(leader, snapshot, decisions, 100.0)
+        leader.commit()
+    assert report.started == 0 and report.pending_reasons == {scheduling.NODE_GONE: 1}
+    assert live_allocations(sessions, n) == []
+    with sessions() as s:
+        job = s.get(m.Job, job_id)
+        assert (job.state, job.reason) == ("pending", scheduling.NODE_GONE)
+
+
+def test_a_sweep_that_meets_a_rounds_placement_waits_for_it_and_ends_the_new_work(db):
+    sessions, who = db
+    cfg = settings()
+    n, job_id = pending_job_on_a_silent_node(sessions, who)
+    with sessions() as follower:
+        claimed = claims.claim(follower, m.Node, lost_nodes.silent(cfg, 100.0), 100.0, cfg.claim_ttl_s, 10)
+    assert claimed.keys == (n,)
+    declared: list[bool] = []
+
+    def final_write() -> None:
+        with sessions() as follower:
+            declared.append(lost_nodes.declare_lost(follower, cfg, claimed, n, 100.5))
+            follower.commit()
+
+    with sessions() as leader:
+        snapshot, decisions = plan_round(leader, 100.0)
+        assert scheduling.apply_decisions(leader, snapshot, decisions, 100.0).started == 1  # holds the node
+        sweep = threading.Thread(target=final_write)
+        sweep.start()
+        sweep.join(0.5)
+        assert sweep.is_alive() and not declared  # the final write waits for the round's lock on the node
+        leader.commit()
+    sweep.join(30)
+    assert declared == [True]
+    assert live_allocations(sessions, n) == []
+    with sessions() as s:
+        (alloc,) = s.scalars(select(m.Allocation).where(m.Allocation.job_id == job_id)).all()
+        job = s.get(m.Job, job_id)
+        assert alloc.state == "lost" and (job.state, job.retries) == ("pending", 1)
