@@ -182,6 +182,28 @@ class Client:
         params = {k: v for k, v in (("provider", provider), ("from", t_from), ("to", t_to)) if v is not None}
         return self._request("GET", "/v1/earnings", params=params)
 
+    # -- the Akash market (admin: the operator's chain bridge) --
+
+    def akash_offer(self, order: dict[str, Any] | None = None, sdl: str | None = None,
+                    deployment_id: str | None = None) -> list[dict[str, Any]]:
+        """Offer open orders (one as the chain lists it, or those an SDL opens): each is bid on or declined."""
+        body: dict[str, Any] = {"order": order} if order is not None else {"sdl": sdl, "deployment_id": deployment_id}
+        return self._request("POST", "/v1/networks/akash/orders", json=body)
+
+    def akash_lease_won(self, order_id: str, lease_id: str, sdl: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/networks/akash/orders/{order_id}/lease",
+                             json={"lease_id": lease_id, "sdl": sdl})
+
+    def akash_bid_lost(self, order_id: str, reason: str = "") -> dict[str, Any]:
+        return self._request("POST", f"/v1/networks/akash/orders/{order_id}/lost", json={"reason": reason})
+
+    def akash_close(self, order_id: str, reason: str = "") -> dict[str, Any]:
+        return self._request("POST", f"/v1/networks/akash/orders/{order_id}/close", json={"reason": reason})
+
+    def akash_leases(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit, **({"state": state} if state else {})}
+        return self._request("GET", "/v1/networks/akash/leases", params=params)
+
     def budgets(self) -> list[dict[str, Any]]:
         return self._request("GET", "/v1/budgets")
 

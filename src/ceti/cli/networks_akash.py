@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -92,3 +93,66 @@ def validate(
             _print(console, result)
     if not all(r["ok"] for r in results):
         raise typer.Exit(1)
+
+
+# -- the live market: the operator's chain bridge, or an operator by hand -------------------------------------
+
+ServerOpt = Annotated[str | None, typer.Option("--server", help="server address(es), comma-separated")]
+TokenOpt = Annotated[str | None, typer.Option("--token", help="an admin token")]
+
+
+def _leases_table(rows: list[dict]) -> Table:
+    table = Table(title="Akash orders and leases")
+    for col in ("order", "state", "bid", "USD/h", "lease", "jobs", "reason"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        bid = r.get("bid") or {}
+        price = f"{bid['price_per_block']} {bid['denom']}/block" if bid else "-"
+        usd = f"{r['usd_per_hour']:.4f}" if r.get("usd_per_hour") is not None else "-"
+        table.add_row(r["order_id"], r["state"], price, usd, r.get("lease_id") or "-", str(len(r["job_ids"])),
+                      r.get("reason") or "")
+    return table
+
+
+def _market_call(server: str | None, token: str | None, method: str, *args, **kwargs):
+    from ceti.cli.ledger import _call, _client
+
+    return _call(getattr(_client(server, token), method), *args, **kwargs)
+
+
+@app.command()
+def offer(
+    file: Annotated[str, typer.Argument(help="an SDL file: the orders its groups open")],
+    deployment: Annotated[str, typer.Option("--deployment", help="owner/dseq of the deployment")] = "local/1",
+    server: ServerOpt = None, token: TokenOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Offer the orders an SDL opens to the fabric's market: see its bid, or why it declines."""
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {file}: {exc.strerror}") from None
+    rows = _market_call(server, token, "akash_offer", sdl=text, deployment_id=deployment)
+    typer.echo(json.dumps(rows, indent=2)) if as_json else Console().print(_leases_table(rows))
+
+
+@app.command()
+def leases(
+    state: Annotated[str | None, typer.Option("--state", help="bid_placed, declined, active, closed, lost")] = None,
+    server: ServerOpt = None, token: TokenOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """The orders the fabric was offered, what it bid, and the leases it runs."""
+    rows = _market_call(server, token, "akash_leases", state)
+    typer.echo(json.dumps(rows, indent=2)) if as_json else Console().print(_leases_table(rows))
+
+
+@app.command()
+def close(
+    order_id: Annotated[str, typer.Argument(help="owner/dseq/gseq/oseq")],
+    reason: Annotated[str, typer.Option("--reason")] = "closed by the operator",
+    server: ServerOpt = None, token: TokenOpt = None,
+) -> None:
+    """Close a lease: its jobs are stopped with their grace period."""
+    row = _market_call(server, token, "akash_close", order_id, reason)
+    Console().print(_leases_table([row]))

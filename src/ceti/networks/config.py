@@ -12,6 +12,13 @@ One YAML file (the server reads it from `CETI_NETWORKS_CONFIG`) with a section p
       obh_rate_usd: {economy: 0.004}
       jobs:
         - {job_id: r1, scene: scene.blend, frame_start: 1, frame_end: 24}
+    akash:                     # the provider side of the Akash market (orders arrive over the admin API)
+      usd_per_token: {uakt: 3.1}
+      block_time_s: 6.0
+      pricing:
+        scale: {cpu_per_millicore: 0.00002, memory_per_gib: 0.002, gpu_per_hour: {H100-80GB: 2.5, "*": 0.9}}
+        # or: script: [python3, price.py]   (the order as JSON on stdin, a price per block on stdout)
+      attributes: {region: eu-west}
 
 Every mistake is a `NetworkError` naming the section and field; a server with a broken file refuses to start
 rather than fill the network with work nobody configured.
@@ -19,6 +26,7 @@ rather than fill the network with work nobody configured.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +34,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ceti.networks.base import NetworkAdapter, NetworkError
+
+
+@dataclass(frozen=True)
+class AkashMarket:
+    """What the fabric needs to act as an Akash provider: how it prices an order, what a token is worth, what
+    it advertises on chain."""
+
+    pricing: Any  # ScalePricing or ScriptPricing (akash.pricing.PriceStrategy)
+    rates: Any  # akash.pricing.DenomRates
+    provider: Any  # akash.market.ProviderTerms
+    storage_classes: frozenset[str] = frozenset()
 
 
 class _Section(BaseModel):
@@ -58,13 +77,77 @@ class RenderSection(_Section):
     jobs: list[RenderJobEntry] = Field(default_factory=list, max_length=100_000)
 
 
+class AkashScale(_Section):
+    cpu_per_millicore: float = Field(0.0, ge=0)
+    memory_per_gib: float = Field(0.0, ge=0)
+    storage_per_gib: float = Field(0.0, ge=0)
+    persistent_storage_per_gib: dict[str, float] = Field(default_factory=dict)
+    gpu_per_hour: dict[str, float] = Field(default_factory=dict)
+    endpoint_per_hour: float = Field(0.0, ge=0)
+    ip_endpoint_per_hour: float = Field(0.0, ge=0)
+
+
+class AkashPricing(_Section):
+    scale: AkashScale | None = None
+    script: list[str] | None = Field(None, min_length=1)
+    script_timeout_s: float = Field(5.0, gt=0, le=60)
+
+
+class AkashSection(_Section):
+    usd_per_token: dict[str, float] = Field(..., min_length=1)
+    block_time_s: float = Field(6.0, gt=0, le=600)
+    exponent: dict[str, int] = Field(default_factory=dict)
+    pricing: AkashPricing
+    attributes: dict[str, str] = Field(default_factory=dict)
+    audited_by: list[str] = Field(default_factory=list)
+    ip_endpoints: int = Field(0, ge=0)
+    storage_classes: list[str] = Field(default_factory=list)
+
+
 class NetworksFile(_Section):
     bittensor: BittensorSection | None = None
     render: RenderSection | None = None
+    akash: AkashSection | None = None
 
 
 def load_network_config(path: str | Path) -> dict[str, NetworkAdapter]:
-    """Adapters for every network the file configures, by name."""
+    """Adapters for every network that back-fills single idle nodes, by name (Akash leases, which arrive as
+    orders and may span nodes, are run by the server's market instead: `load_akash_market`)."""
+    doc = _read(path)
+    adapters: dict[str, NetworkAdapter] = {}
+    if doc.bittensor is not None:
+        adapters["bittensor"] = _bittensor(doc.bittensor)
+    if doc.render is not None:
+        adapters["render"] = _render(doc.render)
+    return adapters
+
+
+def load_akash_market(path: str | Path) -> AkashMarket | None:
+    """The operator's Akash provider terms, or None when the file has no `akash` section."""
+    doc = _read(path)
+    if doc.akash is None:
+        return None
+    from ceti.networks.akash.market import ProviderTerms
+    from ceti.networks.akash.price_script import ScriptPricing
+    from ceti.networks.akash.pricing import DenomRates, ScalePricing
+
+    c = doc.akash
+    if (c.pricing.scale is None) == (c.pricing.script is None):
+        raise NetworkError(f"{path}: akash.pricing: give exactly one of scale or script")
+    try:
+        rates = DenomRates(usd_per_token=dict(c.usd_per_token), block_time_s=c.block_time_s,
+                           exponent=dict(c.exponent))
+        strategy: Any = ScalePricing(**c.pricing.scale.model_dump()) if c.pricing.scale is not None else None
+    except (NetworkError, ValueError) as exc:  # the market's own range checks
+        raise NetworkError(f"{path}: akash: {exc}") from None
+    if strategy is None:
+        strategy = ScriptPricing(tuple(c.pricing.script or ()), timeout_s=c.pricing.script_timeout_s)
+    terms = ProviderTerms(attributes=dict(c.attributes), audited_by=frozenset(c.audited_by),
+                          ip_endpoints=c.ip_endpoints)
+    return AkashMarket(pricing=strategy, rates=rates, provider=terms, storage_classes=frozenset(c.storage_classes))
+
+
+def _read(path: str | Path) -> NetworksFile:
     try:
         raw: Any = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
@@ -77,12 +160,7 @@ def load_network_config(path: str | Path) -> dict[str, NetworkAdapter]:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise NetworkError(f"{path}: {where}: {first['msg']}") from None
-    adapters: dict[str, NetworkAdapter] = {}
-    if doc.bittensor is not None:
-        adapters["bittensor"] = _bittensor(doc.bittensor)
-    if doc.render is not None:
-        adapters["render"] = _render(doc.render)
-    return adapters
+    return doc
 
 
 def _bittensor(c: BittensorSection) -> NetworkAdapter:
