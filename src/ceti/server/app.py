@@ -16,11 +16,12 @@ from sqlalchemy import text
 
 from ceti import __version__
 from ceti.logs import RequestIds
+from ceti.networks.config import load_akash_market
 from ceti.server import metrics, middleware, schemas
 from ceti.server.background.scheduler_loop import SchedulerLoop
 from ceti.server.background.sweeper import Sweeper
 from ceti.server.errors import install_error_handlers
-from ceti.server.routers import admin, agent, dashboard, jobs, ledger, scheduler, secrets, verification
+from ceti.server.routers import admin, agent, akash, dashboard, jobs, ledger, scheduler, secrets, verification
 from ceti.server.services.tokens import bootstrap_admin
 from ceti.server.settings import Settings
 from ceti.store.db import make_engine, migrate, session_factory
@@ -76,6 +77,8 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
         app.state.engine, app.state.sessions = engine, sessions
         loop = SchedulerLoop(sessions, settings, sole_replica=lock is not None)  # SQLite: the only replica
         app.state.scheduler = loop
+        # the provider side of the Akash market, when the operator configured it (services/akash_market.py)
+        app.state.akash_market = load_akash_market(settings.networks_config) if settings.networks_config else None
         # every replica, leader or not, sweeps for lost nodes and meters (claiming rows, services/claims.py)
         sweeper = Sweeper(sessions, settings, on_lost=loop.poke)
         app.state.sweeper = sweeper
@@ -122,6 +125,7 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
     app.include_router(scheduler.router)
     app.include_router(verification.router)
     app.include_router(ledger.router)
+    app.include_router(akash.router)
     app.include_router(dashboard.router)
     app.include_router(dashboard.pages)
     app.include_router(metrics.router)
