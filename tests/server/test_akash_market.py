@@ -14,7 +14,7 @@ from ceti.networks.akash.pricing import DenomRates, ScalePricing
 from ceti.networks.base import NetworkError
 from ceti.networks.config import AkashMarket, load_akash_market
 from ceti.server.errors import BadRequest, Conflict, NotFound
-from ceti.server.services import agents, akash_market, scheduling
+from ceti.server.services import agents, akash_market, ledger, scheduling
 from ceti.server.services.tokens import Principal, bootstrap_admin, ensure_provider
 from ceti.server.settings import Settings
 from ceti.spec import JobSpec, NodeInfo
@@ -142,8 +142,19 @@ def test_a_won_lease_runs_pinned_jobs_and_holds_their_capacity_until_closed(db):
         settings.verify.enabled = False
         scheduling.run_round(s, settings, 4.0)
         s.commit()
-        placed = {al.job_id: al.node_id for al in s.scalars(select(m.Allocation))}
-        assert {placed[j.id] for j in jobs} == {a, b}
+        placed = {al.job_id: al for al in s.scalars(select(m.Allocation))}
+        assert {placed[j.id].node_id for j in jobs} == {a, b}
+
+        # the lease's price is booked as the network's payment: 90 % to the provider, the fee to the fabric
+        for job in jobs:
+            al = placed[job.id]
+            agents.heartbeat(s, who, al.node_id, [al.id], [], settings, 10.0)
+        s.commit()
+        ledger.meter(s, 10.0 + 3600, settings)
+        balances = {(acc.kind, acc.owner_id): acc.balance_micro for acc in s.scalars(select(m.LedgerAccount))}
+        networks = s.scalar(select(m.Project.id).where(m.Project.name == "fabric-networks"))
+        assert balances[("project", networks)] == -61_000  # 0.061 USD for the hour, both replicas
+        assert balances[("provider", who.provider_id)] == 54_900 and balances[("fabric", "fabric")] == 6_100
 
         closed = akash_market.lease_closed(s, row.order_id, "tenant closed the deployment", 5.0)
         s.commit()

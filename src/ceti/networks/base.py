@@ -16,6 +16,8 @@ from ceti.spec.job import JobSpec
 # Every network workload carries its network's name in this environment variable, so the control plane (and the
 # dashboard) can tell network work from developer work and which network it serves.
 NETWORK_ENV = "FABRIC_NETWORK"
+# what the workload earns the fabric, USD per hour: the ledger books it as the network's payment
+REVENUE_ENV = "FABRIC_NETWORK_USD_PER_HOUR"
 
 
 class NetworkError(ValueError):

@@ -40,7 +40,7 @@ from ceti.networks.akash.lease import (
 from ceti.networks.akash.market import FreeNode, NoFit, Order, place_order
 from ceti.networks.akash.pricing import Bid, decide_bid
 from ceti.networks.akash.sdl import parse_sdl
-from ceti.networks.base import NETWORK_ENV, NetworkError
+from ceti.networks.base import NETWORK_ENV, REVENUE_ENV, NetworkError
 from ceti.networks.config import AkashMarket
 from ceti.server.errors import BadRequest, Conflict, NotFound
 from ceti.server.services import jobs as job_service
@@ -52,7 +52,6 @@ from ceti.store import models as m
 
 AKASH = "akash"
 LEASE_ENV = "FABRIC_AKASH_LEASE"
-REVENUE_ENV = "FABRIC_NETWORK_USD_PER_HOUR"  # what this replica earns the fabric, for the provider to see
 YIELDING_NETWORKS = ("bittensor", "render")  # back-fill that a lease may displace like any developer job
 
 

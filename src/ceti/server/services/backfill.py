@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ceti.networks.base import NETWORK_ENV, NetworkAdapter, NetworkError, NodeClass, RevenueEstimate
+from ceti.networks.base import (
+    NETWORK_ENV,
+    REVENUE_ENV,
+    NetworkAdapter,
+    NetworkError,
+    NodeClass,
+    RevenueEstimate,
+)
 from ceti.server.services import jobs as job_service
 from ceti.server.services.events import record
 from ceti.server.services.tokens import Principal, ensure_project
@@ -126,7 +133,7 @@ def backfill_idle_nodes(
         except NetworkError as exc:
             report.failures[name] = str(exc)
             continue
-        spec = _pinned(spec, node_id, name, slot)
+        spec = _pinned(spec, node_id, name, slot, est.usd_per_hour)
         job, _ = job_service.submit(s, who, spec, now, idempotency_key=None, max_active_jobs=1_000_000)
         record(s, "backfill", now, f"{name} {est.target} at ${est.usd_per_hour:.4f}/h: {est.detail}"[:500],
                job_id=job.id, node_id=node_id)
@@ -143,10 +150,11 @@ def _free_slot(adapter: NetworkAdapter, used: set[int]) -> int | None:
     return None
 
 
-def _pinned(spec: JobSpec, node_id: str, network: str, slot: int) -> JobSpec:
-    """The network's workload, held to this node and tagged so the control plane knows whose slot it fills."""
+def _pinned(spec: JobSpec, node_id: str, network: str, slot: int, usd_per_hour: float) -> JobSpec:
+    """The network's workload, held to this node and tagged so the control plane knows whose slot it fills and
+    what it earns (the ledger books that as the network's payment)."""
     doc = spec.model_dump(mode="json")
-    doc["env"] = {**doc["env"], NETWORK_ENV: network, SLOT_ENV: str(slot)}
+    doc["env"] = {**doc["env"], NETWORK_ENV: network, SLOT_ENV: str(slot), REVENUE_ENV: f"{usd_per_hour:.6f}"}
     doc["placement"] = {**doc["placement"], "nodes": [node_id], "verified": False}
     doc["interruptible"] = True
     return JobSpec.model_validate(doc)

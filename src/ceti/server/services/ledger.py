@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from ceti.networks.base import NETWORK_ENV, REVENUE_ENV
 from ceti.server.errors import ApiError, Forbidden, NotFound
 from ceti.server.services import claims
 from ceti.server.services.events import record, set_job_state
@@ -152,6 +153,28 @@ def rates(gpu_milli: int, cpu_milli: int, gpu_ask: float, cpu_ask: float, bid: f
     return provider, fee
 
 
+def network_revenue(spec: dict[str, Any]) -> float | None:
+    """What a decentralized network pays for this workload, USD per hour (set by back-fill or the Akash market
+    when they made the job), or None for a developer's job."""
+    env = spec.get("env") or {}
+    if not env.get(NETWORK_ENV) or REVENUE_ENV not in env:
+        return None
+    try:
+        value = float(env[REVENUE_ENV])
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and 0 <= value <= MAX_CAP_MICRO / MICRO_PER_USD else None
+
+
+def network_rates(usd_per_hour: float, fee_bps: int) -> tuple[int, int]:
+    """(provider rate, fee rate) in nano-USD per hour for network work: the network's payment is the whole rate,
+    booked to the networks' account; the fabric keeps its fee out of it and the provider gets the rest. (The
+    provider agreed to this price through its network floor, which back-fill and the Akash market never go under.)"""
+    total = to_micro(usd_per_hour) * NANO_PER_MICRO
+    fee = total * min(max(fee_bps, 0), 10_000) // 10_000
+    return total - fee, fee
+
+
 def _ms(start: float, end: float) -> int:
     return max(0, round((end - start) * 1000))
 
@@ -223,11 +246,16 @@ def _price(s: Session, meter: m.LedgerMeter, fee_bps: int) -> None:
     info = node.info or {}
     gpu_ask = offered_price_per_gpu_hour(float(info.get("price_per_gpu_hour") or 0.0), node.verdict,
                                          node.model_estimate)
-    bid = job.spec.get("max_price_per_hour")
-    if bid is not None:  # the bid is the whole job's: a multi-node job's nodes share it
-        bid = bid / max(int(job.spec.get("nodes") or 1), 1)
-    meter.provider_rate_nano, meter.fee_rate_nano = rates(
-        held_gpu_milli(alloc), alloc.cpu_milli, gpu_ask, float(info.get("price_per_cpu_hour") or 0.0), bid, fee_bps)
+    revenue = network_revenue(job.spec)
+    if revenue is not None:
+        meter.provider_rate_nano, meter.fee_rate_nano = network_rates(revenue, fee_bps)
+    else:
+        bid = job.spec.get("max_price_per_hour")
+        if bid is not None:  # the bid is the whole job's: a multi-node job's nodes share it
+            bid = bid / max(int(job.spec.get("nodes") or 1), 1)
+        meter.provider_rate_nano, meter.fee_rate_nano = rates(
+            held_gpu_milli(alloc), alloc.cpu_milli, gpu_ask, float(info.get("price_per_cpu_hour") or 0.0), bid,
+            fee_bps)
     if meter.started_at is None:
         meter.started_at = alloc.started_at
     meter.priced = True
