@@ -69,7 +69,7 @@ def test_server_killed_during_log_upload(fabric):
 def test_agent_cut_off_past_the_lost_timeout_stops_its_old_copy_when_back(fabric):
     a1 = fabric.add_agent("a1")
     admin = fabric.server.admin()
-    job = admin.submit({"name": "moved", "command": "echo start; sleep 20; echo end",
+    job = admin.submit({"name": "moved", "command": "echo start; sleep 12; echo end",
                         "retry": {"limit": 2, "on": ["node_lost"]}})
     wait_until(lambda: admin.job(job["id"])["state"] == "running", 20, what="job running")
     first = admin.job(job["id"])["allocations"][0]
@@ -82,8 +82,8 @@ def test_agent_cut_off_past_the_lost_timeout_stops_its_old_copy_when_back(fabric
         wait_until(lambda: admin.job(job["id"])["state"] == "running", 20, what="job running again on a2")
     finally:
         os.kill(a1.proc.pid, signal.SIGCONT)
-    # back: the server no longer wants the old attempt there, so the agent stops it (well before its 20 s end)
-    wait_until(lambda: not any(_alive(p) for p in old_pids), 8, what="the old copy to stop")
+    # back: the server no longer wants the old attempt there, so the agent stops it (well before its 12 s end)
+    wait_until(lambda: not any(_alive(p) for p in old_pids), 5, what="the old copy to stop")
     done = admin.wait(job["id"], timeout_s=60)
     assert done["state"] == "succeeded"
     assert [a["state"] for a in done["allocations"]] == ["lost", "exited"]

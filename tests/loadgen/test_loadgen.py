@@ -65,7 +65,7 @@ def test_short_real_run_against_sqlite():
     app.command("control-plane")(control_plane)
     app.command("noop")(lambda: None)  # two commands, so typer keeps the sub-command name
     result = CliRunner().invoke(app, ["control-plane", "--agents", "20", "--heartbeat-s", "0.5",
-                                      "--submits-per-s", "5", "--duration-s", "6", "--json"])
+                                      "--submits-per-s", "5", "--duration-s", "3", "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout.strip().splitlines()[-1])
     for key in ("heartbeat", "submit", "reconcile", "logs", "errors", "schedule_round", "server", "jobs", "agents",

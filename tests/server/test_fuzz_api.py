@@ -2,7 +2,7 @@
 
 One `ceti server` process on 127.0.0.1 serves the whole module. Every response must be free of 5xx, carry a
 status code the schema documents, and have a body and content type that match it. Examples per operation:
-`CETI_FUZZ_EXAMPLES` (default 20; `make fuzz` runs 500). Generation is derandomized with a fixed seed, so a run
+`CETI_FUZZ_EXAMPLES` (default 10; `make fuzz` runs 500). Generation is derandomized with a fixed seed, so a run
 repeats exactly.
 """
 
@@ -33,7 +33,7 @@ from schemathesis.specs.openapi.checks import (
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = int(os.environ.get("CETI_FUZZ_EXAMPLES", "20"))
+EXAMPLES = int(os.environ.get("CETI_FUZZ_EXAMPLES", "10"))
 SEED = 20260101
 CHECKS = [
     not_a_server_error,

@@ -44,7 +44,7 @@ FINISHED = {s.value for s in JobState if s.finished}
 LOST_AFTER_S = 30.0
 MAX_NODES = 3
 MAX_JOBS = 12
-EXAMPLES = int(os.environ.get("CETI_STATEFUL_EXAMPLES", "30"))
+EXAMPLES = int(os.environ.get("CETI_STATEFUL_EXAMPLES", "20"))
 
 
 def make_settings() -> Settings:
