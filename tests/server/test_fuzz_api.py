@@ -43,6 +43,14 @@ CHECKS = [
     response_schema_conformance,
 ]
 KINDS = ["admin", "provider", "project", "anonymous"]
+AKASH_SDL = """
+version: "2.0"
+services: {web: {image: "nginx:1.27", expose: [{port: 80, to: [{global: true}]}]}}
+profiles:
+  compute: {web: {resources: {cpu: {units: 1}, memory: {size: 128Mi}, storage: [{size: 256Mi}]}}}
+  placement: {dc: {pricing: {web: {denom: uakt, amount: 100}}}}
+deployment: {web: {dc: {profile: web, count: 1}}}
+"""
 
 
 class Known:
@@ -71,6 +79,8 @@ class Known:
         provider.upload_logs(self.allocation_id, [{"stream": "stdout", "offset": 0, "data": "hello\n"}])
         # the only token the fuzzer may revoke: the others must keep working for the whole module
         self.victim_token_id = admin.create_token("project", "victim", project="victim")["id"]
+        # an Akash order the market has seen, so lease, loss and close calls reach the state machine
+        self.order_id = admin.akash_offer(sdl=AKASH_SDL, deployment_id="fuzz/1")[0]["order_id"]
 
     def for_path_parameter(self, name: str) -> list[str]:
         return {
@@ -78,6 +88,7 @@ class Known:
             "job_id": [self.job_id, self.job_id[:8]],
             "allocation_id": [self.allocation_id],
             "token_id": [self.victim_token_id],
+            "order_id": [self.order_id],
         }.get(name, [])
 
 
@@ -85,7 +96,9 @@ class Known:
 def fuzz_fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fabric, Known]]:
     tmp = Path(tmp_path_factory.mktemp("fuzz"))
     # a node lost mid-run would only make the run depend on timing
-    server = make_server(tmp, None, CETI_NODE_LOST_AFTER_S="3600")
+    config = tmp / "networks.yaml"  # the Akash market on, so its calls are fuzzed past "not configured"
+    config.write_text("akash:\n  usd_per_token: {uakt: 3.0}\n  pricing: {scale: {cpu_per_millicore: 0.00002}}\n")
+    server = make_server(tmp, None, CETI_NODE_LOST_AFTER_S="3600", CETI_NETWORKS_CONFIG=str(config))
     server.start()
     assert urlsplit(server.url).hostname == "127.0.0.1"
     fabric = Fabric(server, tmp)
