@@ -341,3 +341,33 @@ def test_a_sweep_that_meets_a_rounds_placement_waits_for_it_and_ends_the_new_wor
         (alloc,) = s.scalars(select(m.Allocation).where(m.Allocation.job_id == job_id)).all()
         job = s.get(m.Job, job_id)
         assert alloc.state == "lost" and (job.state, job.retries) == ("pending", 1)
+
+
+def test_a_heartbeat_that_read_before_a_sweep_does_not_revive_the_attempt_it_ended(postgres, monkeypatch):
+    engine, sessions, who = make_db(postgres.new_database())
+    cfg = settings()
+    try:
+        n, job_id = pending_job_on_a_silent_node(sessions, who)
+        with sessions() as s:
+            snapshot, decisions = plan_round(s, 100.0)
+            scheduling.apply_decisions(s, snapshot, decisions, 100.0)
+            s.commit()
+        (alloc,) = live_allocations(sessions, n)
+        read = agents._live_allocations
+
+        def read_then_sweep(s, node_id):  # the sweep commits between the heartbeat's read and its write
+            live = read(s, node_id)
+            with sessions() as follower:
+                assert lost_nodes.sweep(follower, cfg, 100.0) == 1
+            return live
+
+        monkeypatch.setattr(agents, "_live_allocations", read_then_sweep)
+        with sessions() as s:
+            answer = agents.heartbeat(s, who, n, [alloc.id], [], cfg, 100.2)
+            s.commit()
+        assert alloc.id not in [r["allocation_id"] for r in answer.run]
+        with sessions() as s:
+            row, job = s.get(m.Allocation, alloc.id), s.get(m.Job, job_id)
+            assert row.state == "lost" and (job.state, job.retries) == ("pending", 1)
+    finally:
+        engine.dispose()

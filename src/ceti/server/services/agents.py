@@ -112,8 +112,9 @@ def heartbeat(
             alloc = live.get(alloc_id)
             if alloc is None or alloc.state != AllocationState.assigned.value:
                 continue
-            alloc.state = AllocationState.running.value
-            alloc.started_at = now
+            if not _start(s, alloc, now):  # ended since it was read (a sweep declared this node lost)
+                del live[alloc_id]
+                continue
             job = jobs.get(alloc.job_id)
             if job is not None and job.state == JobState.starting.value:
                 set_job_state(s, job, JobState.running, f"running on {node.hostname}", now, node.id, alloc.id)
@@ -122,6 +123,20 @@ def heartbeat(
         _mark_alive(s, node, now)
         answer.node_state = node.state
     return answer
+
+
+def _start(s: Session, alloc: m.Allocation, now: float) -> bool:
+    """assigned -> running, as a compare-and-set on the row: a sweep on another replica (or thread) may have ended
+    the attempt after this heartbeat read it, and writing the stale object back would revive an attempt whose
+    job is already being retried elsewhere."""
+    moved = s.execute(
+        update(m.Allocation).where(m.Allocation.id == alloc.id, m.Allocation.state == AllocationState.assigned.value)
+        .values(state=AllocationState.running.value, started_at=now).execution_options(synchronize_session=False)
+    ).rowcount
+    if moved:  # the same values through the ORM too, so the flush bumps the node's epoch (store/fencing.py)
+        alloc.state = AllocationState.running.value
+        alloc.started_at = now
+    return bool(moved)
 
 
 _NODE_QUIET = select(m.Node.provider_id, m.Node.state, m.Node.epoch, m.Node.verify_challenge_id, m.Node.verdict,
