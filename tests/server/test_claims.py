@@ -371,3 +371,36 @@ def test_a_heartbeat_that_read_before_a_sweep_does_not_revive_the_attempt_it_end
             assert row.state == "lost" and (job.state, job.retries) == ("pending", 1)
     finally:
         engine.dispose()
+
+
+def test_a_sweep_passes_by_a_node_whose_exit_report_is_being_applied(postgres, monkeypatch):
+    engine, sessions, who = make_db(postgres.new_database())
+    cfg = settings()
+    try:
+        n, job_id = pending_job_on_a_silent_node(sessions, who)
+        with sessions() as s:
+            snapshot, decisions = plan_round(s, 100.0)
+            scheduling.apply_decisions(s, snapshot, decisions, 100.0)
+            s.commit()
+        (alloc,) = live_allocations(sessions, n)
+        with sessions() as s:
+            agents.heartbeat(s, who, n, [alloc.id], [], cfg, 5.0)  # running; silent from t=5 on
+            s.commit()
+        real_end = agents.end_attempt
+        declared: list[int] = []
+
+        def end_after_a_sweep(*args, **kwargs):  # a sweep comes by while the report is being applied
+            with sessions() as follower:
+                declared.append(lost_nodes.sweep(follower, cfg, 100.3))
+            return real_end(*args, **kwargs)
+
+        monkeypatch.setattr(agents, "end_attempt", end_after_a_sweep)
+        with sessions() as s:
+            agents.heartbeat(s, who, n, [], [agents.Finished(alloc.id, 0)], cfg, 100.2)
+            s.commit()
+        assert declared == [0]  # the report holds the node's row: the sweep skips it (a later sweep may take it)
+        with sessions() as s:
+            row, job = s.get(m.Allocation, alloc.id), s.get(m.Job, job_id)
+            assert row.state == "exited" and (job.state, job.retries) == ("succeeded", 0)
+    finally:
+        engine.dispose()

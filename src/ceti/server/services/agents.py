@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ceti.server.errors import BadRequest, Forbidden, NotFound, TooLarge
-from ceti.server.services import secrets, verification
+from ceti.server.services import claims, secrets, verification
 from ceti.server.services.events import record, set_job_state
 from ceti.server.services.gangs import gang_of
 from ceti.server.services.lifecycle import end_attempt
@@ -97,6 +97,9 @@ def heartbeat(
 ) -> HeartbeatAnswer:
     node = own_node(s, who, node_id)
     if finished:  # each may query what the previous one changed: flushed as it goes
+        # the node's row lock first, as the lost-node sweep takes it: a sweep and these reports on the same node
+        # then run one after the other, and each reads what the other wrote (not an attempt ended meanwhile)
+        claims.lock_rows(s, m.Node, [node.id])
         for report in finished:
             _apply_finished(s, node, report, now)
         # committed at once: the write lock is held for the exits only, not while the answer is built, and an
