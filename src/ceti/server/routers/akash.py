@@ -84,27 +84,34 @@ def post_orders(body: OrderIn, request: Request, s: SessionDep, _: AdminDep) -> 
     except NetworkError as exc:
         raise BadRequest(str(exc)) from None
     now = time.time()
-    return [svc.lease_out(svc.receive_order(s, market, order, now)) for order in orders]
+    out = [svc.lease_out(svc.receive_order(s, market, order, now)) for order in orders]
+    s.commit()  # before the answer: the bridge acts on it at once
+    return out
 
 
 @router.post("/orders/{order_id:path}/lease", response_model=LeaseOut)
 def post_lease(order_id: OrderId, body: LeaseIn, request: Request, s: SessionDep, _: AdminDep) -> dict:
     """The tenant accepted the bid: run its manifest."""
-    row = svc.lease_won(s, _market(request), order_id, body.lease_id, body.sdl, time.time())
+    out = svc.lease_out(svc.lease_won(s, _market(request), order_id, body.lease_id, body.sdl, time.time()))
+    s.commit()  # the jobs exist before the answer names them and before the round looks for them
     request.app.state.scheduler.poke()
-    return svc.lease_out(row)
+    return out
 
 
 @router.post("/orders/{order_id:path}/lost", response_model=LeaseOut)
 def post_lost(order_id: OrderId, body: CloseIn, s: SessionDep, _: AdminDep) -> dict:
     """Another provider won the order."""
-    return svc.lease_out(svc.bid_lost(s, order_id, body.reason, time.time()))
+    out = svc.lease_out(svc.bid_lost(s, order_id, body.reason, time.time()))
+    s.commit()
+    return out
 
 
 @router.post("/orders/{order_id:path}/close", response_model=LeaseOut)
 def post_close(order_id: OrderId, body: CloseIn, s: SessionDep, _: AdminDep) -> dict:
     """The lease (or the order) closed: its jobs are stopped."""
-    return svc.lease_out(svc.lease_closed(s, order_id, body.reason, time.time()))
+    out = svc.lease_out(svc.lease_closed(s, order_id, body.reason, time.time()))
+    s.commit()
+    return out
 
 
 @router.get("/leases", response_model=list[LeaseOut])
