@@ -15,11 +15,9 @@ from ceti.networks.base import NetworkError
 from ceti.networks.config import AkashMarket, load_akash_market
 from ceti.server.errors import BadRequest, Conflict, NotFound
 from ceti.server.services import agents, akash_market, ledger, scheduling
-from ceti.server.services.tokens import Principal, bootstrap_admin, ensure_provider
 from ceti.server.settings import Settings
 from ceti.spec import JobSpec, NodeInfo
 from ceti.store import models as m
-from ceti.store.db import make_engine, migrate, session_factory
 
 SDL = """
 version: "2.0"
@@ -56,19 +54,6 @@ MARKET = AkashMarket(
     rates=DenomRates(usd_per_token={"uakt": 3.0}, block_time_s=6.0),
     provider=ProviderTerms(attributes={"region": "eu-west"}),
 )
-
-
-@pytest.fixture
-def db(tmp_path: Path, database_url: str | None):
-    engine = make_engine(database_url or f"sqlite:///{tmp_path / 'ceti.db'}")
-    migrate(engine)
-    sessions = session_factory(engine)
-    with sessions() as s:
-        bootstrap_admin(s, 0.0)
-        provider = ensure_provider(s, "p", 0.0)
-        s.commit()
-    yield sessions, Principal("pt", "provider", provider_id=provider.id)
-    engine.dispose()
 
 
 def node(s, who, name: str, networks=("akash",), engines=("podman",), cpus: int = 2) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
@@ -15,32 +14,13 @@ from sqlalchemy import func, select, text
 from ceti import fabric
 from ceti.server.background.sweeper import Sweeper
 from ceti.server.services import agents, claims, jobs, ledger, lost_nodes, scheduling
-from ceti.server.services.tokens import Principal, bootstrap_admin, ensure_project, ensure_provider
+from ceti.server.services.tokens import Principal, ensure_project
 from ceti.server.settings import LedgerSettings, Settings, VerifySettings
 from ceti.spec import AllocationState, NodeInfo, parse_job_spec
 from ceti.store import models as m
-from ceti.store.db import make_engine, migrate, session_factory
 
 ADMIN = Principal("t", "admin")
 ACTIVE = [s.value for s in AllocationState if s.active]
-
-
-def make_db(url: str):
-    engine = make_engine(url)
-    migrate(engine)
-    sessions = session_factory(engine)
-    with sessions() as s:
-        bootstrap_admin(s, 0.0)
-        provider = ensure_provider(s, "p", 0.0)
-        s.commit()
-    return engine, sessions, Principal("pt", "provider", provider_id=provider.id)
-
-
-@pytest.fixture
-def db(tmp_path: Path, database_url: str | None):
-    engine, sessions, who = make_db(database_url or f"sqlite:///{tmp_path / 'ceti.db'}")
-    yield sessions, who
-    engine.dispose()
 
 
 def settings() -> Settings:
@@ -79,37 +59,34 @@ def test_two_claimers_never_get_the_same_row(db):
 
 
 @pytest.mark.postgres
-def test_claimers_skip_rows_another_transaction_holds_and_share_the_rest(postgres):
-    engine, sessions, who = make_db(postgres.new_database())
-    try:
+def test_claimers_skip_rows_another_transaction_holds_and_share_the_rest(pg_db):
+    sessions, who = pg_db
+    with sessions() as s:
+        ids = sorted(node(s, who, f"n{i}") for i in range(12))
+        s.commit()
+    silent = lost_nodes.silent(settings(), 100.0)
+    with sessions() as holder, sessions() as s:
+        holder.execute(select(m.Node.id).where(m.Node.id.in_(ids[:3])).with_for_update())
+        s.execute(text("SET LOCAL lock_timeout = '2s'"))  # waiting for the holder would fail the test
+        claimed = claims.claim(s, m.Node, silent, 100.0, 15.0, 20)
+        assert claimed.keys == tuple(ids[3:])
+        holder.rollback()
+    # four replicas at once, two rows a claim, once the first claim has expired
+    got: list[tuple] = []
+    start = threading.Barrier(4)
+
+    def replica() -> None:
         with sessions() as s:
-            ids = sorted(node(s, who, f"n{i}") for i in range(12))
-            s.commit()
-        silent = lost_nodes.silent(settings(), 100.0)
-        with sessions() as holder, sessions() as s:
-            holder.execute(select(m.Node.id).where(m.Node.id.in_(ids[:3])).with_for_update())
-            s.execute(text("SET LOCAL lock_timeout = '2s'"))  # waiting for the holder would fail the test
-            claimed = claims.claim(s, m.Node, silent, 100.0, 15.0, 20)
-            assert claimed.keys == tuple(ids[3:])
-            holder.rollback()
-        # four replicas at once, two rows a claim, once the first claim has expired
-        got: list[tuple] = []
-        start = threading.Barrier(4)
+            start.wait()
+            while (c := claims.claim(s, m.Node, lost_nodes.silent(settings(), 200.0), 200.0, 15.0, 2)):
+                got.append(c.keys)
 
-        def replica() -> None:
-            with sessions() as s:
-                start.wait()
-                while (c := claims.claim(s, m.Node, lost_nodes.silent(settings(), 200.0), 200.0, 15.0, 2)):
-                    got.append(c.keys)
-
-        threads = [threading.Thread(target=replica) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        assert sorted(k for keys in got for k in keys) == ids
-    finally:
-        engine.dispose()
+    threads = [threading.Thread(target=replica) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(k for keys in got for k in keys) == ids
 
 
 def test_an_expired_claim_is_taken_over_and_the_slow_claimers_final_write_does_nothing(db):
@@ -283,6 +260,17 @@ def pending_job_on_a_silent_node(sessions, who: Principal) -> tuple[str, str]:
         return n, job.id
 
 
+def assigned_on_a_silent_node(sessions, who: Principal) -> tuple[str, str, m.Allocation]:
+    """A job placed (not yet running) on a node silent since t=0, at t=100: due for the sweep."""
+    n, job_id = pending_job_on_a_silent_node(sessions, who)
+    with sessions() as s:
+        snapshot, decisions = plan_round(s, 100.0)
+        scheduling.apply_decisions(s, snapshot, decisions, 100.0)
+        s.commit()
+    (alloc,) = live_allocations(sessions, n)
+    return n, job_id, alloc
+
+
 def live_allocations(sessions, node_id: str) -> list[m.Allocation]:
     with sessions() as s:
         return list(s.scalars(select(m.Allocation).where(m.Allocation.node_id == node_id,
@@ -343,64 +331,50 @@ def test_a_sweep_that_meets_a_rounds_placement_waits_for_it_and_ends_the_new_wor
         assert alloc.state == "lost" and (job.state, job.retries) == ("pending", 1)
 
 
-def test_a_heartbeat_that_read_before_a_sweep_does_not_revive_the_attempt_it_ended(postgres, monkeypatch):
-    engine, sessions, who = make_db(postgres.new_database())
+@pytest.mark.postgres
+def test_a_heartbeat_that_read_before_a_sweep_does_not_revive_the_attempt_it_ended(pg_db, monkeypatch):
+    sessions, who = pg_db
     cfg = settings()
-    try:
-        n, job_id = pending_job_on_a_silent_node(sessions, who)
-        with sessions() as s:
-            snapshot, decisions = plan_round(s, 100.0)
-            scheduling.apply_decisions(s, snapshot, decisions, 100.0)
-            s.commit()
-        (alloc,) = live_allocations(sessions, n)
-        read = agents._live_allocations
+    n, job_id, alloc = assigned_on_a_silent_node(sessions, who)
+    read = agents._live_allocations
 
-        def read_then_sweep(s, node_id):  # the sweep commits between the heartbeat's read and its write
-            live = read(s, node_id)
-            with sessions() as follower:
-                assert lost_nodes.sweep(follower, cfg, 100.0) == 1
-            return live
+    def read_then_sweep(s, node_id):  # the sweep commits between the heartbeat's read and its write
+        live = read(s, node_id)
+        with sessions() as follower:
+            assert lost_nodes.sweep(follower, cfg, 100.0) == 1
+        return live
 
-        monkeypatch.setattr(agents, "_live_allocations", read_then_sweep)
-        with sessions() as s:
-            answer = agents.heartbeat(s, who, n, [alloc.id], [], cfg, 100.2)
-            s.commit()
-        assert alloc.id not in [r["allocation_id"] for r in answer.run]
-        with sessions() as s:
-            row, job = s.get(m.Allocation, alloc.id), s.get(m.Job, job_id)
-            assert row.state == "lost" and (job.state, job.retries) == ("pending", 1)
-    finally:
-        engine.dispose()
+    monkeypatch.setattr(agents, "_live_allocations", read_then_sweep)
+    with sessions() as s:
+        answer = agents.heartbeat(s, who, n, [alloc.id], [], cfg, 100.2)
+        s.commit()
+    assert alloc.id not in [r["allocation_id"] for r in answer.run]
+    with sessions() as s:
+        row, job = s.get(m.Allocation, alloc.id), s.get(m.Job, job_id)
+        assert row.state == "lost" and (job.state, job.retries) == ("pending", 1)
 
 
-def test_a_sweep_passes_by_a_node_whose_exit_report_is_being_applied(postgres, monkeypatch):
-    engine, sessions, who = make_db(postgres.new_database())
+@pytest.mark.postgres
+def test_a_sweep_passes_by_a_node_whose_exit_report_is_being_applied(pg_db, monkeypatch):
+    sessions, who = pg_db
     cfg = settings()
-    try:
-        n, job_id = pending_job_on_a_silent_node(sessions, who)
-        with sessions() as s:
-            snapshot, decisions = plan_round(s, 100.0)
-            scheduling.apply_decisions(s, snapshot, decisions, 100.0)
-            s.commit()
-        (alloc,) = live_allocations(sessions, n)
-        with sessions() as s:
-            agents.heartbeat(s, who, n, [alloc.id], [], cfg, 5.0)  # running; silent from t=5 on
-            s.commit()
-        real_end = agents.end_attempt
-        declared: list[int] = []
+    n, job_id, alloc = assigned_on_a_silent_node(sessions, who)
+    with sessions() as s:
+        agents.heartbeat(s, who, n, [alloc.id], [], cfg, 5.0)  # running; silent from t=5 on
+        s.commit()
+    real_end = agents.end_attempt
+    declared: list[int] = []
 
-        def end_after_a_sweep(*args, **kwargs):  # a sweep comes by while the report is being applied
-            with sessions() as follower:
-                declared.append(lost_nodes.sweep(follower, cfg, 100.3))
-            return real_end(*args, **kwargs)
+    def end_after_a_sweep(*args, **kwargs):  # a sweep comes by while the report is being applied
+        with sessions() as follower:
+            declared.append(lost_nodes.sweep(follower, cfg, 100.3))
+        return real_end(*args, **kwargs)
 
-        monkeypatch.setattr(agents, "end_attempt", end_after_a_sweep)
-        with sessions() as s:
-            agents.heartbeat(s, who, n, [], [agents.Finished(alloc.id, 0)], cfg, 100.2)
-            s.commit()
-        assert declared == [0]  # the report holds the node's row: the sweep skips it (a later sweep may take it)
-        with sessions() as s:
-            row, job = s.get(m.Allocation, alloc.id), s.get(m.Job, job_id)
-            assert row.state == "exited" and (job.state, job.retries) == ("succeeded", 0)
-    finally:
-        engine.dispose()
+    monkeypatch.setattr(agents, "end_attempt", end_after_a_sweep)
+    with sessions() as s:
+        agents.heartbeat(s, who, n, [], [agents.Finished(alloc.id, 0)], cfg, 100.2)
+        s.commit()
+    assert declared == [0]  # the report holds the node's row: the sweep skips it (a later sweep may take it)
+    with sessions() as s:
+        row, job = s.get(m.Allocation, alloc.id), s.get(m.Job, job_id)
+        assert row.state == "exited" and (job.state, job.retries) == ("succeeded", 0)

@@ -1,34 +1,17 @@
 """Multi-node jobs (engine: ray) through the scheduling and agent services, with the clock passed in: placement
 within one network label, ports per task, what each agent is told, and the gang ending whole."""
 
-from pathlib import Path
-
-import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
 from ceti.server.services import agents, jobs, lost_nodes, scheduling
-from ceti.server.services.tokens import Principal, bootstrap_admin, ensure_provider
+from ceti.server.services.tokens import Principal
 from ceti.server.settings import Settings
 from ceti.spec import NodeInfo, parse_job_spec
 from ceti.store import models as m
-from ceti.store.db import make_engine, migrate, session_factory
 
 ADMIN = Principal("t", "admin")
 KEY = Fernet.generate_key().decode()
-
-
-@pytest.fixture
-def db(tmp_path: Path, database_url: str | None):
-    engine = make_engine(database_url or f"sqlite:///{tmp_path / 'ceti.db'}")
-    migrate(engine)
-    sessions = session_factory(engine)
-    with sessions() as s:
-        bootstrap_admin(s, 0.0)
-        provider = ensure_provider(s, "p", 0.0)
-        s.commit()
-    yield sessions, Principal("pt", "provider", provider_id=provider.id)
-    engine.dispose()
 
 
 def settings(lost: float = 1000.0) -> Settings:

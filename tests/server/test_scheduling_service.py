@@ -1,31 +1,14 @@
 """The scheduling round against a real database, with the clock passed in: no sleeping."""
 
-from pathlib import Path
-
-import pytest
 from sqlalchemy import select
 
 from ceti.server.services import agents, jobs, lost_nodes, scheduling
-from ceti.server.services.tokens import Principal, bootstrap_admin, ensure_provider
+from ceti.server.services.tokens import Principal
 from ceti.server.settings import Settings
 from ceti.spec import GPUInfo, NodeInfo, parse_job_spec
 from ceti.store import models as m
-from ceti.store.db import make_engine, migrate, session_factory
 
 ADMIN = Principal("t", "admin")
-
-
-@pytest.fixture
-def db(tmp_path: Path, database_url: str | None):
-    engine = make_engine(database_url or f"sqlite:///{tmp_path / 'ceti.db'}")
-    migrate(engine)
-    sessions = session_factory(engine)
-    with sessions() as s:
-        bootstrap_admin(s, 0.0)
-        provider = ensure_provider(s, "p", 0.0)
-        s.commit()
-    yield sessions, Principal("pt", "provider", provider_id=provider.id)
-    engine.dispose()
 
 
 def settings(**kw) -> Settings:

@@ -7,9 +7,7 @@ rounding touches money on the way in.
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
 import time
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -19,14 +17,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ceti.cli.config import resolve
-from ceti.client import CetiError, Client
+from ceti.cli.remote import ServerOpt, TokenOpt, call, client, fail
 
 console = Console()
-err_console = Console(stderr=True)
-
-ServerOpt = Annotated[str | None, typer.Option("--server", help="server address(es), comma-separated", envvar="CETI_SERVER")]
-TokenOpt = Annotated[str | None, typer.Option("--token", help="bearer token", envvar="CETI_TOKEN")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON (amounts in integer micro-USD)")]
 TIME_HELP = "UNIX seconds, an ISO date or time (local), or an age such as 30m, 24h, 7d"
 FromOpt = Annotated[str | None, typer.Option("--from", help=f"start of the range: {TIME_HELP}")]
@@ -36,34 +29,6 @@ budget_app = typer.Typer(help="Project spending caps: work that would pass one i
                          no_args_is_help=True)
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def _ca_cert() -> str | None:
-    """The `--ca-cert` given to `ceti` (kept by the main module), else the environment's."""
-    for name in ("ceti.cli.main", "__main__"):
-        options = getattr(sys.modules.get(name), "_global", None)
-        if isinstance(options, dict) and options.get("ca_cert"):
-            return options["ca_cert"]
-    return os.environ.get("CETI_CA_CERT") or None
-
-
-def _client(server: str | None, token: str | None) -> Client:
-    servers, tok = resolve(server, token)
-    if not tok:
-        _fail("no token: pass --token, set CETI_TOKEN, or run `ceti up` to write a config file", 2)
-    return Client(servers, tok, ca_cert=_ca_cert())
-
-
-def _call(fn, *args: Any, **kwargs: Any) -> Any:
-    try:
-        return fn(*args, **kwargs)
-    except CetiError as exc:
-        _fail(exc.message, 1)
 
 
 def parse_time(text: str | None, now: float | None = None) -> float | None:
@@ -103,7 +68,7 @@ def _range_text(t_from: float | None, t_to: float | None) -> str:
 def _range(t_from: str | None, t_to: str | None) -> tuple[float | None, float | None]:
     start, end = parse_time(t_from), parse_time(t_to)
     if start is not None and end is not None and start > end:
-        _fail("--from is after --to", 2)
+        fail("--from is after --to", 2)
     return start, end
 
 
@@ -117,7 +82,7 @@ def usage(
 ) -> None:
     """What your project was charged, per job, over a time range."""
     start, end = _range(t_from, t_to)
-    out = _call(_client(server, token).usage, project, start, end)
+    out = call(client(server, token).usage, project, start, end)
     if json_out:
         print(json.dumps(out, indent=2))
         return
@@ -148,7 +113,7 @@ def earnings(
 ) -> None:
     """What your nodes earned over a time range."""
     start, end = _range(t_from, t_to)
-    out = _call(_client(server, token).earnings, provider, start, end)
+    out = call(client(server, token).earnings, provider, start, end)
     if json_out:
         print(json.dumps(out, indent=2))
         return
@@ -186,10 +151,10 @@ def budget_set(
     try:
         value = Decimal(text)
     except InvalidOperation:
-        _fail(f"{amount!r} is not an amount of USD", 2)
+        fail(f"{amount!r} is not an amount of USD", 2)
     if not value.is_finite() or value < 0:
-        _fail("a budget is a positive amount of USD (or 0)", 2)
-    out = _call(_client(server, token).set_budget, project, text)
+        fail("a budget is a positive amount of USD (or 0)", 2)
+    out = call(client(server, token).set_budget, project, text)
     if json_out:
         print(json.dumps(out, indent=2))
         return
@@ -205,8 +170,8 @@ def budget_show(
     json_out: JsonOpt = False,
 ) -> None:
     """A project's budget: cap, spent, left."""
-    c = _client(server, token)
-    rows = [_call(c.budget, project)] if project else _call(c.budgets)
+    c = client(server, token)
+    rows = [call(c.budget, project)] if project else call(c.budgets)
     if json_out:
         print(json.dumps(rows, indent=2))
         return
@@ -217,5 +182,5 @@ def budget_show(
 @budget_app.command("clear")
 def budget_clear(project: str, server: ServerOpt = None, token: TokenOpt = None) -> None:
     """Remove a project's cap (admin)."""
-    out = _call(_client(server, token).clear_budget, project)
+    out = call(client(server, token).clear_budget, project)
     console.print(_budget_line(out), highlight=False)

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ceti.cli.remote import ServerOpt, TokenOpt, call, client
 from ceti.networks.akash.errors import SdlError
 from ceti.networks.akash.jobs import AkashJob, sdl_jobs
 from ceti.networks.akash.sdl import load_sdl_file
@@ -97,8 +98,6 @@ def validate(
 
 # -- the live market: the operator's chain bridge, or an operator by hand -------------------------------------
 
-ServerOpt = Annotated[str | None, typer.Option("--server", help="server address(es), comma-separated")]
-TokenOpt = Annotated[str | None, typer.Option("--token", help="an admin token")]
 
 
 def _leases_table(rows: list[dict]) -> Table:
@@ -115,9 +114,7 @@ def _leases_table(rows: list[dict]) -> Table:
 
 
 def _market_call(server: str | None, token: str | None, method: str, *args, **kwargs):
-    from ceti.cli.ledger import _call, _client
-
-    return _call(getattr(_client(server, token), method), *args, **kwargs)
+    return call(getattr(client(server, token), method), *args, **kwargs)
 
 
 @app.command()

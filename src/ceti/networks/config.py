@@ -28,12 +28,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ceti.networks.base import NetworkAdapter, NetworkError
+
+if TYPE_CHECKING:  # the Akash modules load only when a file configures Akash
+    from ceti.networks.akash.market import ProviderTerms
+    from ceti.networks.akash.pricing import DenomRates, PriceStrategy
 
 
 @dataclass(frozen=True)
@@ -41,9 +45,9 @@ class AkashMarket:
     """What the fabric needs to act as an Akash provider: how it prices an order, what a token is worth, what
     it advertises on chain."""
 
-    pricing: Any  # ScalePricing or ScriptPricing (akash.pricing.PriceStrategy)
-    rates: Any  # akash.pricing.DenomRates
-    provider: Any  # akash.market.ProviderTerms
+    pricing: PriceStrategy  # scale prices or the bid price script
+    rates: DenomRates
+    provider: ProviderTerms
     storage_classes: frozenset[str] = frozenset()
 
 
@@ -137,7 +141,8 @@ def load_akash_market(path: str | Path) -> AkashMarket | None:
     try:
         rates = DenomRates(usd_per_token=dict(c.usd_per_token), block_time_s=c.block_time_s,
                            exponent=dict(c.exponent))
-        strategy: Any = ScalePricing(**c.pricing.scale.model_dump()) if c.pricing.scale is not None else None
+        strategy: PriceStrategy | None = (ScalePricing(**c.pricing.scale.model_dump())
+                                          if c.pricing.scale is not None else None)
     except (NetworkError, ValueError) as exc:  # the market's own range checks
         raise NetworkError(f"{path}: akash: {exc}") from None
     if strategy is None:
