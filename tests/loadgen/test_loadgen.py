@@ -1,18 +1,22 @@
-"""`ceti bench control-plane`: the percentile code, and a short real run against a real server on SQLite."""
+"""`ceti bench control-plane`: the percentile code, the request path's accounting, and a short real run against
+a real server on SQLite."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 
+import aiohttp
 import numpy as np
 import pytest
 import typer
+from aiohttp import web
 from typer.testing import CliRunner
 
 from ceti.cli.bench_control_plane import control_plane
-from ceti.loadgen.agents import node_infos
-from ceti.loadgen.run import within
+from ceti.loadgen.agents import node_infos, timed_post
+from ceti.loadgen.run import free_port, within
 from ceti.loadgen.stats import Latency, percentile
 
 
@@ -44,6 +48,84 @@ def test_latency_summary_counts_errors_apart():
     assert s["p50_ms"] == 50.5 and s["p99_ms"] == pytest.approx(99.01) and s["max_ms"] == 100
     assert s["error_kinds"] == {"HTTP 500": 1, "timeout": 1}
     assert Latency("empty").summary()["p99_ms"] is None
+
+
+async def _with_server(scenario):
+    """Run `scenario(url)` against a small aiohttp app on 127.0.0.1 that answers the way the server can."""
+    in_flight = {"now": 0, "max": 0}
+
+    async def echo(request: web.Request) -> web.Response:
+        assert request.content_type == "application/json"
+        return web.json_response({"echo": await request.json()})
+
+    async def hold(request: web.Request) -> web.Response:
+        in_flight["now"] += 1
+        in_flight["max"] = max(in_flight["max"], in_flight["now"])
+        try:
+            await asyncio.sleep(float(request.query.get("s", "0.1")))
+        finally:
+            in_flight["now"] -= 1
+        return web.json_response({})
+
+    async def empty(request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    async def busy(request: web.Request) -> web.Response:
+        return web.Response(status=503, text="busy")
+
+    app = web.Application()
+    app.router.add_post("/echo", echo)
+    app.router.add_post("/empty", empty)
+    app.router.add_post("/busy", busy)
+    app.router.add_post("/hold", hold)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)  # the held requests need no grace
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        host, port = runner.addresses[0][:2]
+        await scenario(f"http://{host}:{port}", in_flight)
+    finally:
+        await runner.cleanup()
+
+
+def test_timed_post_answers_and_counts_errors_by_kind():
+    async def scenario(url, in_flight):
+        stat = Latency("x")
+        timeout = aiohttp.ClientTimeout(total=0.5)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            answer, ms = await timed_post(session, f"{url}/echo", stat, {"Authorization": "Bearer t"}, {"a": [1]})
+            assert answer == {"echo": {"a": [1]}} and ms > 0
+            assert (await timed_post(session, f"{url}/empty", stat, {}, {}))[0] == {}  # no body
+            assert (await timed_post(session, f"{url}/busy", stat, {}, {}))[0] is None
+            assert (await timed_post(session, f"{url}/hold?s=5", stat, {}, {}))[0] is None
+            refused = f"http://127.0.0.1:{free_port()}/x"  # nothing listens there
+            assert (await timed_post(session, refused, stat, {}, {}))[0] is None
+            task = asyncio.create_task(timed_post(session, f"{url}/hold?s=5", stat, {}, {}))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert len(stat.samples_ms) == 2  # the two answers; failures keep their latency apart
+        assert stat.error_kinds == {"HTTP 503": 1, "timeout": 1, "ClientConnectorError": 1,
+                                    "unfinished at the end of the run": 1}
+
+    asyncio.run(_with_server(scenario))
+
+
+def test_connection_limit_bounds_in_flight_and_the_wait_counts_in_the_latency():
+    async def scenario(url, in_flight):
+        stat = Latency("x")
+        connector = aiohttp.TCPConnector(limit=2, limit_per_host=2)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            results = await asyncio.gather(*(timed_post(session, f"{url}/hold?s=0.1", stat, {}, {})
+                                             for _ in range(6)))
+        assert in_flight["max"] == 2
+        assert all(answer == {} for answer, _ in results)
+        # six requests two at a time: the last pair waited for two rounds before its own
+        assert max(ms for _, ms in results) >= 290
+
+    asyncio.run(_with_server(scenario))
 
 
 def test_simulated_hardware_mixes_gpu_boxes_and_cpu_nodes():

@@ -11,6 +11,7 @@ usage numbers.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 import uuid
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 
 from ceti.agent.discovery import gpus_of, load_inventory, recorded_inventories
 from ceti.loadgen.stats import Latency
@@ -58,46 +59,40 @@ class Recorder:
     counters: Counters = field(default_factory=Counters)
 
 
-async def timed_post(client: httpx.AsyncClient, url: str, stat: Latency, headers: dict[str, str],
+_JSON = {"Content-Type": "application/json"}
+
+
+async def timed_post(session: aiohttp.ClientSession, url: str, stat: Latency, headers: dict[str, str],
                      body: dict[str, Any]) -> tuple[dict[str, Any] | None, float]:
     """POST and record the latency; (answer, ms) on success, (None, ms) on any failure (counted as an error).
 
-    The latency includes the wait for a free connection: at most `max_connections` requests are in flight,
-    the rest queue here (httpx's own pool wedges when thousands of requests wait on it)."""
+    The latency includes the wait for a free connection: the session's connector lets at most
+    `max_connections` requests be in flight and queues the rest."""
+    data = json.dumps(body, separators=(",", ":")).encode()
     started = time.perf_counter()
     try:
-        async with _slots(client):
-            response = await client.post(url, json=body, headers=headers)
+        async with session.post(url, data=data, headers={**headers, **_JSON}) as response:
+            status = response.status
+            # read even an error's body: a connection given back unread is closed, not kept alive
+            payload = await response.read()
     except asyncio.CancelledError:
         stat.error("unfinished at the end of the run")
         raise
-    except httpx.TimeoutException:
+    except TimeoutError:  # aiohttp's own timeouts (ServerTimeoutError and the like) are TimeoutErrors too
         stat.error("timeout")
         return None, (time.perf_counter() - started) * 1000
-    except httpx.HTTPError as exc:
+    except aiohttp.ClientError as exc:
         stat.error(type(exc).__name__)
         return None, (time.perf_counter() - started) * 1000
     ms = (time.perf_counter() - started) * 1000
-    if response.status_code >= 400:
-        stat.error(f"HTTP {response.status_code}")
+    if status >= 400:
+        stat.error(f"HTTP {status}")
         return None, ms
     stat.ok(ms)
     try:
-        return response.json(), ms
+        return json.loads(payload), ms
     except ValueError:
         return {}, ms
-
-
-_SLOTS: dict[int, asyncio.Semaphore] = {}
-
-
-def _slots(client: httpx.AsyncClient) -> asyncio.Semaphore:
-    """One semaphore per client, sized to its connection pool."""
-    sem = _SLOTS.get(id(client))
-    if sem is None:
-        limit = getattr(client, "max_in_flight", 64)
-        sem = _SLOTS[id(client)] = asyncio.Semaphore(limit)
-    return sem
 
 
 def node_infos(count: int, seed: int = 0) -> list[NodeInfo]:
@@ -159,13 +154,13 @@ class SimAgent:
         self._counted: set[str] = set()  # allocation ids already counted as assigned
         self.epoch = -1  # of the desired state this node holds (none yet)
 
-    async def run(self, client: httpx.AsyncClient, start_at: float, stop_at: float) -> None:
+    async def run(self, session: aiohttp.ClientSession, start_at: float, stop_at: float) -> None:
         """Register at `start_at` (monotonic), then heartbeat every `heartbeat_s` until `stop_at`."""
         await _sleep_until(start_at, stop_at)
         register_tries = 0
         while self.node_id is None and time.monotonic() < stop_at and register_tries < 10:
             register_tries += 1
-            answer, _ = await timed_post(client, f"{self.base}/v1/agent/register", self.rec.register, self.headers,
+            answer, _ = await timed_post(session, f"{self.base}/v1/agent/register", self.rec.register, self.headers,
                                          {"node_id": None, "info": self.info.model_dump(mode="json")})
             if answer is not None:
                 self.node_id = answer["node_id"]
@@ -185,7 +180,7 @@ class SimAgent:
             if time.monotonic() >= stop_at:
                 return
             try:  # one tick never outlives the run by more than a request timeout
-                await asyncio.wait_for(self.tick(client), timeout=max(stop_at - time.monotonic(), 0) + self.timeout_s)
+                await asyncio.wait_for(self.tick(session), timeout=max(stop_at - time.monotonic(), 0) + self.timeout_s)
             except TimeoutError:
                 return
             # a beat that took longer than the interval skips the slots it missed (fixed rate, no burst)
@@ -193,12 +188,12 @@ class SimAgent:
             while first + beat * self.heartbeat_s + self.heartbeat_s <= now:
                 beat += 1
 
-    async def tick(self, client: httpx.AsyncClient) -> None:
+    async def tick(self, session: aiohttp.ClientSession) -> None:
         now = time.monotonic()
         # what "exited" since the last beat: only after it has been reported running at least once
         for alloc in list(self.local.values()):
             if alloc.reported_running and now - alloc.started_at >= alloc.run_s:
-                await self._ship_logs(client, alloc, final=True)
+                await self._ship_logs(session, alloc, final=True)
                 wall = now - alloc.started_at
                 self.unreported[alloc.alloc_id] = {
                     "allocation_id": alloc.alloc_id, "exit_code": 0, "stopped": False,
@@ -208,13 +203,13 @@ class SimAgent:
                 del self.local[alloc.alloc_id]
         # every byte of output goes up before the heartbeat (the real agent's order)
         for alloc in list(self.local.values()):
-            await self._ship_logs(client, alloc, final=False)
+            await self._ship_logs(session, alloc, final=False)
         running = list(self.local)
         finished = list(self.unreported.values())
         body: dict[str, Any] = {"running": running, "finished": finished}
         if self.epoch >= 0:
             body["epoch"] = self.epoch
-        answer, ms = await timed_post(client, f"{self.base}/v1/agent/nodes/{self.node_id}/heartbeat",
+        answer, ms = await timed_post(session, f"{self.base}/v1/agent/nodes/{self.node_id}/heartbeat",
                                       self.rec.heartbeat, self.headers, body)
         if answer is None:
             return  # the work keeps "running"; the next beat reports it again
@@ -265,13 +260,13 @@ class SimAgent:
                                              "reason": "never started on this node"}
         return changed
 
-    async def _ship_logs(self, client: httpx.AsyncClient, alloc: _Local, final: bool) -> None:
+    async def _ship_logs(self, session: aiohttp.ClientSession, alloc: _Local, final: bool) -> None:
         """The first chunk goes up once the allocation runs, the second (if any) before its exit is reported."""
         want = alloc.chunks if final else 1
         while alloc.shipped < want:
             data = f"[{alloc.alloc_id[:8]}] step {alloc.shipped} loss={self.rng.random():.4f}\n" * 4
             answer, _ = await timed_post(
-                client, f"{self.base}/v1/agent/allocations/{alloc.alloc_id}/logs", self.rec.logs, self.headers,
+                session, f"{self.base}/v1/agent/allocations/{alloc.alloc_id}/logs", self.rec.logs, self.headers,
                 {"chunks": [{"stream": "stdout", "offset": alloc.offset, "data": data}]},
             )
             if answer is None:

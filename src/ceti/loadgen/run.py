@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import random
 import secrets
@@ -23,10 +24,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import httpx
 import psutil
 
-from ceti.loadgen.agents import _SLOTS, Recorder, SimAgent, _sleep_until, node_infos, timed_post
+from ceti.loadgen.agents import Recorder, SimAgent, _sleep_until, node_infos, timed_post
 from ceti.loadgen.stats import percentile
 
 HOST = "127.0.0.1"
@@ -196,7 +198,7 @@ class Live:
     submitted: int = 0
 
 
-async def developer(client: httpx.AsyncClient, bases: list[str], tokens: list[str], cfg: BenchConfig,
+async def developer(session: aiohttp.ClientSession, bases: list[str], tokens: list[str], cfg: BenchConfig,
                     rec: Recorder, stop_at: float, live: Live) -> dict[str, int]:
     """Submit jobs at `submits_per_s` (Poisson arrivals, or fixed rate) until `stop_at`; at most
     `max_submits_in_flight` at once (a later arrival waits for a slot and counts as late)."""
@@ -208,7 +210,7 @@ async def developer(client: httpx.AsyncClient, bases: list[str], tokens: list[st
     async def one(i: int) -> None:
         try:
             headers = {"Authorization": f"Bearer {tokens[i % len(tokens)]}", "Idempotency-Key": str(uuid.uuid4())}
-            answer, _ = await timed_post(client, f"{bases[i % len(bases)]}/v1/jobs", rec.submit, headers,
+            answer, _ = await timed_post(session, f"{bases[i % len(bases)]}/v1/jobs", rec.submit, headers,
                                          job_spec(i, rng, cfg.gpu_job_fraction))
             if answer is not None:
                 live.submitted += 1
@@ -241,7 +243,7 @@ async def developer(client: httpx.AsyncClient, bases: list[str], tokens: list[st
     return {"late": late}
 
 
-async def sample_server(servers: list[ServerProcess], client: httpx.AsyncClient, samplers: list[ProcessSampler],
+async def sample_server(servers: list[ServerProcess], session: aiohttp.ClientSession, samplers: list[ProcessSampler],
                         me: ProcessSampler, rounds: list[float], stop: asyncio.Event, state: dict[str, Any]) -> None:
     """Every second: the server processes' CPU and RSS, and the new scheduling rounds (GET /v1/scheduler) of
     whichever replica leads (only the leader runs rounds)."""
@@ -253,14 +255,16 @@ async def sample_server(servers: list[ServerProcess], client: httpx.AsyncClient,
         me.sample()
         for i, server in enumerate(servers):
             try:
-                r = await client.get(f"{server.url}/v1/scheduler", headers=headers, timeout=10)
-            except httpx.HTTPError:
+                async with session.get(f"{server.url}/v1/scheduler", headers=headers) as r:
+                    status = r.status
+                    payload = await r.read()
+            except (aiohttp.ClientError, TimeoutError):
                 continue
-            if r.status_code == 404:
+            if status == 404:
                 state["scheduler_endpoint"] = False
-            if r.status_code != 200:
+            if status != 200:
                 continue
-            body = r.json()
+            body = json.loads(payload)
             n, recent = body["rounds"], body["recent_round_s"]
             if i not in seen:
                 new = recent  # the rounds before the load started count too (few)
@@ -282,17 +286,21 @@ async def drive(cfg: BenchConfig, servers: list[ServerProcess], provider_tokens:
                 project_tokens: list[str], live: Live) -> dict[str, Any]:
     rec = live.rec
     infos = node_infos(cfg.agents, cfg.seed)
-    limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
-    timeout = httpx.Timeout(cfg.request_timeout_s)
     samplers, me = [ProcessSampler(sv.proc.pid) for sv in servers], ProcessSampler(os.getpid())
     rounds: list[float] = []
     sched_state: dict[str, Any] = {}
     rng = random.Random(cfg.seed)
-    async with httpx.AsyncClient(limits=limits, timeout=timeout, http2=False) as client, \
-            httpx.AsyncClient(timeout=10) as side:
+    # aiohttp, not httpx: httpx's pool walks every connection on each request, which cost the generator 4-5 ms
+    # of CPU per request and starved the server it measures on a small host. The connector's limit bounds the
+    # requests in flight and queues the rest (that wait counts in the latency). Simulated agents carry no
+    # cookies, so the jar's per-request work is skipped. The sampler has connections of its own: a saturated
+    # pool must not delay or drop its samples.
+    connector = aiohttp.TCPConnector(limit=cfg.max_connections, limit_per_host=cfg.max_connections)
+    async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+                                     timeout=aiohttp.ClientTimeout(total=cfg.request_timeout_s)) as session, \
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10),
+                                  cookie_jar=aiohttp.DummyCookieJar()) as side:
         load_before = os.getloadavg()[0]
-        client.max_in_flight = cfg.max_connections  # read by agents._slots
-        _SLOTS.pop(id(client), None)
         t0 = time.monotonic()
         live.started_at, live.total_s, live.phase = t0, cfg.duration_s + cfg.drain(), "load"
         submits_end = t0 + cfg.duration_s
@@ -304,9 +312,9 @@ async def drive(cfg: BenchConfig, servers: list[ServerProcess], provider_tokens:
                            cfg.heartbeat_s, cfg.run_s, rec, cfg.seed, cfg.request_timeout_s)
                   for i, info in enumerate(infos)]
         # registration (and so every heartbeat) is spread over the first interval, not all at once
-        agent_tasks = [asyncio.create_task(a.run(client, t0 + rng.uniform(0, cfg.heartbeat_s), agents_end))
+        agent_tasks = [asyncio.create_task(a.run(session, t0 + rng.uniform(0, cfg.heartbeat_s), agents_end))
                        for a in agents]
-        dev = await developer(client, [sv.url for sv in servers], project_tokens, cfg, rec, submits_end, live)
+        dev = await developer(session, [sv.url for sv in servers], project_tokens, cfg, rec, submits_end, live)
         live.phase = "drain"
         # a request still in flight at the end gets one request timeout more, then is cancelled (an error)
         done, pending = await asyncio.wait(agent_tasks, timeout=max(agents_end - time.monotonic(), 0)
