@@ -17,7 +17,7 @@ from sqlalchemy import text
 from ceti import __version__
 from ceti.logs import RequestIds
 from ceti.networks.config import load_akash_market
-from ceti.server import metrics, middleware, schemas
+from ceti.server import fastlane, metrics, middleware, schemas
 from ceti.server.background.scheduler_loop import SchedulerLoop
 from ceti.server.background.sweeper import Sweeper
 from ceti.server.errors import install_error_handlers
@@ -129,6 +129,7 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
     app.include_router(dashboard.router)
     app.include_router(dashboard.pages)
     app.include_router(metrics.router)
+    fastlane.install(app)  # the hot calls, in front of their FastAPI routes
     return app
 
 

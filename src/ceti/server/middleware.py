@@ -50,13 +50,13 @@ class RateLimiter:
             return (1.0 - bucket.tokens) / self.rate
 
 
-def caller_key(request: Request) -> str:
-    auth = request.headers.get("authorization", "")
-    base = hashlib.sha256(auth.encode()).hexdigest()[:16] if auth else f"ip:{_remote(request)}"
+def caller_key(auth: str, path: str, remote: str) -> str:
+    base = hashlib.sha256(auth.encode()).hexdigest()[:16] if auth else f"ip:{remote}"
     # many nodes share one provider token: each node (and each allocation's log upload) is its own caller
-    parts = request.url.path.split("/")
-    if len(parts) > 5 and parts[1:3] == ["v1", "agent"]:
-        return f"{base}:{parts[4]}"
+    if path.startswith("/v1/agent/"):
+        parts = path.split("/")
+        if len(parts) > 5:
+            return f"{base}:{parts[4]}"
     return base
 
 
@@ -83,17 +83,19 @@ class RequestGuards:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         request = Request(scope, receive)
+        headers = request.headers
         limit = self.max_proof_body_bytes if scope["path"].startswith(PROOF_PATH) else self.max_body_bytes
-        too_big = JSONResponse({"detail": f"request body larger than {limit} bytes"}, status_code=413)
-        length = request.headers.get("content-length")
+        length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
-            return await too_big(scope, receive, send)
+            return await _too_big(limit)(scope, receive, send)
         if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
             body = await request.body()  # chunked upload: measure what actually came, then replay it
             if len(body) > limit:
-                return await too_big(scope, receive, send)
+                return await _too_big(limit)(scope, receive, send)
             receive = _replay(body)
-        wait = self.limiter.admit(caller_key(request), time.monotonic())
+        client = scope.get("client")
+        key = caller_key(headers.get("authorization", ""), scope["path"], client[0] if client else "unknown")
+        wait = self.limiter.admit(key, time.monotonic())
         if wait > 0:
             limited = JSONResponse({"detail": "too many requests; slow down"}, status_code=429,
                                    headers={"Retry-After": str(max(1, math.ceil(wait)))})
@@ -113,6 +115,10 @@ class RequestGuards:
             await run_in_threadpool(_audit, request, who, status)
         if scope["method"] == "POST" and scope["path"].startswith("/v1/jobs") and status < 300:
             request.app.state.scheduler.poke()  # a new job: schedule it now, not at the next tick
+
+
+def _too_big(limit: int) -> JSONResponse:
+    return JSONResponse({"detail": f"request body larger than {limit} bytes"}, status_code=413)
 
 
 def _replay(body: bytes):

@@ -1,27 +1,31 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import APIRouter, Request
+from sqlalchemy.orm import Session
 
 from ceti.server import metrics, schemas
 from ceti.server.deps import PrincipalDep, SessionDep
 from ceti.server.faults import crash_point
 from ceti.server.services import agents as svc
+from ceti.server.services.tokens import Principal
 
 router = APIRouter(prefix="/v1/agent", tags=["agent protocol"], responses=schemas.responses(*schemas.COMMON_ERRORS, 403))
 
+# The replies are plain functions of (session, caller, input, app state): the routes below and the fast lane
+# (server/fastlane.py), which serves these calls without FastAPI's per-request machinery, share them.
 
-@router.post("/register", response_model=schemas.RegisterOut, responses=schemas.responses(400))
-def register(body: schemas.RegisterIn, request: Request, s: SessionDep, who: PrincipalDep):
+
+def register_reply(s: Session, who: Principal, body: schemas.RegisterIn, state: Any) -> dict[str, Any]:
     node = svc.register(s, who, body.info, body.node_id, time.time())
     s.commit()
-    return {"node_id": node.id, "heartbeat_interval_s": request.app.state.settings.heartbeat_interval_s}
+    return {"node_id": node.id, "heartbeat_interval_s": state.settings.heartbeat_interval_s}
 
 
-@router.post("/nodes/{node_id}/heartbeat", response_model=schemas.HeartbeatOut, responses=schemas.responses(400, 404))
-def heartbeat(node_id: str, body: schemas.HeartbeatIn, request: Request, s: SessionDep, who: PrincipalDep):
-    settings, now = request.app.state.settings, time.time()
+def heartbeat_reply(s: Session, who: Principal, node_id: str, body: schemas.HeartbeatIn, state: Any) -> dict[str, Any]:
+    settings, now = state.settings, time.time()
     if not body.finished and body.epoch is not None:
         quiet = svc.quiet_heartbeat(s, who, node_id, body.running, body.epoch, settings, now)
         if quiet is not None:
@@ -34,16 +38,30 @@ def heartbeat(node_id: str, body: schemas.HeartbeatIn, request: Request, s: Sess
     s.commit()
     metrics.record_heartbeat()
     if finished:  # capacity came free: place waiting work now, not at the next tick
-        request.app.state.scheduler.poke()
+        state.scheduler.poke()
     return {"node_state": answer.node_state, "epoch": answer.epoch, "run": answer.run, "stop": answer.stop,
             "verify": answer.verify}
+
+
+def logs_reply(s: Session, who: Principal, allocation_id: str, body: schemas.LogUploadIn, state: Any) -> dict[str, Any]:
+    chunks = [(c.stream, c.offset, c.data) for c in body.chunks]
+    out = svc.upload_logs(s, who, allocation_id, chunks, state.settings, time.time())
+    crash_point("log_upload_before_commit")
+    s.commit()
+    return out
+
+
+@router.post("/register", response_model=schemas.RegisterOut, responses=schemas.responses(400))
+def register(body: schemas.RegisterIn, request: Request, s: SessionDep, who: PrincipalDep):
+    return register_reply(s, who, body, request.app.state)
+
+
+@router.post("/nodes/{node_id}/heartbeat", response_model=schemas.HeartbeatOut, responses=schemas.responses(400, 404))
+def heartbeat(node_id: str, body: schemas.HeartbeatIn, request: Request, s: SessionDep, who: PrincipalDep):
+    return heartbeat_reply(s, who, node_id, body, request.app.state)
 
 
 @router.post("/allocations/{allocation_id}/logs", response_model=schemas.LogUploadOut,
              responses=schemas.responses(400, 404))
 def upload_logs(allocation_id: str, body: schemas.LogUploadIn, request: Request, s: SessionDep, who: PrincipalDep):
-    chunks = [(c.stream, c.offset, c.data) for c in body.chunks]
-    out = svc.upload_logs(s, who, allocation_id, chunks, request.app.state.settings, time.time())
-    crash_point("log_upload_before_commit")
-    s.commit()
-    return out
+    return logs_reply(s, who, allocation_id, body, request.app.state)
