@@ -11,14 +11,14 @@ from sqlalchemy import select
 
 from ceti.server import fastlane
 from ceti.server.app import create_app
-from ceti.server.settings import Settings
+from ceti.server.settings import Settings, VerifySettings
 from ceti.store import models as m
 from tests.dashboard.inprocess import Plane
 
 
 @pytest.fixture
-def p(tmp_path):
-    settings = Settings(data_dir=tmp_path / "server", database_url=None)
+def p(tmp_path, database_url):
+    settings = Settings(data_dir=tmp_path / "server", database_url=database_url, verify=VerifySettings(enabled=False))
     app = create_app(settings, admin_token_file=tmp_path / "admin-token", run_scheduler=False)
     with TestClient(app, base_url="http://127.0.0.1") as client:
         yield Plane(client, (tmp_path / "admin-token").read_text().strip())
@@ -106,3 +106,35 @@ def test_fast_routes_stay_out_of_the_schema(p):
     paths = p.http.get("/openapi.json").json()["paths"]
     heartbeat = paths["/v1/agent/nodes/{node_id}/heartbeat"]["post"]
     assert heartbeat["requestBody"] and "200" in heartbeat["responses"]  # the FastAPI route's documentation
+
+
+def test_quiet_heartbeats_are_answered_by_the_quiet_reader_with_the_same_rules(p, monkeypatch):
+    from ceti.server.background.heartbeat_clock import HeartbeatClock
+
+    state = p.http.app.state
+    clock = state.heartbeat_clock = HeartbeatClock(state.sessions)  # as when the background work runs
+    prov, other = p.token("provider", provider="p"), p.token("provider", provider="q")
+    node = p.node(prov, "h1", "eu")
+    epoch = p.heartbeat(prov, node)["epoch"]
+    beat = f"/v1/agent/nodes/{node}/heartbeat"
+    status, body, through_session = served_by(p, monkeypatch, "POST", beat, prov,
+                                              json={"running": [], "finished": [], "epoch": epoch})
+    assert (status, body["unchanged"], body["epoch"], through_session) == (200, True, epoch, False)
+    assert clock.flush() == 1  # its time was noted, to be written in the next batch
+    # whatever is not plainly quiet goes to the full path and gets its usual answer
+    assert served_by(p, monkeypatch, "POST", beat, other, json={"running": [], "epoch": epoch})[:1] == (403,)
+    status, body, through_session = served_by(p, monkeypatch, "POST", beat, prov,
+                                              json={"running": ["ghost"], "epoch": epoch})
+    assert (status, body["unchanged"], through_session) == (200, False, True)
+    status, body, through_session = served_by(p, monkeypatch, "POST", beat, prov, json={"running": [], "epoch": 0})
+    assert (body["unchanged"], through_session) == (epoch == 0, epoch != 0)
+    p.ok("DELETE", f"/v1/tokens/{_token_id(p, prov)}")  # revocation holds on the very next heartbeat
+    status, _, _ = served_by(p, monkeypatch, "POST", beat, prov, json={"running": [], "epoch": epoch})
+    assert status == 401
+
+
+def _token_id(p, secret: str) -> str:
+    from ceti.server.services.tokens import hash_token
+
+    with p.http.app.state.sessions() as s:
+        return s.scalar(select(m.Token.id).where(m.Token.token_hash == hash_token(secret)))

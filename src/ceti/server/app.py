@@ -18,6 +18,7 @@ from ceti import __version__
 from ceti.logs import RequestIds
 from ceti.networks.config import load_akash_market
 from ceti.server import fastlane, metrics, middleware, schemas
+from ceti.server.background.heartbeat_clock import HeartbeatClock
 from ceti.server.background.scheduler_loop import SchedulerLoop
 from ceti.server.background.sweeper import Sweeper
 from ceti.server.errors import install_error_handlers
@@ -80,9 +81,13 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
         # the provider side of the Akash market, when the operator configured it (services/akash_market.py)
         app.state.akash_market = load_akash_market(settings.networks_config) if settings.networks_config else None
         # every replica, leader or not, sweeps for lost nodes and meters (claiming rows, services/claims.py)
-        sweeper = Sweeper(sessions, settings, on_lost=loop.poke)
+        clock = HeartbeatClock(sessions, settings.heartbeat_flush_s)
+        sweeper = Sweeper(sessions, settings, on_lost=loop.poke, before_sweep=clock.flush)
         app.state.sweeper = sweeper
+        app.state.quiet_reader = fastlane.QuietReader(engine, settings)
         if run_scheduler:
+            app.state.heartbeat_clock = clock  # quiet heartbeats' times go out in batches
+            clock.start()
             loop.start()
             sweeper.start()
         try:
@@ -90,6 +95,8 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
         finally:
             sweeper.stop()
             loop.stop()
+            clock.stop()
+            app.state.quiet_reader.close()
             engine.dispose()
             if lock:
                 lock.release()

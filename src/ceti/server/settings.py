@@ -54,6 +54,8 @@ class Settings:
     # schedule interval
     sweep_interval_s: float | None = field(
         default_factory=lambda: _env_float("CETI_SWEEP_INTERVAL_S", 0.0) or None)
+    # quiet heartbeats' times are written in batches this often (background/heartbeat_clock.py)
+    heartbeat_flush_s: float = field(default_factory=lambda: _env_float("CETI_HEARTBEAT_FLUSH_S", 0.5))
     # a sweep's claim on a row (a node, a meter): a replica that dies holding one delays that row by this much
     claim_ttl_s: float = field(default_factory=lambda: _env_float("CETI_CLAIM_TTL_S", 15.0))
     # the scheduler's leader lease: a dead leader's replacement takes over within about 1.25x this (docs/replicas.md)

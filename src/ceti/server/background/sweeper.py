@@ -23,11 +23,13 @@ METER_GAP_MAX_S = 5.0
 
 class Sweeper:
     def __init__(self, sessions: sessionmaker[Session], settings: Settings, clock: Callable[[], float] = time.time,
-                 on_lost: Callable[[], None] | None = None):
+                 on_lost: Callable[[], None] | None = None, before_sweep: Callable[[], object] | None = None):
         self._sessions = sessions
         self._settings = settings
         self._clock = clock
         self._on_lost = on_lost  # work of a lost node is pending again: the scheduler may want to run now
+        # writes the heartbeat times this replica holds back (background/heartbeat_clock.py) before a sweep reads them
+        self._before_sweep = before_sweep
         # silence only counts from here: nodes are not to blame for heartbeats sent while this replica was down
         self.listening_since = clock()
         self._metered_at: float | None = None
@@ -56,6 +58,8 @@ class Sweeper:
         errors = []
         now = self._clock()
         try:
+            if self._before_sweep:
+                self._before_sweep()
             with self._sessions() as s:
                 lost = lost_nodes.sweep(s, self._settings, now, self.listening_since)
             self.lost_nodes += lost

@@ -27,7 +27,9 @@ def register_reply(s: Session, who: Principal, body: schemas.RegisterIn, state: 
 def heartbeat_reply(s: Session, who: Principal, node_id: str, body: schemas.HeartbeatIn, state: Any) -> dict[str, Any]:
     settings, now = state.settings, time.time()
     if not body.finished and body.epoch is not None:
-        quiet = svc.quiet_heartbeat(s, who, node_id, body.running, body.epoch, settings, now)
+        clock = getattr(state, "heartbeat_clock", None)  # set while the background work runs
+        quiet = svc.quiet_heartbeat(s, who, node_id, body.running, body.epoch, settings, now,
+                                    clock.note if clock is not None else None)
         if quiet is not None:
             s.commit()
             metrics.record_heartbeat()

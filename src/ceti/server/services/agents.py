@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,28 +151,70 @@ _ALIVE = update(m.Node).where(m.Node.id == bindparam("node_id")).values(last_hea
 
 
 def quiet_heartbeat(s: Session, who: Principal, node_id: str, running: list[str], epoch: int, settings: Settings,
-                    now: float) -> int | None:
+                    now: float, alive: Callable[[str, float], None] | None = None) -> int | None:
     """The common heartbeat in three plain statements: the agent holds the current desired state (its epoch is
     the node's), runs exactly what the server has running there, and reports nothing finished, and no proof
     of hardware is open or due. Then only the node's clock moves, and the answer is "unchanged" (the epoch).
-    None when any of that does not hold: the full heartbeat decides."""
+    None when any of that does not hold: the full heartbeat decides. `alive` takes the clock's move to write it
+    later with others (background/heartbeat_clock.py); without it the move is written here."""
     provider_id = _provider_of(who)
     conn = s.connection()
     node = conn.execute(_NODE_QUIET, {"node_id": node_id}).first()
     if node is None or node.provider_id != provider_id:
         return None  # the full path gives the 404 or 403
-    if node.state != "online" or node.epoch != epoch:
+    allocs = conn.execute(_ALLOCS_QUIET, {"node_id": node_id}).all() if _node_quiet(node, epoch, settings, now) else None
+    if allocs is None or not _runs_exactly(allocs, running):
         return None
-    if settings.verify.enabled and (node.verify_challenge_id is not None or node.verdict is None
-                                    or node.next_verify_at is None or now >= node.next_verify_at):
-        return None
-    allocs = conn.execute(_ALLOCS_QUIET, {"node_id": node_id}).all()
-    if len(allocs) != len(running) or any(a.state != AllocationState.running.value for a in allocs):
-        return None
-    if {a.id for a in allocs} != set(running):
-        return None
-    conn.execute(_ALIVE, {"node_id": node_id, "now": now})
+    if alive is not None:
+        alive(node_id, now)
+    else:
+        conn.execute(_ALIVE, {"node_id": node_id, "now": now})
     return epoch
+
+
+def _node_quiet(node: Any, epoch: int, settings: Settings, now: float) -> bool:
+    """The node's part of the quiet test: online, at the agent's epoch, no proof of hardware open or due.
+    `node` is (provider_id, state, epoch, verify_challenge_id, verdict, next_verify_at)."""
+    _, state, node_epoch, challenge, verdict, next_verify_at = node
+    if state != "online" or node_epoch != epoch:
+        return False
+    return not settings.verify.enabled or (challenge is None and verdict is not None and next_verify_at is not None
+                                           and now < next_verify_at)
+
+
+def _runs_exactly(allocs: Any, running: list[str]) -> bool:
+    """The agent runs exactly the server's live allocations there, and all of them are running (not assigned,
+    not stopping). `allocs` is [(id, state)]."""
+    return (len(allocs) == len(running) and all(state == AllocationState.running.value for _, state in allocs)
+            and {alloc_id for alloc_id, _ in allocs} == set(running))
+
+
+# The same test in the driver's own SQL, for the fast lane (server/fastlane.py): on SQLite it runs on the event loop
+# itself, with no thread hop, no session and no SQL compilation, which is most of what a quiet heartbeat cost.
+_QUIET_SQL = (
+    "SELECT t.kind, t.provider_id, t.revoked_at, n.provider_id, n.state, n.epoch, n.verify_challenge_id, n.verdict, "
+    "n.next_verify_at FROM tokens t JOIN nodes n ON n.id = {p} WHERE t.token_hash = {p}",
+    "SELECT id, state FROM allocations WHERE node_id = {p} AND state IN ("
+    + ", ".join(f"'{state}'" for state in ACTIVE) + ")",
+)
+
+
+def quiet_heartbeat_sql(cursor: Any, placeholder: str, token_hash: str, node_id: str, running: list[str], epoch: int,
+                        settings: Settings, now: float) -> bool:
+    """`quiet_heartbeat`'s test with a DB-API cursor (`placeholder`: "?" for sqlite3, "%s" for psycopg), token
+    check included: a valid, unrevoked provider token of the node's owner. Only reads; True when the answer is
+    "unchanged" (the caller then notes the heartbeat's time). False leaves every decision, errors included,
+    to the full path."""
+    token_and_node, allocs_sql = (q.format(p=placeholder) for q in _QUIET_SQL)
+    row = cursor.execute(token_and_node, (node_id, token_hash)).fetchone()
+    if row is None:
+        return False
+    kind, token_provider, revoked_at, *node = row
+    if kind != "provider" or revoked_at is not None or not token_provider or node[0] != token_provider:
+        return False
+    if not _node_quiet(node, epoch, settings, now):
+        return False
+    return _runs_exactly(cursor.execute(allocs_sql, (node_id,)).fetchall(), running)
 
 
 def _live_allocations(s: Session, node_id: str) -> dict[str, m.Allocation]:
