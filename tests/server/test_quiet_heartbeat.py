@@ -82,3 +82,15 @@ def test_an_open_or_due_proof_of_hardware_always_gets_the_full_answer(tmp_path):
         assert first["verify"] is not None  # challenged at first contact
         again = beat(p, prov, node, epoch=first["epoch"])
         assert again["unchanged"] is False and again["verify"] == first["verify"]
+
+
+def test_a_new_node_is_told_its_epoch_so_its_first_heartbeat_can_be_quiet(tmp_path):
+    with plane(tmp_path) as p:
+        prov = p.token("provider", provider="p")
+        info = {"hostname": "h1", "cpus": 8, "memory_mib": 32768, "region": "eu"}
+        first = p.ok("POST", "/v1/agent/register", prov, json={"info": info})
+        assert first["epoch"] is not None
+        assert beat(p, prov, first["node_id"], epoch=first["epoch"])["unchanged"] is True
+        # a restarted agent may run work the server knows of: it gets no epoch, and heartbeats in full first
+        again = p.ok("POST", "/v1/agent/register", prov, json={"info": info, "node_id": first["node_id"]})
+        assert again["node_id"] == first["node_id"] and again["epoch"] is None

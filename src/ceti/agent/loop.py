@@ -107,6 +107,8 @@ class Agent:
                 delay = min(delay * 2, 30.0)
                 continue
             self.state.node_id = answer["node_id"]
+            if answer.get("epoch") is not None and not self._running() and not self.state.unreported:
+                self.state.epoch = answer["epoch"]  # a new node, to run nothing: what this agent does
             self.config.heartbeat_s = min(self.config.heartbeat_s, answer.get("heartbeat_interval_s", 2.0))
             self._save()
             log.info("registered as node %s", self.state.node_id)

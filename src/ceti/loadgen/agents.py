@@ -164,6 +164,8 @@ class SimAgent:
                                          {"node_id": None, "info": self.info.model_dump(mode="json")})
             if answer is not None:
                 self.node_id = answer["node_id"]
+                if answer.get("epoch") is not None:  # a new node: it runs nothing, as the server wants
+                    self.epoch = answer["epoch"]
                 self.rec.counters.registered += 1
                 break
             await _sleep_until(time.monotonic() + min(2.0 * register_tries, self.heartbeat_s), stop_at)

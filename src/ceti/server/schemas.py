@@ -141,6 +141,9 @@ class RegisterIn(_Body):
 class RegisterOut(BaseModel):
     node_id: str
     heartbeat_interval_s: float
+    epoch: int | None = Field(None, description=(
+        "for a new node: the epoch of its desired state, which is to run nothing. An agent that runs nothing "
+        "may hold it, and its first heartbeat is then answered `unchanged` like any other quiet one"))
 
 
 class FinishedIn(_Body):

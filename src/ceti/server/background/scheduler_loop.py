@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ceti.networks.config import load_network_config
 from ceti.server import metrics
+from ceti.server.background import yield_to_requests
 from ceti.server.background.leader import LeaderElector
 from ceti.server.faults import crash_point
 from ceti.server.services.backfill import BackfillReport, EstimateCache, backfill_idle_nodes
@@ -102,6 +103,7 @@ class SchedulerLoop:
         return report
 
     def _run(self) -> None:
+        yield_to_requests()
         while not self._stop.is_set():
             try:
                 self.run_once()

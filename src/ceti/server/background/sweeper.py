@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from ceti.server.background import yield_to_requests
 from ceti.server.services import ledger, lost_nodes
 from ceti.server.settings import Settings
 
@@ -87,6 +88,7 @@ class Sweeper:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        yield_to_requests()
         while not self._stop.is_set():
             self.run_once()
             self._stop.wait(self.interval_s)

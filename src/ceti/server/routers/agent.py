@@ -11,6 +11,7 @@ from ceti.server.deps import PrincipalDep, SessionDep
 from ceti.server.faults import crash_point
 from ceti.server.services import agents as svc
 from ceti.server.services.tokens import Principal
+from ceti.store import models as m
 
 router = APIRouter(prefix="/v1/agent", tags=["agent protocol"], responses=schemas.responses(*schemas.COMMON_ERRORS, 403))
 
@@ -19,9 +20,13 @@ router = APIRouter(prefix="/v1/agent", tags=["agent protocol"], responses=schema
 
 
 def register_reply(s: Session, who: Principal, body: schemas.RegisterIn, state: Any) -> dict[str, Any]:
+    new = body.node_id is None or s.get(m.Node, body.node_id) is None
     node = svc.register(s, who, body.info, body.node_id, time.time())
     s.commit()
-    return {"node_id": node.id, "heartbeat_interval_s": state.settings.heartbeat_interval_s}
+    # a new node's desired state is to run nothing: an agent that holds it skips a full first heartbeat, which
+    # matters when a whole fleet (re)joins at once
+    return {"node_id": node.id, "heartbeat_interval_s": state.settings.heartbeat_interval_s,
+            "epoch": node.epoch if new else None}
 
 
 def heartbeat_reply(s: Session, who: Principal, node_id: str, body: schemas.HeartbeatIn, state: Any) -> dict[str, Any]:
