@@ -138,3 +138,21 @@ def _token_id(p, secret: str) -> str:
 
     with p.http.app.state.sessions() as s:
         return s.scalar(select(m.Token.id).where(m.Token.token_hash == hash_token(secret)))
+
+
+def test_a_failing_quiet_read_leaves_the_answer_to_the_full_path(p, monkeypatch):
+    from ceti.server.background.heartbeat_clock import HeartbeatClock
+
+    state = p.http.app.state
+    state.heartbeat_clock = HeartbeatClock(state.sessions)
+    prov = p.token("provider", provider="p")
+    node = p.node(prov, "h1", "eu")
+    epoch = p.heartbeat(prov, node)["epoch"]
+
+    def broken(*_args, **_kw):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(fastlane, "quiet_heartbeat_sql", broken)
+    status, body, through_session = served_by(p, monkeypatch, "POST", f"/v1/agent/nodes/{node}/heartbeat", prov,
+                                              json={"running": [], "epoch": epoch})
+    assert (status, body["unchanged"], through_session) == (200, True, True)

@@ -138,7 +138,11 @@ class QuietReader:
 
     def __init__(self, engine: Any, settings: Any):
         self.engine, self.settings = engine, settings
-        self.sqlite_path = engine.url.database if engine.dialect.name == "sqlite" else None
+        sqlite = engine.dialect.name == "sqlite"
+        self.placeholder = "?" if sqlite else "%s"
+        database = engine.url.database
+        # a file, not an in-memory database (which only the engine's own connections can see)
+        self.sqlite_path = database if sqlite and database and database != ":memory:" else None
         self._conn: sqlite3.Connection | None = None
 
     async def __call__(self, state: Any, token: str, params: dict[str, str], body: Any) -> bool:
@@ -151,7 +155,7 @@ class QuietReader:
             if self.sqlite_path is not None:
                 quiet = quiet_heartbeat_sql(self._sqlite(), "?", *args)
             else:
-                quiet = await anyio.to_thread.run_sync(self._postgres, args)
+                quiet = await anyio.to_thread.run_sync(self._pooled, args)
         except Exception as exc:  # noqa: BLE001  (the full path answers, and reports a real failure itself)
             log.debug("quiet heartbeat read failed, the full path answers: %s", exc)
             self.close()
@@ -167,12 +171,12 @@ class QuietReader:
             self._conn = sqlite3.connect(self.sqlite_path, isolation_level=None, timeout=0.1)
         return self._conn
 
-    def _postgres(self, args: tuple) -> bool:
+    def _pooled(self, args: tuple) -> bool:
         conn = self.engine.raw_connection()
         try:
             cursor = conn.cursor()
             try:
-                return quiet_heartbeat_sql(cursor, "%s", *args)
+                return quiet_heartbeat_sql(cursor, self.placeholder, *args)
             finally:
                 cursor.close()
         finally:
