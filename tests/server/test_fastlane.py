@@ -113,6 +113,7 @@ def test_quiet_heartbeats_are_answered_by_the_quiet_reader_with_the_same_rules(p
 
     state = p.http.app.state
     clock = state.heartbeat_clock = HeartbeatClock(state.sessions)  # as when the background work runs
+    state.quiet_reader = fastlane.QuietReader(state.engine, state.settings, clock)
     prov, other = p.token("provider", provider="p"), p.token("provider", provider="q")
     node = p.node(prov, "h1", "eu")
     epoch = p.heartbeat(prov, node)["epoch"]
@@ -144,7 +145,8 @@ def test_a_failing_quiet_read_leaves_the_answer_to_the_full_path(p, monkeypatch)
     from ceti.server.background.heartbeat_clock import HeartbeatClock
 
     state = p.http.app.state
-    state.heartbeat_clock = HeartbeatClock(state.sessions)
+    clock = state.heartbeat_clock = HeartbeatClock(state.sessions)
+    state.quiet_reader = fastlane.QuietReader(state.engine, state.settings, clock)
     prov = p.token("provider", provider="p")
     node = p.node(prov, "h1", "eu")
     epoch = p.heartbeat(prov, node)["epoch"]

@@ -84,9 +84,9 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
         clock = HeartbeatClock(sessions, settings.heartbeat_flush_s)
         sweeper = Sweeper(sessions, settings, on_lost=loop.poke, before_sweep=clock.flush)
         app.state.sweeper = sweeper
-        app.state.quiet_reader = fastlane.QuietReader(engine, settings)
         if run_scheduler:
             app.state.heartbeat_clock = clock  # quiet heartbeats' times go out in batches
+            app.state.quiet_reader = fastlane.QuietReader(engine, settings, clock)
             clock.start()
             loop.start()
             sweeper.start()
@@ -96,7 +96,8 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
             sweeper.stop()
             loop.stop()
             clock.stop()
-            app.state.quiet_reader.close()
+            if run_scheduler:
+                app.state.quiet_reader.close()
             engine.dispose()
             if lock:
                 lock.release()

@@ -9,7 +9,7 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
 from ceti.server.errors import Forbidden
-from ceti.server.services.tokens import Principal, authenticate
+from ceti.server.services.tokens import Principal, authenticate, bearer_token
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -28,10 +28,7 @@ SessionDep = Annotated[Session, Depends(get_session)]
 def get_principal(
     request: Request, s: SessionDep, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
-    token = None
-    if authorization and authorization.lower().startswith("bearer "):
-        token = authorization[7:].strip()
-    who = authenticate(s, token)
+    who = authenticate(s, bearer_token(authorization))
     request.state.principal = who  # for the audit trail
     return who
 

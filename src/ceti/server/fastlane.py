@@ -29,10 +29,11 @@ from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
 from ceti.server import metrics, schemas
-from ceti.server.routers.agent import heartbeat_reply, logs_reply, register_reply
+from ceti.server.background.heartbeat_clock import HeartbeatClock
+from ceti.server.routers.agent import heartbeat_reply, logs_reply, register_reply, unchanged_answer
 from ceti.server.routers.jobs import submit_reply
 from ceti.server.services.agents import quiet_heartbeat_sql
-from ceti.server.services.tokens import Principal, authenticate, hash_token
+from ceti.server.services.tokens import Principal, authenticate, bearer_token, hash_token
 
 log = logging.getLogger("ceti.server.fastlane")
 
@@ -68,13 +69,14 @@ class _Lane:
         parsed = self._parse(raw) if content_type == "application/json" else None
         if parsed is None or not self._headers_ok(request):
             return await self._hand_back(scope, raw, send)
-        token = _bearer(request.headers.get("authorization"))
+        token = bearer_token(request.headers.get("authorization"))
         state = self.app.state
         params = dict(scope.get("path_params") or {})
         if self.quiet is not None and token and await self.quiet(state, token, params, parsed):
-            content = _UNCHANGED.format(epoch=parsed.epoch).encode()
-            return await Response(content, media_type="application/json")(scope, receive, send)
-        status, answer = await anyio.to_thread.run_sync(self._run, state, token, params, parsed, request.headers, scope)
+            status, answer = 200, unchanged_answer(parsed.epoch)
+        else:
+            status, answer = await anyio.to_thread.run_sync(self._run, state, token, params, parsed, request.headers,
+                                                            scope)
         content = self.out.model_validate(answer).model_dump_json().encode()
         await Response(content, status_code=status, media_type="application/json")(scope, receive, send)
 
@@ -94,16 +96,12 @@ class _Lane:
 
     def _run(self, state: Any, token: str | None, params: dict[str, str], parsed: Any, headers: Any,
              scope: Scope) -> tuple[int, dict[str, Any]]:
-        with state.sessions() as s:
-            try:
-                who = authenticate(s, token)
-                scope.setdefault("state", {})["principal"] = who  # for the audit trail, as the route does
-                result = self.work(s, who, params, parsed, headers, state)
-                s.commit()
-                return result
-            except Exception:
-                s.rollback()
-                raise
+        with state.sessions() as s:  # closing it rolls back whatever an error left uncommitted
+            who = authenticate(s, token)
+            scope.setdefault("state", {})["principal"] = who  # for the audit trail, as the route does
+            result = self.work(s, who, params, parsed, headers, state)
+            s.commit()
+            return result
 
     async def _hand_back(self, scope: Scope, raw: bytes, send: Send) -> None:
         sent = False
@@ -118,26 +116,18 @@ class _Lane:
         await self.app.router({**scope, _HANDED_BACK: True}, replay, send)
 
 
-def _bearer(authorization: str | None) -> str | None:
-    if authorization and authorization.lower().startswith("bearer "):
-        return authorization[7:].strip()
-    return None
-
-
-_UNCHANGED = ('{{"node_state":"online","epoch":{epoch},"run":[],"stop":[],"verify":null,"unchanged":true}}')
-
-
 class QuietReader:
     """Answers the quiet heartbeat with the driver's own SQL (services/agents.py, `quiet_heartbeat_sql`).
 
-    On SQLite it reads on the event loop through a connection of its own: three indexed reads of a WAL database
+    On SQLite it reads on the event loop through a connection of its own: two indexed reads of a WAL database
     take tens of microseconds and never wait for a writer, so the commonest call in the fabric costs no thread
     hop and no session. On PostgreSQL a read is a round trip that may block, so it runs on a worker thread with
     a pooled connection. Anything unexpected (a failed read, a database restarting) answers "not quiet" and the
-    full path decides."""
+    full path decides. The heartbeat's time goes to `clock`, which writes it with others; the app sets a reader
+    up only while that clock runs."""
 
-    def __init__(self, engine: Any, settings: Any):
-        self.engine, self.settings = engine, settings
+    def __init__(self, engine: Any, settings: Any, clock: HeartbeatClock):
+        self.engine, self.settings, self.clock = engine, settings, clock
         sqlite = engine.dialect.name == "sqlite"
         self.placeholder = "?" if sqlite else "%s"
         database = engine.url.database
@@ -145,15 +135,14 @@ class QuietReader:
         self.sqlite_path = database if sqlite and database and database != ":memory:" else None
         self._conn: sqlite3.Connection | None = None
 
-    async def __call__(self, state: Any, token: str, params: dict[str, str], body: Any) -> bool:
-        clock = getattr(state, "heartbeat_clock", None)
-        if clock is None or body.finished or body.epoch is None:
-            return False  # without the clock the time would have to be written here: the session path does it
+    async def __call__(self, token: str, params: dict[str, str], body: Any) -> bool:
+        if body.finished or body.epoch is None:
+            return False
         node_id, now = params["node_id"], time.time()
         args = (hash_token(token), node_id, body.running, body.epoch, self.settings, now)
         try:
             if self.sqlite_path is not None:
-                quiet = quiet_heartbeat_sql(self._sqlite(), "?", *args)
+                quiet = quiet_heartbeat_sql(self._sqlite(), self.placeholder, *args)
             else:
                 quiet = await anyio.to_thread.run_sync(self._pooled, args)
         except Exception as exc:  # noqa: BLE001  (the full path answers, and reports a real failure itself)
@@ -161,7 +150,7 @@ class QuietReader:
             self.close()
             return False
         if quiet:
-            clock.note(node_id, now)
+            self.clock.note(node_id, now)
             metrics.record_heartbeat()
         return quiet
 
@@ -207,11 +196,11 @@ def _submit(s, who, params, spec, headers, state):
 
 def install(app: FastAPI) -> None:
     """Put the fast routes in front of the app's own (call after every router is included). The quiet heartbeat
-    reads through `app.state.quiet_reader`, which the app sets up with its engine."""
+    reads through `app.state.quiet_reader` when the app has set one up."""
 
     async def quiet(state: Any, token: str, params: dict[str, str], body: Any) -> bool:
         reader = getattr(state, "quiet_reader", None)
-        return reader is not None and await reader(state, token, params, body)
+        return reader is not None and await reader(token, params, body)
 
     lanes = [
         ("/v1/agent/register", schemas.RegisterIn, schemas.RegisterOut, _register, None),

@@ -29,6 +29,11 @@ def register_reply(s: Session, who: Principal, body: schemas.RegisterIn, state: 
             "epoch": node.epoch if new else None}
 
 
+def unchanged_answer(epoch: int) -> dict[str, Any]:
+    """The answer to a quiet heartbeat: the desired state of `epoch` still holds."""
+    return {"node_state": "online", "epoch": epoch, "run": [], "stop": [], "verify": None, "unchanged": True}
+
+
 def heartbeat_reply(s: Session, who: Principal, node_id: str, body: schemas.HeartbeatIn, state: Any) -> dict[str, Any]:
     settings, now = state.settings, time.time()
     if not body.finished and body.epoch is not None:
@@ -38,8 +43,7 @@ def heartbeat_reply(s: Session, who: Principal, node_id: str, body: schemas.Hear
         if quiet is not None:
             s.commit()
             metrics.record_heartbeat()
-            return {"node_state": "online", "epoch": quiet, "run": [], "stop": [], "verify": None,
-                    "unchanged": True}
+            return unchanged_answer(quiet)
     finished = [svc.Finished(**f.model_dump()) for f in body.finished]
     answer = svc.heartbeat(s, who, node_id, body.running, finished, settings, now)
     s.commit()

@@ -66,6 +66,13 @@ _BY_HASH = select(m.Token.id, m.Token.kind, m.Token.project_id, m.Token.provider
     m.Token.token_hash == bindparam("token_hash"))
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The secret of an `Authorization: Bearer ...` header, or None."""
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return None
+
+
 def authenticate(s: Session, token: str | None) -> Principal:
     if not token:
         raise Unauthorized("missing bearer token")
