@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -234,3 +235,34 @@ def test_gpu_summary_tracks_the_residual(snap: Snapshot) -> None:
     for r in range(t.n):
         assert whole[r] == sum(1 for g in free.gpu[r] if g >= WHOLE_GPU_MILLI)
         assert most[r] == max(free.gpu[r], default=-1)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(snapshots())
+def test_gpu_fit_counts_the_gpus_a_kind_may_use(snap: Snapshot) -> None:
+    """The spill's room test (per-type shortcut for nodes of one GPU type, per-GPU count for mixed nodes)
+    agrees with counting, GPU by GPU, those of the kind's models and VRAM with room for its milli."""
+    from ceti.fabric.classes import Need, job_kinds
+    from ceti.fabric.schedule import _Round
+
+    rnd = _Round(snap)
+    t = rnd.t
+    rows = np.arange(t.n)
+    for k in job_kinds(snap.pending):
+        if not k.gpu_count:
+            continue
+        need = Need(t, k)
+        per = k.gpu_share_milli or WHOLE_GPU_MILLI
+        fit = rnd._gpu_fit(need, rows)
+        for r in range(t.n):
+            usable = sum(
+                1
+                for g, f in zip(t.nodes[r].gpus, rnd.free.gpu[r], strict=False)
+                if f >= per
+                and (not k.gpu_models or g.model in k.gpu_models)
+                and g.vram_mib >= k.min_vram_mib
+            )
+            if k.gpu_share_milli and k.gpu_count == 1:
+                assert (fit[r] >= 1) == (usable >= 1)
+            else:
+                assert fit[r] == usable

@@ -577,7 +577,7 @@ class _Round:
             ok &= nc.mem_max >= min(x.demand.memory_mib for x in jobs)
             if k.gpu_count:
                 if need.constrained_gpus:
-                    ok &= need.gpu_ok(t, nc.sample).any(axis=1)
+                    ok &= need.type_ok(t)[nc.gpu_type]
                 s = k.gpu_share_milli
                 if s:
                     ok &= (nc.whole >= 1) | (nc.partial_max >= s)
@@ -688,7 +688,7 @@ class _Round:
             if count:
                 mask = need.gpu_ok_list(t, r)
                 gfit[i] = sum(1 for p, g in enumerate(f.gpu[r]) if g >= per and (mask is None or mask[p]))
-                if share and count == 1 and not need.constrained_gpus:
+                if share and count == 1:
                     gfit[i] = min(gfit[i], 1)  # as `_gpu_fit` counts it
             self._commit(job, [(r, pos)])
         return left
@@ -750,15 +750,28 @@ class _Round:
         whole GPUs of any model: from per-node summaries; else from the per-GPU matrix)."""
         k = need.kind
         share = k.gpu_share_milli
-        if not need.constrained_gpus:
+        t = self.t
+        if not share or k.gpu_count == 1:
             whole, most = self.free.gpu_summary()
-            if not share:
-                return whole[rows]
-            if k.gpu_count == 1:
-                return (most[rows] >= share).astype(np.int64)
+            fit = whole[rows] if not share else (most[rows] >= share).astype(np.int64)
+            if not need.constrained_gpus:
+                return fit
+            # a node whose GPUs are all of one type may use all of them or none: its type says which
+            fit = np.where(need.type_ok(t)[t.gpu_type[rows]], fit, 0)
+            mixed = ~t.homogeneous[rows]
+            if not mixed.any():
+                return fit
+            fit[mixed] = self._gpu_fit_exact(need, rows[mixed])
+            if share:  # as for the others: whether one more share fits, not on how many GPUs
+                fit = np.minimum(fit, 1)
+            return fit
+        return self._gpu_fit_exact(need, rows)
+
+    def _gpu_fit_exact(self, need: Need, rows: np.ndarray) -> np.ndarray:
+        """`_gpu_fit` from the per-GPU matrix."""
         gpu = self.free.arrays()[3]
         ok = need.gpu_ok(self.t, rows) if need.constrained_gpus else self.t.gpu_valid[rows]
-        return (ok & (gpu[rows] >= (share or WHOLE_GPU_MILLI))).sum(axis=1)
+        return (ok & (gpu[rows] >= (need.kind.gpu_share_milli or WHOLE_GPU_MILLI))).sum(axis=1)
 
     # ---- the round ----
     def _unschedulable(self, kinds: list[JobKind]) -> None:
@@ -798,7 +811,14 @@ class _Round:
                 d0.features,
             )
             usable = self._usable_gpus(need, r)
-            if static_misfit(t, biggest, k.gang_size, need, r, w, usable) is None:
+            # kinds that differ only in priority, speed or horizon ask the same question
+            big_key = (base, biggest.cpu_milli, biggest.memory_mib, biggest.disk_mib)
+            if big_key in cache:
+                fits_all = cache[big_key] is None
+            else:
+                why = cache[big_key] = static_misfit(t, biggest, k.gang_size, need, r, w, usable)
+                fits_all = why is None
+            if fits_all:
                 self.left[id(k)] = list(k.jobs)
                 continue
             keep: list[Job] = []
@@ -879,21 +899,28 @@ class _Round:
         t = self.t
         dec = self.decisions
         rows, _, min_pg, min_pc = self.shapes
+        # kinds that ask the same of the nodes (they differ in priority, speed or horizon) share their reasons
+        by_ask: dict[tuple, tuple[dict[tuple[int, int], float], dict[tuple, str]]] = {}
         for need in needs:
             left = self.left[id(need.kind)]
             if not left:
                 continue
             k = need.kind
-            if need.node_rows is not None:
-                r = need.node_rows
-                pg, pc = t.price_gpu[r], t.price_cpu[r]
-            else:
-                r, pg, pc = rows, min_pg, min_pc
-            static = need.place_ok(t, r) & t.schedulable[r]
-            if k.gpu_count:
-                static &= self._usable_gpus(need, r) >= (1 if k.gpu_share_milli else k.gpu_count)
-            cheapest: dict[tuple[int, int], float] = {}
-            reasons: dict[tuple, str] = {}
+            ask = (
+                k.gang_size,
+                k.gpu_count,
+                k.gpu_share_milli,
+                k.gpu_models,
+                k.min_vram_mib,
+                k.regions,
+                k.node_ids,
+                k.features,
+            )
+            shared = by_ask.get(ask)
+            if shared is None:
+                shared = by_ask[ask] = ({}, {})
+            cheapest, reasons = shared
+            static: np.ndarray | None = None
             for j in left:
                 d = j.demand
                 rkey = (d.cpu_milli, d.memory_mib, d.disk_mib, j.bid_per_hour)
@@ -901,6 +928,15 @@ class _Round:
                 if why is not None:
                     dec.waiting.append(Wait(j.id, why))
                     continue
+                if static is None:
+                    if need.node_rows is not None:
+                        r = need.node_rows
+                        pg, pc = t.price_gpu[r], t.price_cpu[r]
+                    else:
+                        r, pg, pc = rows, min_pg, min_pc
+                    static = need.place_ok(t, r) & t.schedulable[r]
+                    if k.gpu_count:
+                        static &= self._usable_gpus(need, r) >= (1 if k.gpu_share_milli else k.gpu_count)
                 if not static.any():
                     why = "only nodes that take no new work (draining or lost) could hold it"
                 elif j.bid_per_hour is not None:
