@@ -198,8 +198,9 @@ def test_more_clean_completions_never_lower_it(h, attempts, verdict, window, ago
     before = assess(_hist(h), attempts, verdict, NOW, window)
     extra = Attempt(NOW - ago, min(NOW - ago + length, NOW), CLEAN)
     after = assess(_hist(h), [*attempts, extra], verdict, NOW, window)
-    assert after.score >= before.score
-    assert after.p_finish(8) >= before.p_finish(8)
+    # equal up to rounding where the extra attempt changes nothing (p_finish goes through exp and log)
+    assert after.score >= before.score - 1e-12
+    assert after.p_finish(8) >= before.p_finish(8) - 1e-12
 
 
 # ------------------------------------------------------------------ the fabric uses it

@@ -417,7 +417,13 @@ def node_classes(
     rel_ask = pg / max(float(pg.max(initial=0.0)), 1e-12) + pc / max(float(pc.max(initial=0.0)), 1e-12)
     eff_price = (1.0 + rel_ask) / np.clip(t.reliability[rows], 0.05, 1.0)
     gpu_sum = np.where(free > 0, free, 0).sum(axis=1)
-    order = np.lexsort((rows, cpu, gpu_sum, eff_price, key))
+    # by class, then price, then least free GPU milli, then least free CPU, then row: lexsort is stable and
+    # `rows` ascend, so the row needs no key, and GPU milli and CPU share one where their product fits
+    most_cpu = int(cpu.max(initial=0)) + 1
+    if int(gpu_sum.max(initial=0)) * most_cpu < 1 << 62:
+        order = np.lexsort((gpu_sum * most_cpu + cpu, eff_price, key))
+    else:
+        order = np.lexsort((cpu, gpu_sum, eff_price, key))
     rows, key, whole, part, cpu, mem = (
         rows[order],
         key[order],

@@ -482,13 +482,22 @@ class _Round:
         pg, pc = self.pg, self.pc
         count, share = k.gpu_count, k.gpu_share_milli
         constrained = need.constrained_gpus
-        ok_list = need.gpu_ok_list
         # a task that may use any GPU: a node whose best GPU has less than the task's milli is passed at once
         # (the C-level max of its list), and for good when it is at the cursor
         quick_gpu = bool(count) and not constrained
+        if constrained and n and t.homogeneous[rows[0]]:
+            # a class is of one GPU type; when its nodes' GPUs are all of that type, the kind may use all of
+            # them or none: no per-node mask to look up
+            if not need.type_ok(t)[t.gpu_type[rows[0]]]:
+                return jobs, start
+            constrained = False
+        ok_list = need.gpu_ok_list
         per = share or WHOLE_GPU_MILLI
         starts = self.decisions.starts
         ids = t.ids
+        # jobs of one shape that found no member from the same cursor, since the last placement: the members
+        # are as they were, so the next job of that shape would scan the same ones in vain
+        failed: dict[tuple, tuple[bool, int]] = {}
         for idx, job in enumerate(jobs):
             if quota < 1 or start >= n or misses >= MAX_MISSES:
                 left.extend(jobs[idx:])
@@ -496,6 +505,13 @@ class _Round:
             d = job.demand
             c, m, dk = d.cpu_milli, d.memory_mib, d.disk_mib
             bid = job.bid_per_hour
+            shape = (c, m, dk, bid, start)
+            seen_before = failed.get(shape)
+            if seen_before is not None:
+                short, start = seen_before
+                misses += short
+                left.append(job)
+                continue
             if bid is not None:
                 bid += 1e-9
                 per_cpu = c / 1000.0
@@ -551,9 +567,12 @@ class _Round:
                 # a bid below these members' asks says nothing about the next job: only lack of room counts
                 misses += short
                 left.append(job)
+                failed[shape] = (short, start)
                 continue
             quota -= 1
             misses = 0
+            if failed:
+                failed.clear()
             starts.append(Start(job.id, ids[r], t.gpu_indices(r, pos) if pos else (), share, 0))
         return left, start
 
