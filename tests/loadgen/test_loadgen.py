@@ -189,3 +189,16 @@ def test_short_run_against_two_replicas_on_postgres(postgres):
     assert out["registered"] == 8
     # agents on both replicas, jobs submitted to both, scheduled by the one leader
     assert out["jobs"]["started"] > 0 and out["schedule_round"]["count"] > 0
+
+
+@pytest.mark.postgres
+def test_a_database_that_already_holds_a_fabric_is_refused(postgres):
+    """Pointed at a database some server already made (it has an admin token), the bench stops with a
+    one-line reason instead of adding thousands of simulated nodes to it."""
+    url = postgres.new_database()
+    first = _cli("--agents", "4", "--heartbeat-s", "0.5", "--submits-per-s", "1", "--duration-s", "1",
+                 "--database-url", url, "--json")
+    assert first.exit_code == 0, first.output
+    again = _cli("--agents", "4", "--duration-s", "1", "--database-url", url, "--json")
+    assert again.exit_code == 2
+    assert "must name an empty database" in again.output and "Traceback" not in again.output

@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ceti.loadgen.run import KINDS, KNEE_P99_MS, BenchConfig, Live, find_knee, run_bench
+from ceti.cli.remote import fail
+from ceti.loadgen.run import KINDS, KNEE_P99_MS, BenchConfig, Live, UsedDatabase, find_knee, run_bench
 
 
 def control_plane(
@@ -62,8 +63,11 @@ def control_plane(
                 console.print(f"[bold]{n} agents[/]: {verdict} the bar (p99 < {KNEE_P99_MS:.0f} ms, no errors)")
                 out.print(result_table(result))
 
-        with _progress(console, not as_json) as on_start:
-            knee = find_knee(cfg, counts, knee_duration_s, on_step=on_step, on_start=on_start)
+        try:
+            with _progress(console, not as_json) as on_start:
+                knee = find_knee(cfg, counts, knee_duration_s, on_step=on_step, on_start=on_start)
+        except UsedDatabase as exc:
+            fail(str(exc), 2)
         summary = {"knee": knee.knee, "p99_bar_ms": KNEE_P99_MS, "step_duration_s": knee_duration_s,
                    "database": "postgresql" if database_url else "sqlite", "steps": knee.steps}
         if as_json:
@@ -71,8 +75,11 @@ def control_plane(
         else:
             out.print(knee_table(summary))
         return
-    with _progress(console, not as_json) as on_start:
-        result = run_bench(cfg, on_start=on_start)
+    try:
+        with _progress(console, not as_json) as on_start:
+            result = run_bench(cfg, on_start=on_start)
+    except UsedDatabase as exc:
+        fail(str(exc), 2)
     if as_json:
         print(json.dumps(result))
     else:

@@ -366,6 +366,10 @@ def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 2)
 
 
+class UsedDatabase(ValueError):
+    """The bench was pointed at a database that already holds a fabric."""
+
+
 def run_bench(cfg: BenchConfig, on_start: Callable[[Live], None] | None = None) -> dict[str, Any]:
     """One run, start to end: fresh server processes (each its own temp data dir), the load, the figures.
     Bounded in time."""
@@ -383,6 +387,11 @@ def run_bench(cfg: BenchConfig, on_start: Callable[[Live], None] | None = None) 
         for server in servers:  # one after another: the first makes the schema and the admin token
             server.start()
         admin = servers[0]
+        if not admin.admin_token:
+            raise UsedDatabase(
+                "--database-url must name an empty database: this one already holds a fabric (it has an admin "
+                f"token), and the bench would add {cfg.agents} nodes and their jobs to it; create a fresh one"
+            )
         provider_tokens = make_tokens(admin.url, admin.admin_token, "provider",
                                       [f"lg-provider-{i}" for i in range(max(cfg.providers, 1))])
         project_tokens = make_tokens(admin.url, admin.admin_token, "project",
