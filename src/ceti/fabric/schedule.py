@@ -485,11 +485,9 @@ class _Round:
         # a task that may use any GPU: a node whose best GPU has less than the task's milli is passed at once
         # (the C-level max of its list), and for good when it is at the cursor
         quick_gpu = bool(count) and not constrained
-        if constrained and n and t.homogeneous[rows[0]]:
-            # a class is of one GPU type; when its nodes' GPUs are all of that type, the kind may use all of
-            # them or none: no per-node mask to look up
-            if not need.type_ok(t)[t.gpu_type[rows[0]]]:
-                return jobs, start
+        if constrained and n and t.homogeneous[rows[0]] and need.type_ok(t)[t.gpu_type[rows[0]]]:
+            # a class is of one GPU type, and its nodes' GPUs are all of it: the kind may use every one of
+            # them, so no per-node mask to look up
             constrained = False
         ok_list = need.gpu_ok_list
         per = share or WHOLE_GPU_MILLI
