@@ -195,10 +195,18 @@ def test_short_run_against_two_replicas_on_postgres(postgres):
 def test_a_database_that_already_holds_a_fabric_is_refused(postgres):
     """Pointed at a database some server already made (it has an admin token), the bench stops with a
     one-line reason instead of adding thousands of simulated nodes to it."""
+    import time
+
+    from ceti.server.services.tokens import bootstrap_admin
+    from ceti.store.db import make_engine, migrate, session_factory
+
     url = postgres.new_database()
-    first = _cli("--agents", "4", "--heartbeat-s", "0.5", "--submits-per-s", "1", "--duration-s", "1",
-                 "--database-url", url, "--json")
-    assert first.exit_code == 0, first.output
+    engine = make_engine(url)
+    migrate(engine)  # what a server does on its first start
+    with session_factory(engine)() as s:
+        assert bootstrap_admin(s, time.time())
+        s.commit()
+    engine.dispose()
     again = _cli("--agents", "4", "--duration-s", "1", "--database-url", url, "--json")
     assert again.exit_code == 2
     assert "must name an empty database" in again.output and "Traceback" not in again.output
