@@ -14,7 +14,7 @@ import pytest
 
 from ceti.fabric.placement import ClusterState, PodRequest, TargetWorkload, TaskClass, make_policy
 from ceti.fabric.placement.fabric import FabricPolicy, PlaceableCache
-from ceti.fabric.placement.workload import SharePlan, WorkloadArrays
+from ceti.fabric.placement.workload import ArrivalMemory, SharePlan, WorkloadArrays
 
 RNG = np.random.default_rng(0)
 
@@ -258,3 +258,100 @@ def test_a_planned_pairing_needs_cpu_for_the_partner() -> None:
     without = FabricPolicy(mix)
     without.partner_room = False
     assert without.place(state(), share, RNG) == (0, (0,))
+
+
+# whole GPUs 0.6, 470-milli shares 0.3, CPU-only 0.1; whole and CPU-only tasks ask 8 cores, a 470 asks 4
+WAIT_MIX = TargetWorkload(
+    (TaskClass(8000, 1000, 1), TaskClass(4000, 470, 1), TaskClass(8000, 0, 0)), (0.6, 0.3, 0.1)
+)
+
+
+def test_open_partner_and_reserved_tables_by_hand() -> None:
+    # 650 + 320: a GPU at 650 or 320 used waits for the other size; at 970 it is complete
+    pair = SharePlan.from_workload(
+        TargetWorkload((TaskClass(6000, 650, 1), TaskClass(2000, 320, 1)), (0.5, 0.5))
+    )
+    assert pair.open_partner == {320: 650, 650: 320}
+    cpu = pair.reserved(pair.share_cpu)
+    assert cpu[650] == 2000 and cpu[320] == 6000 and cpu[970] == 0 and cpu[0] == 0 and cpu[1000] == 0
+    # WAIT_MIX plans 470 + 470 (0.741 GPUs per task, 1349 tasks: 810 whole GPUs and 202 pairs need 1012 > 1000
+    # GPUs, whole GPUs first): a GPU with one 470 waits for a second one, which asks 4 cores
+    plan = SharePlan.from_workload(WAIT_MIX)
+    assert plan.patterns == (((470, 2),),) and plan.open_partner == {470: 470}
+    assert plan.reserved(plan.share_cpu)[470] == 4000 and plan.reserved({470: 30_000})[470] == 30_000
+
+
+def test_arrival_memory_is_the_median_of_a_class_and_is_reread_when_arrivals_double() -> None:
+    memory = ArrivalMemory()
+    due = [memory.observe(4000, 470, 1, m) for m in (10_000, 30_000, 20_000, 50_000, 5_000)]
+    assert due == [True, True, False, True, False]  # arrivals 1, 2 and 4
+    assert memory.median(4000, 470, 1) == 20_000  # of 5,000 10,000 20,000 30,000 50,000
+    assert memory.median(8000, 1000, 1) == 0  # not seen: asks none
+    assert memory.of_classes(WAIT_MIX).tolist() == [0, 20_000, 0]
+
+
+def test_a_pod_keeps_the_cpu_that_a_waiting_partner_needs() -> None:
+    # Node a: two GPUs each hold a 470 (530 free) and wait for a second 470 (4 cores each: 8 cores reserved),
+    # one idle GPU, 11 cores free. Node b: 8 idle GPUs, 96 cores. A whole-GPU task asking 4 cores arrives.
+    # FGD: on a, before: whole class fits (one GPU, 11 cores): 0.6 x 1060; 470 class fits: 0; CPU-only 0.1 x
+    # 2060: 842. After (7 cores, GPUs 530 530 0): whole cannot fit: 0.6 x 1060; the 470 class still fits once
+    # (7 >= 4 cores): 0; CPU-only 0.1 x 1060: 742, dF = -100, score 52. On b: 800 -> 700, dF = -100, score 52:
+    # a tie, FGD takes a. Placeable: a 1178 -> 919 (whole 1 copy -> 0, 470 copies by CPU 2 -> 1), b 1508 -> 1249:
+    # -259 both, a tie; a is in use, so fabric without reservations takes a too, and leaves 7 cores where the
+    # two waiting GPUs need 8: one of them never gets its partner. fabric keeps the reservation: b.
+    # With 16 cores on a, 12 stay (>= 8): the reservation holds there, and fabric takes a as before.
+    def state(cpu_a: int) -> ClusterState:
+        return cluster(
+            ("a", cpu_a, [530, 530, 1000], "G2"), ("b", 96_000, [1000] * 8, "G2"), cpu_capacity=96_000
+        )
+
+    task = PodRequest(4000, 1000, 1, 1000)
+    assert place("fgd", state(16_000), task, WAIT_MIX)[0] == "a"
+    assert place("fabric", state(16_000), task, WAIT_MIX)[0] == "a"  # 12 cores left >= 8 reserved
+    assert place("fgd", state(11_000), task, WAIT_MIX)[0] == "a"
+    assert place("fabric", state(11_000), task, WAIT_MIX)[0] == "b"  # 7 cores left < 8 reserved
+    without = FabricPolicy(WAIT_MIX)
+    without.partner_room = False
+    assert without.place(state(11_000), task, RNG)[0] == 0  # without the reservation: a, as FGD
+
+
+def test_a_share_on_plan_leaves_each_idle_gpu_of_its_node_a_whole_task() -> None:
+    # Node a: GPU 0 holds a 470 (530 free), 3 idle GPUs, 26 cores free. Node b: 8 idle GPUs, 96 cores. A 470
+    # asking 4 cores arrives; every option follows the plan (470 + 470 on a's GPU 0, a new pair elsewhere).
+    # FGD: a, GPU 0: before 0.6 x 530 + 0.1 x 3530 = 671; after (60 free, 22 cores) 0.6 x 60 + 0.3 x 60 + 0.1 x
+    # 3060 = 360, dF = -311, score 57. a, GPU 1: after 0.6 x 1060 + 0.1 x 3060 = 942, dF = +271, score 43.
+    # b: 800 -> 0.6 x 530 + 0.1 x 7530 = 1071, dF = +271, score 43. FGD (and fabric without reservations)
+    # complete the pair on a, leaving 22 cores for 3 idle GPUs whose whole-GPU tasks ask 8 each: one is
+    # stranded. fabric: on a's GPU 0 the node keeps 3 x 8 = 24 > 22 cores; on GPU 1, 4 + 4 for the two
+    # waiting GPUs + 2 x 8 = 24 > 22; on b, 4 + 7 x 8 = 60 <= 92: b's GPU 0 is the only option on plan.
+    # With 28 cores on a, 24 stay for the 3 idle GPUs and fabric completes the pair there.
+    def state(cpu_a: int) -> ClusterState:
+        return cluster(("a", cpu_a, [530, 1000, 1000, 1000], "G2"), ("b", 96_000, [1000] * 8, "G2"))
+
+    share = PodRequest(4000, 1000, 1, 470)
+    assert place("fgd", state(26_000), share, WAIT_MIX) == ("a", (0,))
+    assert place("fabric", state(26_000), share, WAIT_MIX) == ("b", (0,))
+    assert place("fabric", state(28_000), share, WAIT_MIX) == ("a", (0,))
+    without = FabricPolicy(WAIT_MIX)
+    without.partner_room = False
+    assert without.place(state(26_000), share, RNG) == (0, (0,))
+
+
+def test_memory_learnt_from_arrivals_keeps_a_waiting_partners_memory() -> None:
+    # Node a: GPU 0 holds a 470 and waits for another; 64 cores, 40,000 MiB free. Node b: idle, 96 cores,
+    # 256,000 MiB. A CPU-only task asking 4 cores and 20,000 MiB: FGD's and the placeable measure's CPU terms do
+    # not change on either node (a keeps 60 cores), so fabric takes a, the node in use, while it knows nothing
+    # of memory. Once three 470s of 30,000 MiB have arrived (the fourth arrival re-reads the estimates), a
+    # waiting GPU keeps 30,000 MiB for its partner: a would keep 20,000, so the task goes to b.
+    def state() -> ClusterState:
+        s = cluster(("a", 64_000, [530, 1000], "G2"), ("b", 96_000, [1000] * 8, "G2"), cpu_capacity=96_000)
+        s.memory_free[s.names.index("a")] = 40_000
+        return s
+
+    task = PodRequest(4000, 20_000)
+    assert place("fabric", state(), task, WAIT_MIX)[0] == "a"
+    policy = FabricPolicy(WAIT_MIX)
+    for _ in range(3):  # arrivals seen (and placed elsewhere)
+        policy.place(state(), PodRequest(4000, 30_000, 1, 470), RNG)
+    assert policy.place(state(), task, RNG)[0] == 1
+    assert policy.reservations(policy.share_plan()).memory[470] == 30_000

@@ -1,16 +1,21 @@
-"""`fabric`: our placement policy: FGD's score, GPU-model protection, a CPU-aware tie-break.
+"""`fabric`: our placement policy: a share plan with reservations, FGD's score, GPU-model protection, a
+CPU- and memory-aware tie-break.
 
 Each way to place a task (node, and GPU for a share) is ranked by, in order:
 
-0. For a GPU share: whether it follows the workload's share plan on that GPU (`SharePlan`: the pairings a
-   packing LP on the target workload's class mix uses, e.g. 650 + 320, 470 + 470, 810 alone or with 160):
-   the GPU's used milli plus the share is part of a planned pattern. FGD's measure is dominated by whole-GPU
-   and CPU-only classes, so it pairs a 320 with a lone 470 (leaving 210 milli that only rare small shares
-   fill) rather than open a GPU that a 650 would complete; the plan keeps such pairings for last. A share
-   that leaves its planned pattern incomplete follows the plan only where the node keeps the CPU of a
-   partner that could complete it (`SharePlan.partner_cpu`): FGD likes GPUs whose node has run out of CPU
-   (using them lowers its measure), and a share put there strands the rest of its GPU. Where no option
-   follows the plan (or the size is not in it), the keys below decide alone.
+0. Whether the placement keeps what the node reserves for the work its GPUs wait for. A GPU holding part
+   of a planned pattern (`SharePlan`: the pairings a packing LP on the target workload's class mix uses,
+   e.g. 650 + 320, 470 + 470, 810 alone or with 160) waits for the partner that completes it, and its node
+   keeps that partner's CPU (the least a target class of its size asks) and memory (learnt from arrivals:
+   the median of that class's pods, `ArrivalMemory`). Without it, whole-GPU and CPU-only tasks later take
+   the CPU or memory beside a lone 470 or 650, and the rest of its GPU is stranded. For a GPU share the key
+   is whether it follows the plan on that GPU (the GPU's used milli plus the share is part of a planned
+   pattern) and keeps the reservations, its own GPU's included, and also leaves each idle GPU of the node
+   the CPU and memory of a whole-GPU task (the one-GPU class asking the least CPU): completing a pattern
+   on a node whose last cores its idle GPUs need strands them. FGD's measure is dominated by whole-GPU and
+   CPU-only classes, so it pairs a 320 with a lone 470 (leaving 210 milli that only rare small shares fill)
+   rather than open a GPU that a 650 would complete; the plan keeps such pairings for last. Where no
+   option keeps the key (or the size is not planned), the keys below decide alone.
 1. FGD's integer score, floor(100 * sigmoid(-(dF + charge) / 1000)), where dF is the change in FGD's
    fragmentation measure and `charge` is a model-protection charge in the same unit (milli-GPU): the task's
    GPU milli times min(1, load factor of the node's GPU model). The load factor is the GPU demand of the
@@ -20,12 +25,15 @@ Each way to place a task (node, and GPU for a share) is ranked by, in order:
    constrained work it would displace; a task constrained to the model pays the same on all its options.
 2. The change in the "placeable" measure (+ the same charge): per target class, idle GPU milli that cannot
    become copies of the class, copies limited by GPUs (sum of floor(free / milli) over GPUs, over the GPU
-   count) and by free CPU. FGD asks only whether one copy fits, so CPU-only tasks and CPU-heavy tasks look
-   free to it on nodes with little CPU per GPU; this key sends them where CPU is to spare.
+   count), by free CPU and by free memory (the class's memory learnt from arrivals). FGD asks only whether
+   one copy fits, and not about memory, so CPU-only tasks and CPU- or memory-heavy tasks look free to it on
+   nodes with little CPU or memory per GPU; this key sends them where CPU and memory are to spare.
 3. A node already in use, keeping idle nodes whole; then the smallest name (lowest GPU index).
 
 Key 0 and key 2 assume work only arrives (the inflation experiment); the trace replay, where work leaves,
-turns both off (`placeable_tiebreak`). An offline bound (`ceti sim bound`) showed how far placements were from
+turns both off (`placeable_tiebreak`), and with them the memory learning. Memory is not part of the target
+workload's classes, so fabric learns it from the tasks it is asked to place (the median per class, re-read
+when the number of arrivals doubles). An offline bound (`ceti sim bound`) showed how far placements were from
 the best packing of the arrived pods, and which pairings the gap was made of.
 
 Why (docs/sim-inflation.md): on the openb `gpuspec33` trace FGD lets unconstrained and CPU-only tasks use
@@ -37,19 +45,25 @@ trace's class distribution only, the same code and constants for every trace.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ceti.fabric.placement.fgd import FGDPolicy, FragCache, fgd_score
 from ceti.fabric.placement.policies import Placement
 from ceti.fabric.placement.state import WHOLE_GPU_MILLI, ClusterState, PodRequest, exclusive_gpus
-from ceti.fabric.placement.workload import SharePlan, TargetWorkload, WorkloadArrays
+from ceti.fabric.placement.workload import ArrivalMemory, SharePlan, TargetWorkload, WorkloadArrays
 
 
 class PlaceableCache(FragCache):
-    """A CPU-aware fragmentation measure: per class, the idle GPU milli a node cannot turn into copies of
-    that class. Copies are limited by GPUs (sum over GPUs of floor(free / milli), divided by the class's GPU
-    count) and by free CPU (floor(free CPU / class CPU)); what they do not use is fragmented. A class that
-    cannot run on the node's model, and a CPU-only class, count every idle GPU, as in FGD."""
+    """A CPU- and memory-aware fragmentation measure: per class, the idle GPU milli a node cannot turn into
+    copies of that class. Copies are limited by GPUs (sum over GPUs of floor(free / milli), divided by the
+    class's GPU count), by free CPU (floor(free CPU / class CPU)) and by free memory (floor(free memory /
+    class memory), where `memory` gives the class's memory; 0 = not known, no limit); what they do not use is
+    fragmented. A class that cannot run on the node's model, and a CPU-only class, count every idle GPU, as in
+    FGD."""
+
+    memory: np.ndarray | None = None  # [K] memory MiB per class, learnt from arrivals (ArrivalMemory)
 
     def recompute(self, state: ClusterState) -> None:
         self.version = state.version
@@ -59,26 +73,32 @@ class PlaceableCache(FragCache):
         self.total = gpu.sum(axis=1)
         self.access = self.wl.access[:, state.model_idx]
         self.signature = np.asarray([self._signature(state, i) for i in range(state.size)], dtype=np.int64)
-        self.frag = self.frag_of(self.units, None, self.total, state.cpu_free, self.access)
+        self.frag = self.frag_of(self.units, None, self.total, state.cpu_free, self.access, state.memory_free)
 
     def update_node(self, state: ClusterState, node: int) -> None:
         self.signature[node] = self._signature(state, node)
         row = state.gpu_free[node]
         self.units[:, node] = (row[None, :] // self.milli_safe[:, None]).sum(axis=1)
         self.total[node] = row.sum()
+        one = slice(node, node + 1)
         self.frag[node] = self.frag_of(
-            self.units[:, node : node + 1],
+            self.units[:, one],
             None,
-            self.total[node : node + 1],
-            state.cpu_free[node : node + 1],
-            self.access[:, node : node + 1],
+            self.total[one],
+            state.cpu_free[one],
+            self.access[:, one],
+            state.memory_free[one],
         )[0]
         self.version = state.version
 
-    def frag_of(self, units, small, total, cpu, access):  # type: ignore[override]
-        """`units` [K, C]: per class, sum over the GPUs of floor(free / class milli); `small` is unused."""
+    def frag_of(self, units, small, total, cpu, access, memory=None):  # type: ignore[override]
+        """`units` [K, C]: per class, sum over the GPUs of floor(free / class milli); `small` is unused;
+        `memory` [C] free memory (None: not limited)."""
         wl = self.wl
         by_cpu = np.where(wl.cpu[:, None] > 0, cpu[None, :] // np.maximum(wl.cpu[:, None], 1), 1 << 40)
+        if self.memory is not None and memory is not None:
+            need = self.memory[:, None]
+            by_cpu = np.minimum(by_cpu, np.where(need > 0, memory[None, :] // np.maximum(need, 1), 1 << 40))
         copies = np.minimum(units // np.maximum(wl.count[:, None], 1), by_cpu)
         usable = np.minimum(copies * (wl.milli * wl.count)[:, None], total[None, :])
         fits = access & wl.is_gpu[:, None]
@@ -86,6 +106,7 @@ class PlaceableCache(FragCache):
 
     def options(self, state: ClusterState, pod: PodRequest, nodes: np.ndarray):  # type: ignore[override]
         cpu_after = state.cpu_free[nodes] - pod.cpu_milli
+        mem_after = state.memory_free[nodes] - pod.memory_mib
         ms = self.milli_safe[:, None]
         if not pod.is_share:
             units = self.units[:, nodes]
@@ -93,7 +114,7 @@ class PlaceableCache(FragCache):
                 lost = WHOLE_GPU_MILLI // ms - (WHOLE_GPU_MILLI - pod.gpu_milli) // ms
                 units = units - pod.gpu_count * lost
             total = self.total[nodes] - pod.gpu_milli_total
-            after = self.frag_of(units, None, total, cpu_after, self.access[:, nodes])
+            after = self.frag_of(units, None, total, cpu_after, self.access[:, nodes], mem_after)
             return nodes, np.full(len(nodes), -1), after
         m = pod.gpu_milli
         free = state.gpu_free[nodes]
@@ -106,13 +127,22 @@ class PlaceableCache(FragCache):
         opt_nodes = nodes[rows]
         units = self.units[:, opt_nodes] - a[None, :] // ms + (a - m)[None, :] // ms
         total = self.total[opt_nodes] - m
-        after = self.frag_of(units, None, total, cpu_after[rows], self.access[:, opt_nodes])
+        after = self.frag_of(units, None, total, cpu_after[rows], self.access[:, opt_nodes], mem_after[rows])
         return opt_nodes, gpus, after
 
 
+class Reservations(NamedTuple):
+    """What a node keeps for the work its GPUs wait for (`FabricPolicy.reservations`)."""
+
+    cpu: np.ndarray  # [1001] by a GPU's used milli: CPU milli of the planned partner it waits for
+    memory: np.ndarray  # [1001] the same in memory MiB
+    idle_cpu: int  # per idle GPU, for shares: the least CPU of a one-GPU whole-GPU class
+    idle_memory: int  # and that class's learnt memory
+
+
 class FabricPolicy(FGDPolicy):
-    """Shares on the workload's share plan first; then FGD's integer score with a model-protection charge,
-    the placeable measure, a used node."""
+    """Placements that keep the nodes' reservations first (for a share: on the workload's share plan too);
+    then FGD's integer score with a model-protection charge, the placeable measure, a used node."""
 
     name = "fabric"
 
@@ -123,24 +153,51 @@ class FabricPolicy(FGDPolicy):
         self._pc: PlaceableCache | None = None
         self._pc_models: object = None
         self._plan: SharePlan | None = None
+        self._memory = ArrivalMemory()
+        self._reserved: Reservations | None = None
 
     # The placeable measure scores a node by the copies of the target workload it could still take, which is
     # right while work only arrives (the inflation experiment). When work also leaves, it keeps nodes partly
     # filled and starves whole-node tasks: the trace replay turns it off (see sim/replay.py for the figures).
     # The share plan is an arrival-only rule too and follows the same switch.
     placeable_tiebreak = True
-    # a planned pairing counts only where the node keeps the partner's CPU (see SharePlan.partner_cpu)
+    # a GPU waiting for a planned partner keeps the partner's CPU and memory on its node (see `reservations`)
     partner_room = True
 
-    def placeable_cache(self, state: ClusterState) -> PlaceableCache | None:
+    def placeable_cache(self, state: ClusterState, relearn: bool = False) -> PlaceableCache | None:
+        """The placeable measure's cache; `relearn`: re-read the learnt class memory (and recompute)."""
         if not self.placeable_tiebreak or self.workload is None or len(self.workload) == 0:
             return None
         if self._pc is None or self._pc_models is not state.models:
             self._pc_models = state.models
             self._pc = PlaceableCache(state, WorkloadArrays.build(self.workload, state.models))
+            relearn = True
+        if relearn:
+            self._pc.memory = self._memory.of_classes(self.workload)
+            self._pc.state = state
+            self._pc.recompute(state)
         else:
             self._pc.sync(state)
         return self._pc
+
+    def reservations(self, plan: SharePlan, relearn: bool = False) -> Reservations:
+        """What a node keeps for the work its GPUs wait for. A GPU holding part of a planned pattern waits for
+        the partner that completes it (`SharePlan.open_partner`): that partner's CPU (the least a target class
+        of its size asks) and memory (learnt from arrivals: the median of that class's pods). An idle GPU waits
+        for a whole-GPU task: the CPU and memory of the one-GPU class that asks the least CPU."""
+        if self._reserved is None or relearn:
+            cpu = plan.share_cpu
+            memory = {size: self._memory.median(c, size, 1) for size, c in cpu.items()}
+            classes = self.workload.classes if self.workload is not None else ()
+            whole = [c for c in classes if c.gpu_count == 1 and c.gpu_milli == WHOLE_GPU_MILLI]
+            least = min(whole, key=lambda c: c.cpu_milli, default=None)
+            self._reserved = Reservations(
+                plan.reserved(cpu),
+                plan.reserved(memory),
+                0 if least is None else least.cpu_milli,
+                0 if least is None else self._memory.median(least.cpu_milli, WHOLE_GPU_MILLI, 1),
+            )
+        return self._reserved
 
     def share_plan(self) -> SharePlan | None:
         """The workload's share plan (planned once), or None where the arrival-only rules are off."""
@@ -201,6 +258,9 @@ class FabricPolicy(FGDPolicy):
         return pressure
 
     def place(self, state: ClusterState, pod: PodRequest, rng: np.random.Generator) -> Placement | None:
+        relearn = False
+        if self.placeable_tiebreak:  # arrivals only: learn what they ask of memory
+            relearn = self._memory.observe(pod.cpu_milli, pod.gpu_milli, pod.gpu_count, pod.memory_mib)
         nodes = np.flatnonzero(self.filter(state, pod))
         if len(nodes) == 0:
             return None
@@ -210,7 +270,7 @@ class FabricPolicy(FGDPolicy):
         charge = self.protection_charge(state, cache.wl, pod, state.model_idx[opt_nodes])
         score = fgd_score(cache.frag[opt_nodes], after + charge)
         second = np.zeros(len(opt_nodes))
-        pc = self.placeable_cache(state)
+        pc = self.placeable_cache(state, relearn)
         if pc is not None:
             p_nodes, _, p_after = pc.options(state, pod, nodes)
             if not np.array_equal(p_nodes, opt_nodes):  # pragma: no cover - both enumerate the same options
@@ -220,18 +280,31 @@ class FabricPolicy(FGDPolicy):
             state.gpu_free[opt_nodes].sum(axis=1) < WHOLE_GPU_MILLI * state.gpu_count[opt_nodes]
         )
         keys = (~in_use, second, -score)
-        plan = self.share_plan() if pod.is_share else None
-        if plan is not None:
-            used = WHOLE_GPU_MILLI - state.gpu_free[opt_nodes, gpus]
+        plan = self.share_plan()
+        if plan is not None and self.partner_room:
+            # what the node keeps after this placement for the partners its GPUs wait for
+            res = self.reservations(plan, relearn)
+            free = state.gpu_free[opt_nodes].copy()
+            if pod.is_share:
+                free[np.arange(len(opt_nodes)), gpus] -= pod.gpu_milli
+            used = np.clip(WHOLE_GPU_MILLI - free, 0, WHOLE_GPU_MILLI)  # missing slots hold 0 free: "full"
+            cpu_kept = state.cpu_free[opt_nodes] - pod.cpu_milli - res.cpu[used].sum(axis=1)
+            mem_kept = state.memory_free[opt_nodes] - pod.memory_mib - res.memory[used].sum(axis=1)
+            keeps = (cpu_kept >= 0) & (mem_kept >= 0)
+            if pod.is_share:
+                # a share on plan also leaves the node's idle GPUs the room of a whole-GPU task each
+                idle = (free == WHOLE_GPU_MILLI).sum(axis=1)
+                keeps &= (cpu_kept >= idle * res.idle_cpu) & (mem_kept >= idle * res.idle_memory)
+        else:
+            keeps = np.ones(len(opt_nodes), dtype=bool)
+        if plan is not None and pod.is_share:
+            used_before = WHOLE_GPU_MILLI - state.gpu_free[opt_nodes, gpus]
             follows = np.fromiter(
-                (plan.follows_plan(u, pod.gpu_milli) for u in used), dtype=bool, count=len(used)
+                (plan.follows_plan(u, pod.gpu_milli) for u in used_before), dtype=bool, count=len(used_before)
             )
-            if self.partner_room:
-                need = np.fromiter(
-                    (plan.partner_cpu(u, pod.gpu_milli) for u in used), dtype=np.int64, count=len(used)
-                )
-                follows &= state.cpu_free[opt_nodes] - pod.cpu_milli >= need
-            keys = (*keys, ~follows)
+            keys = (*keys, ~(follows & keeps))
+        elif plan is not None:
+            keys = (*keys, ~keeps)
         # lexsort: last key is primary; options are in (node, gpu) order, so ties keep the smallest name
         best = int(np.lexsort(keys)[0])
         node = int(opt_nodes[best])

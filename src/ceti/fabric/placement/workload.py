@@ -9,7 +9,7 @@ counts every idle GPU as fragmented for them, which rewards using GPUs at all.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import product
 
@@ -137,6 +137,10 @@ class SharePlan:
     partners: dict[tuple[int, int], frozenset[int]] = field(default_factory=dict, compare=False)
     # share size -> the least CPU milli a target class of that size asks
     share_cpu: dict[int, int] = field(default_factory=dict, compare=False)
+    # used milli of a GPU -> the share size a GPU at that level still waits for (of the sizes that could
+    # complete a planned pattern from there, the one whose class asks the least CPU); absent where a planned
+    # pattern is complete at that level, or none reaches it
+    open_partner: dict[int, int] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_workload(cls, workload: TargetWorkload) -> SharePlan:
@@ -179,8 +183,14 @@ class SharePlan:
         if solver.Solve() != pywraplp.Solver.OPTIMAL:  # pragma: no cover - bounded and feasible (all zero)
             return cls((), frozenset())
         planned = [pat for pat, v in zip(pats, cols, strict=True) if v.solution_value() > 1e-6]
+        share_cpu: dict[int, int] = {}
+        for c in workload.classes:
+            if c.gpu_count == 1 and 0 < c.gpu_milli < WHOLE_GPU:
+                share_cpu[c.gpu_milli] = min(share_cpu.get(c.gpu_milli, c.cpu_milli), c.cpu_milli)
         partners: dict[tuple[int, int], set[int]] = {}
         complete: set[tuple[int, int]] = set()
+        level_done: set[int] = set()
+        waits: dict[int, tuple[int, int]] = {}  # used level -> (partner CPU, partner size), the least CPU
         for pat in planned:
             items = sorted(pat.items())
             for counts in product(*(range(n + 1) for _, n in items)):
@@ -192,15 +202,17 @@ class SharePlan:
                         partners.setdefault(key, set()).update(rest)
                         if not rest:
                             complete.add(key)
-        share_cpu: dict[int, int] = {}
-        for c in workload.classes:
-            if c.gpu_count == 1 and 0 < c.gpu_milli < WHOLE_GPU:
-                share_cpu[c.gpu_milli] = min(share_cpu.get(c.gpu_milli, c.cpu_milli), c.cpu_milli)
+                if total and not rest:
+                    level_done.add(total)
+                elif total:
+                    wait = min((share_cpu.get(s, 0), s) for s in rest)
+                    waits[total] = min(waits.get(total, wait), wait)
         return cls(
             tuple(tuple(sorted(p.items())) for p in planned),
             frozenset(partners),
             {k: frozenset() if k in complete else frozenset(v) for k, v in partners.items()},
             share_cpu,
+            {u: s for u, (_, s) in sorted(waits.items()) if u not in level_done},
         )
 
     def follows_plan(self, used: int, milli: int) -> bool:
@@ -211,3 +223,41 @@ class SharePlan:
         on this GPU: 0 where the share completes a planned pattern."""
         sizes = self.partners.get((int(used), int(milli)), frozenset())
         return min((self.share_cpu.get(s, 0) for s in sizes), default=0)
+
+    def reserved(self, per_size: Mapping[int, int]) -> np.ndarray:
+        """[1001] by a GPU's used milli: what its node keeps for the partner the GPU waits for, from
+        `per_size` (share size -> the partner's CPU or memory); 0 where the GPU waits for nothing."""
+        out = np.zeros(WHOLE_GPU + 1, dtype=np.int64)
+        for used, size in self.open_partner.items():
+            out[used] = per_size.get(size, 0)
+        return out
+
+
+class ArrivalMemory:
+    """Memory per task class, learnt from the pods that have arrived: the median of the class's pods
+    (memory is not part of the target workload's classes). A class not seen yet asks none. The estimates are
+    re-read when the number of arrivals doubles (`due`), so that measures cached on them stay in step."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[int, int, int], list[int]] = {}
+        self.arrivals = 0
+        self._next = 1
+
+    def observe(self, cpu_milli: int, gpu_milli: int, gpu_count: int, memory_mib: int) -> bool:
+        """Count one arrival; True when the estimates should be re-read (arrivals 1, 2, 4, 8, ...)."""
+        self.seen.setdefault((cpu_milli, gpu_milli if gpu_count else 0, gpu_count), []).append(memory_mib)
+        self.arrivals += 1
+        if self.arrivals < self._next:
+            return False
+        self._next *= 2
+        return True
+
+    def median(self, cpu_milli: int, gpu_milli: int, gpu_count: int) -> int:
+        seen = self.seen.get((cpu_milli, gpu_milli if gpu_count else 0, gpu_count))
+        return int(np.median(seen)) if seen else 0
+
+    def of_classes(self, workload: TargetWorkload) -> np.ndarray:
+        """[K] the learnt memory of each target class (0 where none has arrived)."""
+        return np.asarray(
+            [self.median(c.cpu_milli, c.gpu_milli, c.gpu_count) for c in workload.classes], dtype=np.int64
+        )
