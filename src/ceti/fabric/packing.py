@@ -24,9 +24,10 @@ from ceti.fabric.model import WHOLE_GPU_MILLI, Allocation, Demand
 def choose_gpus(free: list[int], ok: list[bool] | None, count: int, share: int) -> list[int] | None:
     """Positions of the GPUs one task takes on a node (and update `free`), or None if it does not fit."""
     if ok is None:
-        if not free or max(free) < (share or WHOLE_GPU_MILLI):
+        top = max(free) if free else -1
+        if top < (share or WHOLE_GPU_MILLI):
             return None  # the common miss (a node already full for the task), decided without a Python loop
-        if count == 1 and not share:  # the first whole free GPU, found in C
+        if count == 1 and not share and top == WHOLE_GPU_MILLI:  # the first whole free GPU, found in C
             p = free.index(WHOLE_GPU_MILLI)
             free[p] = 0
             return [p]
