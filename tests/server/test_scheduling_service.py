@@ -142,3 +142,33 @@ def test_every_change_of_a_nodes_allocations_bumps_its_epoch(db):
         seen.append(epoch())
         assert seen[0] == seen[1] and seen[1] < seen[2] < seen[3] < seen[4] < seen[5]
         assert s.get(m.Job, j).state == "cancelled"
+
+
+def test_a_job_cancelled_while_the_round_applies_stays_cancelled(db, monkeypatch):
+    """A cancel that commits after the round read the pending jobs but before it took its locks: the round
+    must see the job as it is now (cancelled) and neither start it nor mark it unschedulable."""
+    sessions, provider = db
+    with sessions() as s:
+        node(s, provider, "n1", gpus=1)
+        placed = submit(s, {"command": ["x"], "resources": {"gpus": 1}}, 1.0)
+        never = submit(s, {"command": ["x"], "resources": {"gpus": 4}}, 1.5)
+        s.commit()
+    real = scheduling._preempting_nodes
+
+    def cancel_meanwhile(s):
+        with sessions() as other:
+            for job_id in (placed, never):
+                jobs.cancel(other, ADMIN, job_id, 2.5)
+            other.commit()
+        return real(s)
+
+    monkeypatch.setattr(scheduling, "_preempting_nodes", cancel_meanwhile)
+    with sessions() as s:
+        report = scheduling.run_round(s, settings(), 3.0)
+        s.commit()
+    with sessions() as s:
+        for job_id in (placed, never):
+            job = s.get(m.Job, job_id)
+            assert (job.state, job.reason) == ("cancelled", "cancelled by the user"), job_id
+        assert not s.scalars(select(m.Allocation).where(m.Allocation.job_id == placed)).all()
+        assert report.started == 0 and report.unschedulable == 0

@@ -270,6 +270,28 @@ def _lock_nodes(s: Session, snapshot: fabric.Snapshot, decisions: fabric.Decisio
     return {node_id for node_id in touched if states.get(node_id) != "online"}
 
 
+def _drop_changed_jobs(s: Session, rows: dict[str, m.Job], decisions: fabric.Decisions) -> None:
+    """Lock the jobs this round will write and forget those no longer pending.
+
+    `rows` were read before the round's locks, and a cancel may have committed since: writing the round's
+    decision over it would start, or mark unschedulable, a job its owner was told is cancelled. Locked here (on
+    SQLite the round already holds the database's write lock), and read again, such a job is left alone. A
+    waiting job is written only where its reason changes, so only those are read again."""
+    ids = {st.job_id for st in decisions.starts} | {u.job_id for u in decisions.unschedulable}
+    ids |= {w.job_id for w in decisions.waiting if (job := rows.get(w.job_id)) is not None and job.reason != w.reason}
+    ids &= rows.keys()
+    if not ids:
+        return
+    ordered = sorted(ids)
+    for start in range(0, len(ordered), 500):
+        for job_id, state in s.execute(
+            select(m.Job.id, m.Job.state).where(m.Job.id.in_(ordered[start:start + 500]))
+            .order_by(m.Job.id).with_for_update()
+        ):
+            if state != JobState.pending.value:
+                del rows[job_id]
+
+
 def _apply(s: Session, snapshot: fabric.Snapshot, decisions: fabric.Decisions, now: float,
            report: RoundReport) -> None:
     jobs = {j.id: j for j in snapshot.pending}
@@ -280,6 +302,7 @@ def _apply(s: Session, snapshot: fabric.Snapshot, decisions: fabric.Decisions, n
     node_of_alloc = {a.id: a.node_id for a in snapshot.running}
     already = _preempting_nodes(s)
     gone = _lock_nodes(s, snapshot, decisions)  # from here to the commit no sweeper changes these nodes
+    _drop_changed_jobs(s, rows, decisions)  # nor does a cancel change the jobs this round writes
     planned = {node_of_alloc.get(p.allocation_id) for p in decisions.preemptions}
     for p in decisions.preemptions:
         alloc = s.get(m.Allocation, p.allocation_id, populate_existing=True)  # as it is now, under the node lock
