@@ -355,3 +355,21 @@ def test_memory_learnt_from_arrivals_keeps_a_waiting_partners_memory() -> None:
         policy.place(state(), PodRequest(4000, 30_000, 1, 470), RNG)
     assert policy.place(state(), task, RNG)[0] == 1
     assert policy.reservations(policy.share_plan()).memory[470] == 30_000
+
+
+def test_nodes_that_differ_only_in_free_memory_are_different_options() -> None:
+    # Nodes a and b: the same model, free CPU and GPUs (GPU 0 holds a 470 that waits for another), both in use;
+    # a has 40,000 MiB free, b 100,000. FGD scores one node per such state, the first by name: a. Once 470s of
+    # 30,000 MiB have arrived, a CPU-only task of 20,000 MiB would leave a 20,000 < 30,000 for the waiting
+    # partner, b 80,000: fabric tells the two apart and takes b.
+    def state() -> ClusterState:
+        s = cluster(("a", 64_000, [530, 1000], "G2"), ("b", 64_000, [530, 1000], "G2"), cpu_capacity=96_000)
+        s.memory_free[:] = [40_000, 100_000]
+        return s
+
+    fgd_cache = make_policy("fgd", WAIT_MIX).cache(state(), PodRequest(4000, 20_000))  # type: ignore[attr-defined]
+    assert fgd_cache.distinct(np.asarray([0, 1])).tolist() == [0]
+    policy = FabricPolicy(WAIT_MIX)
+    for _ in range(3):
+        policy.place(state(), PodRequest(4000, 30_000, 1, 470), RNG)
+    assert policy.place(state(), PodRequest(4000, 20_000), RNG)[0] == 1

@@ -131,6 +131,16 @@ class PlaceableCache(FragCache):
         return opt_nodes, gpus, after
 
 
+class MemoryAwareFragCache(FragCache):
+    """FGD's per-node terms, with free memory in the signature by which nodes count as the same: fabric's
+    reservations and placeable measure read memory, so two nodes that differ only in free memory are
+    different options."""
+
+    @staticmethod
+    def _signature(state: ClusterState, node: int) -> int:
+        return hash((FragCache._signature(state, node), int(state.memory_free[node])))
+
+
 class Reservations(NamedTuple):
     """What a node keeps for the work its GPUs wait for (`FabricPolicy.reservations`)."""
 
@@ -163,6 +173,18 @@ class FabricPolicy(FGDPolicy):
     placeable_tiebreak = True
     # a GPU waiting for a planned partner keeps the partner's CPU and memory on its node (see `reservations`)
     partner_room = True
+
+    def cache(self, state: ClusterState, pod: PodRequest) -> FragCache:
+        """FGD's cache; where the arrival-only rules (which read memory) are on, one that tells nodes apart by
+        free memory too."""
+        if not self.placeable_tiebreak or self.workload is None or len(self.workload) == 0:
+            return super().cache(state, pod)
+        if not isinstance(self._cache, MemoryAwareFragCache) or self._models is not state.models:
+            self._models = state.models
+            self._cache = MemoryAwareFragCache(state, WorkloadArrays.build(self.workload, state.models))
+        else:
+            self._cache.sync(state)
+        return self._cache
 
     def placeable_cache(self, state: ClusterState, relearn: bool = False) -> PlaceableCache | None:
         """The placeable measure's cache; `relearn`: re-read the learnt class memory (and recompute)."""
