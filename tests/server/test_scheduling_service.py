@@ -172,3 +172,43 @@ def test_a_job_cancelled_while_the_round_applies_stays_cancelled(db, monkeypatch
             assert (job.state, job.reason) == ("cancelled", "cancelled by the user"), job_id
         assert not s.scalars(select(m.Allocation).where(m.Allocation.job_id == placed)).all()
         assert report.started == 0 and report.unschedulable == 0
+
+
+def test_a_round_that_starts_a_job_while_it_is_being_cancelled_leaves_nothing_running(db, monkeypatch):
+    """The other order: the cancel has found nothing running and is about to write when a round (on another
+    thread) places the job. Either the round waits for the cancel and leaves the job alone, or the cancel
+    sees the start and stops it; never a cancelled job whose allocation goes on to run."""
+    import threading
+
+    sessions, provider = db
+    with sessions() as s:
+        node(s, provider, "n1", gpus=1)
+        job_id = submit(s, {"command": ["x"], "resources": {"gpus": 1}}, 1.0)
+        s.commit()
+    real = jobs.set_job_state
+    rounds: list[threading.Thread] = []
+
+    def a_round() -> None:
+        with sessions() as other:
+            scheduling.run_round(other, settings(), 2.0)
+            other.commit()
+
+    def round_meanwhile(*args, **kw):
+        t = threading.Thread(target=a_round)
+        t.start()
+        rounds.append(t)
+        t.join(timeout=3.0)  # a round that must wait for the cancel's lock is still waiting after this
+        return real(*args, **kw)
+
+    monkeypatch.setattr(jobs, "set_job_state", round_meanwhile)
+    with sessions() as s:
+        jobs.cancel(s, ADMIN, job_id, 2.5)
+        s.commit()
+    rounds[0].join(timeout=30)
+    assert not rounds[0].is_alive()
+    with sessions() as s:
+        job = s.get(m.Job, job_id)
+        allocs = s.scalars(select(m.Allocation).where(m.Allocation.job_id == job_id)).all()
+        active = [a for a in allocs if a.state in ("assigned", "running")]
+        assert not active, [(a.state, a.stop_reason) for a in allocs]
+        assert job.state == "cancelled" or all(a.stop_reason == "cancelled" for a in allocs)

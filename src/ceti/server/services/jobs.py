@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from ceti.server.errors import BadRequest, Conflict, Forbidden, NotFound
 from ceti.server.services import ledger, secrets
+from ceti.server.services.claims import lock_rows
 from ceti.server.services.events import record, set_job_state
 from ceti.server.services.tokens import DEFAULT_PROJECT, Principal, ensure_project, new_id
 from ceti.spec import AllocationState, JobSpec, JobState
@@ -118,6 +119,9 @@ def allocations_of(s: Session, job_id: str) -> list[m.Allocation]:
 
 def cancel(s: Session, who: Principal, job_id: str, now: float) -> m.Job:
     job = get_visible(s, who, job_id)
+    # locked and read afresh: a round that places the job meanwhile either commits first (and its allocation
+    # is found below and stopped) or waits for this cancel (and leaves the job alone)
+    (job,) = lock_rows(s, m.Job, [job.id])
     state = JobState(job.state)
     if state.finished:
         return job
