@@ -247,7 +247,9 @@ def test_a_planned_pairing_needs_cpu_for_the_partner() -> None:
     )
     plan = SharePlan.from_workload(mix)
     assert plan.patterns == (((470, 2),),)
-    assert plan.partner_cpu(0, 470) == 8000 and plan.partner_cpu(470, 470) == 0  # the second 470 completes it
+    # a GPU holding one 470 waits for the second (8 cores); one holding two is complete
+    assert plan.open_partner == {470: 470}
+    assert list(plan.reserved(plan.share_cpu)[[0, 470, 940]]) == [0, 8000, 0]
 
     def state() -> ClusterState:
         return cluster(("a", 6000, [1000, 1000], "G2"), ("b", 96_000, [1000] * 8, "G2"), cpu_capacity=96_000)

@@ -133,8 +133,6 @@ class SharePlan:
 
     patterns: tuple[tuple[tuple[int, int], ...], ...]  # ((size, count), ...) per planned pattern
     follows: frozenset[tuple[int, int]]
-    # (used, milli) -> the share sizes that could come next to complete a planned pattern; empty: complete
-    partners: dict[tuple[int, int], frozenset[int]] = field(default_factory=dict, compare=False)
     # share size -> the least CPU milli a target class of that size asks
     share_cpu: dict[int, int] = field(default_factory=dict, compare=False)
     # used milli of a GPU -> the share size a GPU at that level still waits for (of the sizes that could
@@ -187,8 +185,7 @@ class SharePlan:
         for c in workload.classes:
             if c.gpu_count == 1 and 0 < c.gpu_milli < WHOLE_GPU:
                 share_cpu[c.gpu_milli] = min(share_cpu.get(c.gpu_milli, c.cpu_milli), c.cpu_milli)
-        partners: dict[tuple[int, int], set[int]] = {}
-        complete: set[tuple[int, int]] = set()
+        follows: set[tuple[int, int]] = set()
         level_done: set[int] = set()
         waits: dict[int, tuple[int, int]] = {}  # used level -> (partner CPU, partner size), the least CPU
         for pat in planned:
@@ -196,12 +193,7 @@ class SharePlan:
             for counts in product(*(range(n + 1) for _, n in items)):
                 total = sum(s * k for (s, _), k in zip(items, counts, strict=True))
                 rest = {s for (s, n), k in zip(items, counts, strict=True) if k < n}
-                for (s, _), k in zip(items, counts, strict=True):
-                    if k:
-                        key = (total - s, s)
-                        partners.setdefault(key, set()).update(rest)
-                        if not rest:
-                            complete.add(key)
+                follows.update((total - s, s) for (s, _), k in zip(items, counts, strict=True) if k)
                 if total and not rest:
                     level_done.add(total)
                 elif total:
@@ -209,20 +201,13 @@ class SharePlan:
                     waits[total] = min(waits.get(total, wait), wait)
         return cls(
             tuple(tuple(sorted(p.items())) for p in planned),
-            frozenset(partners),
-            {k: frozenset() if k in complete else frozenset(v) for k, v in partners.items()},
+            frozenset(follows),
             share_cpu,
             {u: s for u, (_, s) in sorted(waits.items()) if u not in level_done},
         )
 
     def follows_plan(self, used: int, milli: int) -> bool:
         return (int(used), int(milli)) in self.follows
-
-    def partner_cpu(self, used: int, milli: int) -> int:
-        """The least CPU milli a node must keep after the share so that a planned partner can still join it
-        on this GPU: 0 where the share completes a planned pattern."""
-        sizes = self.partners.get((int(used), int(milli)), frozenset())
-        return min((self.share_cpu.get(s, 0) for s in sizes), default=0)
 
     def reserved(self, per_size: Mapping[int, int]) -> np.ndarray:
         """[1001] by a GPU's used milli: what its node keeps for the partner the GPU waits for, from
@@ -236,7 +221,7 @@ class SharePlan:
 class ArrivalMemory:
     """Memory per task class, learnt from the pods that have arrived: the median of the class's pods
     (memory is not part of the target workload's classes). A class not seen yet asks none. The estimates are
-    re-read when the number of arrivals doubles (`due`), so that measures cached on them stay in step."""
+    re-read when the number of arrivals doubles (`observe` says when), so that measures cached on them stay in step."""
 
     def __init__(self) -> None:
         self.seen: dict[tuple[int, int, int], list[int]] = {}
