@@ -278,7 +278,8 @@ def _drop_changed_jobs(s: Session, rows: dict[str, m.Job], decisions: fabric.Dec
     SQLite the round already holds the database's write lock), and read again, such a job is left alone. A
     waiting job is written only where its reason changes, so only those are read again."""
     ids = {st.job_id for st in decisions.starts} | {u.job_id for u in decisions.unschedulable}
-    ids |= {w.job_id for w in decisions.waiting if (job := rows.get(w.job_id)) is not None and job.reason != w.reason}
+    ids |= {w.job_id for w in decisions.waiting
+            if (job := rows.get(w.job_id)) is not None and job.reason != w.reason}
     ids &= rows.keys()
     if not ids:
         return
