@@ -203,6 +203,13 @@ class JobKind:
     horizon_h: float = 1.0  # hours a node failure would throw away, to a power of two (`horizon_of`)
     jobs: list[Job] = field(default_factory=list)
 
+    @property
+    def node_ask(self) -> tuple:
+        """What every task of the kind asks of a node, apart from CPU, memory and disk: kinds that differ only
+        in priority, gang size, speed profile or horizon share it."""
+        return (self.gpu_count, self.gpu_share_milli, self.gpu_models, self.min_vram_mib, self.regions,
+                self.node_ids, self.features)
+
     def speed(self, model: str) -> float:
         for m, s in self.speed_by_model:
             if m == model:

@@ -226,16 +226,7 @@ class MultiNode:
     @staticmethod
     def _fit_key(k: JobKind, job: Job) -> tuple:
         mixed = bool(job.mixed_gpu_models and k.gpu_count)
-        return (
-            k.gpu_count,
-            k.gpu_share_milli,
-            k.gpu_models,
-            k.min_vram_mib,
-            k.regions,
-            k.node_ids,
-            k.features,
-            mixed,
-        )
+        return (*k.node_ask, mixed)
 
     def _fit_of(self, k: JobKind, job: Job) -> _Fit:
         key = self._fit_key(k, job)

@@ -802,16 +802,7 @@ class _Round:
             r, w = (rows, weight)
             if need.node_rows is not None:
                 r, w = need.node_rows, np.ones(len(need.node_rows), np.int64)
-            base = (
-                k.gang_size,
-                k.gpu_count,
-                k.gpu_share_milli,
-                k.gpu_models,
-                k.min_vram_mib,
-                k.regions,
-                k.node_ids,
-                k.features,
-            )
+            base = (k.gang_size, *k.node_ask)
             # the largest CPU, memory and disk of the kind at once: a node that holds that holds every job of
             # the kind, so most kinds need one check, not one per distinct job shape
             d0 = k.jobs[0].demand
@@ -923,16 +914,7 @@ class _Round:
             if not left:
                 continue
             k = need.kind
-            ask = (
-                k.gang_size,
-                k.gpu_count,
-                k.gpu_share_milli,
-                k.gpu_models,
-                k.min_vram_mib,
-                k.regions,
-                k.node_ids,
-                k.features,
-            )
+            ask = (k.gang_size, *k.node_ask)
             shared = by_ask.get(ask)
             if shared is None:
                 shared = by_ask[ask] = ({}, {})
