@@ -32,10 +32,14 @@ system-deps:
 up: install
 	$(BIN)/ceti up
 
+# Two test processes (pytest-xdist), one test file each at a time: most tests wait on real servers and agents, so
+# two keep both cores busy. `make test TEST_WORKERS=0` runs them in this one process.
+TEST_WORKERS ?= 2
+
 # bandit fails the run on any high-severity finding (medium and low are reviewed by hand: none at medium today)
 test: install-dev system-deps
 	$(BIN)/bandit -q -r src -lll
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check src tests

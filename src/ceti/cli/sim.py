@@ -51,7 +51,7 @@ def _load_trace(nodes: Path, pods: Path, on_error: str, err: Console) -> tuple[l
         node_load = load_nodes(nodes, on_error=on_error)  # type: ignore[arg-type]
         pod_load = load_pods(pods, on_error=on_error)  # type: ignore[arg-type]
     except TraceError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     for e in (node_load.errors + pod_load.errors)[:20]:
         err.print(f"[yellow]skipped[/yellow] {e}")
@@ -59,7 +59,7 @@ def _load_trace(nodes: Path, pods: Path, on_error: str, err: Console) -> tuple[l
     if skipped > 20:
         err.print(f"[yellow]... {skipped - 20} more bad rows skipped[/yellow]")
     if not node_load.rows or not pod_load.rows:
-        err.print("[red]error:[/red] no usable nodes or pods")
+        err.print("[red]error:[/red] no usable nodes or pods", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     return node_load.rows, pod_load.rows, skipped
 
@@ -185,7 +185,7 @@ def replay(
     try:
         setup = ReplaySetup.build(node_rows, pod_rows, load=load, cluster_fraction=cluster_fraction)
     except (TraceError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     results = []
     with _progress(err) as progress:
@@ -284,10 +284,11 @@ def bound(
     err = Console(stderr=True)
     names = _policies(policy)
     if not 0 < fraction <= 1:
-        err.print(f"[red]error:[/red] --fraction must be in (0, 1], not {fraction}")
+        err.print(f"[red]error:[/red] --fraction must be in (0, 1], not {fraction}",
+                  highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     if time_limit < 0:
-        err.print("[red]error:[/red] --time-limit must be >= 0")
+        err.print("[red]error:[/red] --time-limit must be >= 0", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     node_rows, pod_rows, _ = _load_trace(nodes, pods, on_error, err)
     setup = InflationSetup.build(node_rows, pod_rows)
@@ -324,7 +325,7 @@ def bound(
                     }
                 )
     except BoundError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     total_gpus = int(setup.cluster.gpu_count.sum())
     payload: dict[str, object] = {
