@@ -50,6 +50,21 @@ def test_latency_summary_counts_errors_apart():
     assert Latency("empty").summary()["p99_ms"] is None
 
 
+def test_the_steady_state_keeps_only_what_was_sent_after_the_join():
+    lat = Latency("x")
+    for i in range(10):
+        lat.ok(1000.0 if i < 5 else 10.0, sent_at=float(i))  # the join's requests are the slow ones
+    lat.ok(5000.0)  # a request with no send time is in the whole run only
+    lat.error("timeout", sent_at=1.0)
+    lat.error("HTTP 503", sent_at=7.0)
+    steady = lat.since(5.0).summary()
+    assert steady["count"] == 6 and steady["errors"] == 1
+    assert steady["p99_ms"] == 10.0 and steady["max_ms"] == 10.0
+    whole = lat.summary()
+    assert whole["count"] == 13 and whole["errors"] == 2 and whole["max_ms"] == 5000.0
+    assert lat.since(100.0).summary()["p99_ms"] is None
+
+
 async def _with_server(scenario):
     """Run `scenario(url)` against a small aiohttp app on 127.0.0.1 that answers the way the server can."""
     in_flight = {"now": 0, "max": 0}
@@ -164,6 +179,10 @@ def test_short_real_run_against_sqlite():
     assert out["jobs"]["finished"] <= out["jobs"]["started"] <= out["jobs"]["submitted"]
     assert out["schedule_round"]["count"] > 0 and out["schedule_round"]["p50_ms"] is not None
     assert out["server"]["cpu_s"] > 0 and out["server"]["peak_rss_mib"] > 0
+    # the steady state (from the second 0.5 s interval's end) is a part of the whole run
+    assert out["steady"]["from_s"] == 1.0
+    assert 0 < out["steady"]["heartbeat"]["count"] < out["heartbeat"]["count"]
+    assert out["steady"]["heartbeat"]["errors"] == 0
 
 
 def _cli(*args: str):

@@ -69,26 +69,26 @@ async def timed_post(session: aiohttp.ClientSession, url: str, stat: Latency, he
     The latency includes the wait for a free connection: the session's connector lets at most
     `max_connections` requests be in flight and queues the rest."""
     data = json.dumps(body, separators=(",", ":")).encode()
-    started = time.perf_counter()
+    sent, started = time.monotonic(), time.perf_counter()
     try:
         async with session.post(url, data=data, headers={**headers, **_JSON}) as response:
             status = response.status
             # read even an error's body: a connection given back unread is closed, not kept alive
             payload = await response.read()
     except asyncio.CancelledError:
-        stat.error("unfinished at the end of the run")
+        stat.error("unfinished at the end of the run", sent)
         raise
     except TimeoutError:  # aiohttp's own timeouts (ServerTimeoutError and the like) are TimeoutErrors too
-        stat.error("timeout")
+        stat.error("timeout", sent)
         return None, (time.perf_counter() - started) * 1000
     except aiohttp.ClientError as exc:
-        stat.error(type(exc).__name__)
+        stat.error(type(exc).__name__, sent)
         return None, (time.perf_counter() - started) * 1000
     ms = (time.perf_counter() - started) * 1000
     if status >= 400:
-        stat.error(f"HTTP {status}")
+        stat.error(f"HTTP {status}", sent)
         return None, ms
-    stat.ok(ms)
+    stat.ok(ms, sent)
     try:
         return json.loads(payload), ms
     except ValueError:
@@ -211,6 +211,7 @@ class SimAgent:
         body: dict[str, Any] = {"running": running, "finished": finished}
         if self.epoch >= 0:
             body["epoch"] = self.epoch
+        sent = time.monotonic()
         answer, ms = await timed_post(session, f"{self.base}/v1/agent/nodes/{self.node_id}/heartbeat",
                                       self.rec.heartbeat, self.headers, body)
         if answer is None:
@@ -227,7 +228,7 @@ class SimAgent:
                 self.rec.counters.finished += 1
         self.unreported.clear()
         if self._reconcile(answer, time.monotonic()):
-            self.rec.reconcile.ok(ms)
+            self.rec.reconcile.ok(ms, sent)
 
     def _reconcile(self, answer: dict[str, Any], now: float) -> bool:
         """Make the local state what the answer asks; True when that changed what runs here."""

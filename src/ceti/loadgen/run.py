@@ -34,6 +34,7 @@ from ceti.loadgen.stats import percentile
 HOST = "127.0.0.1"
 KNEE_P99_MS = 200.0
 KINDS = ("heartbeat", "reconcile", "submit", "logs")
+STEADY_AFTER_INTERVALS = 2  # heartbeat intervals: the first spreads the registrations, the second the first beats
 
 
 @dataclass
@@ -329,11 +330,16 @@ async def drive(cfg: BenchConfig, servers: list[ServerProcess], provider_tokens:
     if crashed:
         raise RuntimeError(f"{len(crashed)} simulated agent(s) crashed; the first: {crashed[0]!r}")
     summaries = {k: getattr(rec, k).summary() for k in (*KINDS, "register")}
+    # the fleet joins over the first heartbeat interval (registrations, first heartbeats): the steady state is
+    # what is sent from the end of the second interval on, when every agent has registered and heartbeated
+    steady_from = STEADY_AFTER_INTERVALS * cfg.heartbeat_s
+    steady = {k: getattr(rec, k).since(t0 + steady_from).summary() for k in KINDS}
     ms = [r * 1000 for r in rounds]
     c = rec.counters
     return {
         **summaries,
         "errors": sum(getattr(rec, k).errors for k in (*KINDS, "register")),
+        "steady": {"from_s": steady_from, **steady},
         "schedule_round": {
             "count": sched_state.get("rounds", len(ms)),
             "p50_ms": _r(percentile(ms, 50)), "p99_ms": _r(percentile(ms, 99)), "max_ms": _r(max(ms) if ms else None),

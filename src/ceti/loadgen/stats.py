@@ -40,17 +40,32 @@ class Latency:
     samples_ms: list[float] = field(default_factory=list)
     errors: int = 0
     error_kinds: dict[str, int] = field(default_factory=dict)
+    # when each request was sent (monotonic seconds; None where the caller did not say), to split a run into
+    # the fleet's join and the steady state after it
+    sent_at: list[float | None] = field(default_factory=list)
+    error_at: list[float | None] = field(default_factory=list)
 
-    def ok(self, ms: float) -> None:
+    def ok(self, ms: float, sent_at: float | None = None) -> None:
         self.samples_ms.append(ms)
+        self.sent_at.append(sent_at)
 
-    def error(self, kind: str) -> None:
+    def error(self, kind: str, sent_at: float | None = None) -> None:
         self.errors += 1
         self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+        self.error_at.append(sent_at)
 
     @property
     def count(self) -> int:
         return len(self.samples_ms) + self.errors
+
+    def since(self, start: float) -> Latency:
+        """The requests sent at or after `start` (monotonic seconds)."""
+        part = Latency(self.name)
+        for ms, at in zip(self.samples_ms, self.sent_at):
+            if at is not None and at >= start:
+                part.ok(ms, at)
+        part.errors = sum(1 for at in self.error_at if at is not None and at >= start)
+        return part
 
     def summary(self) -> dict[str, Any]:
         s = self.samples_ms
