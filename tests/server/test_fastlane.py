@@ -154,7 +154,11 @@ def test_a_failing_quiet_read_leaves_the_answer_to_the_full_path(p, monkeypatch)
     def broken(*_args, **_kw):
         raise OSError("disk gone")
 
+    async def broken_async(*_args, **_kw):
+        raise OSError("connection reset")
+
     monkeypatch.setattr(fastlane, "quiet_heartbeat_sql", broken)
+    monkeypatch.setattr(fastlane, "quiet_heartbeat_sql_async", broken_async)
     status, body, through_session = served_by(p, monkeypatch, "POST", f"/v1/agent/nodes/{node}/heartbeat", prov,
                                               json={"running": [], "epoch": epoch})
     assert (status, body["unchanged"], through_session) == (200, True, True)

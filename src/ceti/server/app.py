@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
             loop.stop()
             clock.stop()
             if run_scheduler:
-                app.state.quiet_reader.close()
+                await app.state.quiet_reader.aclose()
             engine.dispose()
             if lock:
                 lock.release()

@@ -13,6 +13,8 @@ routes are hidden from it and only shadow them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -32,7 +34,7 @@ from ceti.server import metrics, schemas
 from ceti.server.background.heartbeat_clock import HeartbeatClock
 from ceti.server.routers.agent import heartbeat_reply, logs_reply, register_reply, unchanged_answer
 from ceti.server.routers.jobs import submit_reply
-from ceti.server.services.agents import quiet_heartbeat_sql
+from ceti.server.services.agents import quiet_heartbeat_sql, quiet_heartbeat_sql_async
 from ceti.server.services.tokens import Principal, authenticate, bearer_token, hash_token
 
 log = logging.getLogger("ceti.server.fastlane")
@@ -119,21 +121,22 @@ class _Lane:
 class QuietReader:
     """Answers the quiet heartbeat with the driver's own SQL (services/agents.py, `quiet_heartbeat_sql`).
 
-    On SQLite it reads on the event loop through a connection of its own: two indexed reads of a WAL database
-    take tens of microseconds and never wait for a writer, so the commonest call in the fabric costs no thread
-    hop and no session. On PostgreSQL a read is a round trip that may block, so it runs on a worker thread with
-    a pooled connection. Anything unexpected (a failed read, a database restarting) answers "not quiet" and the
-    full path decides. The heartbeat's time goes to `clock`, which writes it with others; the app sets a reader
-    up only while that clock runs."""
+    It reads on the event loop, with no thread hop and no session: on SQLite through a connection of its own (an
+    indexed read of a WAL database takes tens of microseconds and never waits for a writer); on PostgreSQL
+    through a few autocommit connections of psycopg's async driver (`AsyncReaders`), one round trip per
+    heartbeat. Anything unexpected (a failed read, a database restarting, a read slower than
+    `QUIET_READ_TIMEOUT_S`) answers "not quiet" and the full path decides. The heartbeat's time goes to `clock`,
+    which writes it with others; the app sets a reader up only while that clock runs."""
 
     def __init__(self, engine: Any, settings: Any, clock: HeartbeatClock):
         self.engine, self.settings, self.clock = engine, settings, clock
         sqlite = engine.dialect.name == "sqlite"
-        self.placeholder = "?" if sqlite else "%s"
         database = engine.url.database
         # a file, not an in-memory database (which only the engine's own connections can see)
         self.sqlite_path = database if sqlite and database and database != ":memory:" else None
         self._conn: sqlite3.Connection | None = None
+        self._pg = None if sqlite else AsyncReaders(
+            engine.url.set(drivername="postgresql").render_as_string(hide_password=False))
 
     async def __call__(self, token: str, params: dict[str, str], body: Any) -> bool:
         if body.finished or body.epoch is None:
@@ -142,9 +145,11 @@ class QuietReader:
         args = (hash_token(token), node_id, body.running, body.epoch, self.settings, now)
         try:
             if self.sqlite_path is not None:
-                quiet = quiet_heartbeat_sql(self._sqlite(), self.placeholder, *args)
+                quiet = quiet_heartbeat_sql(self._sqlite(), "?", *args)
+            elif self._pg is not None:
+                quiet = await asyncio.wait_for(self._pg.read(args), QUIET_READ_TIMEOUT_S)
             else:
-                quiet = await anyio.to_thread.run_sync(self._pooled, args)
+                return False
         except Exception as exc:  # noqa: BLE001  (the full path answers, and reports a real failure itself)
             log.debug("quiet heartbeat read failed, the full path answers: %s", exc)
             self.close()
@@ -160,21 +165,57 @@ class QuietReader:
             self._conn = sqlite3.connect(self.sqlite_path, isolation_level=None, timeout=0.1)
         return self._conn
 
-    def _pooled(self, args: tuple) -> bool:
-        conn = self.engine.raw_connection()
-        try:
-            cursor = conn.cursor()
-            try:
-                return quiet_heartbeat_sql(cursor, self.placeholder, *args)
-            finally:
-                cursor.close()
-        finally:
-            conn.close()  # back to the pool (rolled back there)
-
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._pg is not None:
+            await self._pg.aclose()
+
+
+QUIET_READ_TIMEOUT_S = 2.0
+
+
+class AsyncReaders:
+    """A few autocommit connections of psycopg's async driver, opened on first need and used on the event loop:
+    a read sees the newest commit, waits for no lock and no worker thread. At most `size` reads run at once;
+    a connection whose read failed or was cancelled is closed, not reused."""
+
+    def __init__(self, conninfo: str, size: int = 4):
+        self.conninfo = conninfo
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[Any] = []
+
+    async def read(self, args: tuple) -> bool:
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else await self._connect()
+            try:
+                async with conn.cursor() as cursor:
+                    quiet = await quiet_heartbeat_sql_async(cursor, *args)
+            except BaseException:
+                await self._discard(conn)
+                raise
+            self._idle.append(conn)
+            return quiet
+
+    async def _connect(self) -> Any:
+        import psycopg
+
+        return await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True,
+                                                     connect_timeout=int(QUIET_READ_TIMEOUT_S))
+
+    @staticmethod
+    async def _discard(conn: Any) -> None:
+        with contextlib.suppress(Exception):  # a broken connection may fail to close; it is dropped either way
+            await asyncio.shield(conn.close())
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await self._discard(conn)
 
 
 def _register(s, who, params, body, headers, state):
