@@ -38,10 +38,9 @@ def register(s: Session, who: Principal, info: NodeInfo, node_id: str | None, no
     if node is None:
         node = m.Node(
             id=node_id or new_id(), provider_id=provider_id, hostname=info.hostname, region=info.region,
-            info=info.model_dump(mode="json"), state="online", registered_at=now, last_heartbeat_at=now,
+            info=info.model_dump(mode="json"), state="online", registered_at=now, last_heartbeat_at=now, epoch=0,
         )
-        s.add(node)
-        s.flush()
+        s.add(node)  # flushed with its event at commit: the unit of work inserts the node first (foreign key)
         record(s, "node_registered", now, f"{info.hostname} in {info.region}", node_id=node.id, to_state="online")
         return node
     if node.info != info.model_dump(mode="json"):
