@@ -38,9 +38,10 @@ def register(s: Session, who: Principal, info: NodeInfo, node_id: str | None, no
     if node is None:
         node = m.Node(
             id=node_id or new_id(), provider_id=provider_id, hostname=info.hostname, region=info.region,
-            info=info.model_dump(mode="json"), state="online", registered_at=now, last_heartbeat_at=now, epoch=0,
+            info=info.model_dump(mode="json"), state="online", registered_at=now, last_heartbeat_at=now,
+            epoch=0,  # known without a read after the commit: the answer tells the agent its epoch
         )
-        s.add(node)  # flushed with its event at commit: the unit of work inserts the node first (foreign key)
+        s.add(node)  # flushed with its event at commit: one round trip fewer than a flush of its own
         record(s, "node_registered", now, f"{info.hostname} in {info.region}", node_id=node.id, to_state="online")
         return node
     if node.info != info.model_dump(mode="json"):
