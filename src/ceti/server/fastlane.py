@@ -129,7 +129,7 @@ class QuietReader:
     which writes it with others; the app sets a reader up only while that clock runs."""
 
     def __init__(self, engine: Any, settings: Any, clock: HeartbeatClock):
-        self.engine, self.settings, self.clock = engine, settings, clock
+        self.settings, self.clock = settings, clock
         sqlite = engine.dialect.name == "sqlite"
         database = engine.url.database
         # a file, not an in-memory database (which only the engine's own connections can see)

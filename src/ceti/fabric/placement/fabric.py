@@ -174,17 +174,9 @@ class FabricPolicy(FGDPolicy):
     # a GPU waiting for a planned partner keeps the partner's CPU and memory on its node (see `reservations`)
     partner_room = True
 
-    def cache(self, state: ClusterState, pod: PodRequest) -> FragCache:
-        """FGD's cache; where the arrival-only rules (which read memory) are on, one that tells nodes apart by
-        free memory too."""
-        if not self.placeable_tiebreak or self.workload is None or len(self.workload) == 0:
-            return super().cache(state, pod)
-        if not isinstance(self._cache, MemoryAwareFragCache) or self._models is not state.models:
-            self._models = state.models
-            self._cache = MemoryAwareFragCache(state, WorkloadArrays.build(self.workload, state.models))
-        else:
-            self._cache.sync(state)
-        return self._cache
+    def cache_type(self) -> type[FragCache]:
+        """Where the arrival-only rules (which read memory) are on, nodes are told apart by free memory too."""
+        return MemoryAwareFragCache if self.placeable_tiebreak else FragCache
 
     def placeable_cache(self, state: ClusterState, relearn: bool = False) -> PlaceableCache | None:
         """The placeable measure's cache; `relearn`: re-read the learnt class memory (and recompute)."""

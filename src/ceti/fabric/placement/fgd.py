@@ -160,12 +160,17 @@ class FGDPolicy(PlacementPolicy):
             )
             workload = TargetWorkload((TaskClass(pod.cpu_milli, pod.gpu_milli, pod.gpu_count, spec),), (1.0,))
             return FragCache(state, WorkloadArrays.build(workload, state.models))
-        if self._cache is None or self._models is not state.models:
+        kind = self.cache_type()
+        if type(self._cache) is not kind or self._models is not state.models:
             self._models = state.models
-            self._cache = FragCache(state, WorkloadArrays.build(workload, state.models))
+            self._cache = kind(state, WorkloadArrays.build(workload, state.models))
         else:
             self._cache.sync(state)
         return self._cache
+
+    def cache_type(self) -> type[FragCache]:
+        """The cache kept across placements for a learnt workload (a subclass may tell nodes apart by more)."""
+        return FragCache
 
     def option_scores(
         self, cache: FragCache, state: ClusterState, pod: PodRequest, nodes: np.ndarray
