@@ -30,8 +30,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 LEASE_S = 3.0
 LOST_AFTER_S = 10.0
-# a follower tries every LEASE_S / 4: takeover within 1.25 leases, then one round (slack for a loaded machine)
-TAKEOVER_BOUND_S = LEASE_S * 1.25 + 3.0
+# a follower tries every LEASE_S / 4: takeover within 1.25 leases (slack for a loaded machine)
+TAKEOVER_BOUND_S = LEASE_S * 1.25 + 1.5
+# then the new leader's first round: about 0.1 s of CPU, but a round runs at a lower CPU priority than requests,
+# so on a machine busy with other work (the suite runs two test processes on two cores) it measured 1.5-3.3 s
+FIRST_ROUND_BOUND_S = 6.0
 BURST = 36
 
 
@@ -137,7 +140,8 @@ def test_leader_killed_mid_round_and_during_a_burst(tmp_path: Path, postgres):
         state, took_1, resumed_1 = wait_for_takeover(replicas[1:], killed_at, old_term=1)
         print(f"\nkilled mid-round: term {state['term']} took over in {took_1:.2f}s, "
               f"scheduling resumed in {resumed_1:.2f}s")
-        assert state["term"] == 2 and resumed_1 <= TAKEOVER_BOUND_S
+        assert state["term"] == 2 and took_1 <= TAKEOVER_BOUND_S
+        assert resumed_1 - took_1 <= FIRST_ROUND_BOUND_S
 
         # 2. kill -9 the new leader during a burst of submits through every replica
         leader, _ = leader_of(replicas[1:])
@@ -158,7 +162,8 @@ def test_leader_killed_mid_round_and_during_a_burst(tmp_path: Path, postgres):
         state, took_2, resumed_2 = wait_for_takeover(survivors, killed_at, old_term=2)
         print(f"killed during a burst: term {state['term']} took over in {took_2:.2f}s, "
               f"scheduling resumed in {resumed_2:.2f}s")
-        assert state["term"] == 3 and resumed_2 <= TAKEOVER_BOUND_S
+        assert state["term"] == 3 and took_2 <= TAKEOVER_BOUND_S
+        assert resumed_2 - took_2 <= FIRST_ROUND_BOUND_S
         for t in threads:
             t.join(60)
             assert not t.is_alive()
