@@ -210,6 +210,24 @@ def test_short_run_against_two_replicas_on_postgres(postgres):
     assert out["jobs"]["started"] > 0 and out["schedule_round"]["count"] > 0
 
 
+def test_scheduler_apart_needs_postgres():
+    result = _cli("--scheduler-apart", "--agents", "5", "--duration-s", "1")
+    assert result.exit_code == 2 and "PostgreSQL" in result.output
+
+
+@pytest.mark.postgres
+def test_short_run_with_the_scheduler_apart(postgres):
+    """One serving replica (--no-schedule) takes every request; the scheduler apart, given none, runs the rounds."""
+    result = _cli("--scheduler-apart", "--agents", "8", "--heartbeat-s", "0.5", "--submits-per-s", "4",
+                  "--duration-s", "3", "--database-url", postgres.new_database(), "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["errors"] == 0 and out["registered"] == 8
+    assert out["server"]["replicas"] == 2 and out["server"]["scheduler_apart"] is True
+    assert out["config"]["replicas"] == 1 and out["config"]["scheduler_apart"] is True
+    assert out["jobs"]["started"] > 0 and out["schedule_round"]["count"] > 0
+
+
 @pytest.mark.postgres
 def test_a_database_that_already_holds_a_fabric_is_refused(postgres):
     """Pointed at a database some server already made (it has an admin token), the bench stops with a

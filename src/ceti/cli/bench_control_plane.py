@@ -38,6 +38,9 @@ def control_plane(
     replicas: Annotated[int, typer.Option(help=(
         "server processes on the one PostgreSQL database (needs --database-url); agents and submits are spread "
         "over them, one of them leads the scheduling"), min=1, max=16)] = 1,
+    scheduler_apart: Annotated[bool, typer.Option(help=(
+        "one more server process (needs --database-url) runs the scheduling rounds and gets no traffic; the "
+        "--replicas that serve agents and developers run with --no-schedule"))] = False,
     verify: Annotated[bool, typer.Option(help=(
         "keep proof of hardware on: simulated agents cannot answer challenges, so every node's heartbeats take "
         "the full path until its first challenge expires (a start-up transient, not the steady state)"))] = False,
@@ -49,9 +52,12 @@ def control_plane(
     jobs submitted/started/finished."""
     cfg = BenchConfig(agents=agents, heartbeat_s=heartbeat_s, submits_per_s=submits_per_s, duration_s=duration_s,
                       database_url=database_url, port=port, max_connections=max_connections, seed=seed,
-                      verify=verify, replicas=replicas)
+                      verify=verify, replicas=replicas, scheduler_apart=scheduler_apart)
     if replicas > 1 and not database_url:
         raise typer.BadParameter("several replicas need PostgreSQL: give --database-url", param_hint="--replicas")
+    if scheduler_apart and not database_url:
+        raise typer.BadParameter("a scheduler apart needs PostgreSQL: give --database-url",
+                                 param_hint="--scheduler-apart")
     console = Console(stderr=True)
     out = Console()
     if find_knee_:
@@ -136,7 +142,8 @@ def result_table(r: dict[str, Any]) -> Table:
     t = Table(title=(f"control plane: {r['agents']} agents, heartbeat {r['config']['heartbeat_s']} s, "
                      f"{r['config']['submits_per_s']} submits/s, {r['config']['duration_s']} s, {r['database']}, "
                      f"proof of hardware {'on' if r['config'].get('verify') else 'off'}"
-                     + (f", {r['config']['replicas']} replicas" if r['config'].get('replicas', 1) > 1 else "")))
+                     + (f", {r['config']['replicas']} replicas" if r['config'].get('replicas', 1) > 1 else "")
+                     + (", scheduler apart" if r['config'].get('scheduler_apart') else "")))
     t.add_column("requests")
     for c in ("count", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms"):
         t.add_column(c, justify="right")

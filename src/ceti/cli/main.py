@@ -94,6 +94,11 @@ def server(
     tls_key: Annotated[Path | None, typer.Option(help="the certificate's private key (PEM)")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
     log_format: LogFormatOpt = "auto",
+    schedule: Annotated[bool | None, typer.Option(
+        "--schedule/--no-schedule", help=(
+            "take part in scheduling (default, or CETI_SCHEDULE=0). --no-schedule serves requests only "
+            "(PostgreSQL): run the scheduler in a replica that gets no traffic, so rounds never compete with "
+            "requests"))] = None,
 ) -> None:
     """Run the control plane (REST API, scheduling loop)."""
     import uvicorn
@@ -106,6 +111,10 @@ def server(
         settings.data_dir = data_dir
     if database_url:
         settings.database_url = database_url
+    if schedule is not None:
+        settings.schedule = schedule
+    if not settings.schedule and settings.is_sqlite:
+        fail("--no-schedule needs PostgreSQL (--database-url): on SQLite the one server must schedule", 2)
     if bool(tls_cert) != bool(tls_key):
         fail("--tls-cert and --tls-key go together", 2)
     for path in (tls_cert, tls_key):

@@ -60,6 +60,9 @@ class BenchConfig:
     poisson: bool = True
     # server processes on the one database (PostgreSQL only); agents and submits are spread over them evenly
     replicas: int = 1
+    # one more replica (PostgreSQL only) that runs the scheduling rounds and is given no traffic, while the
+    # `replicas` that serve the traffic never schedule (`ceti server --no-schedule`)
+    scheduler_apart: bool = False
 
     def drain(self) -> float:
         if self.drain_s is not None:
@@ -86,6 +89,7 @@ class ServerProcess:
     verify: bool = True
     admin_token: str = ""
     secret_key: str | None = None  # replicas share it: job secrets are encrypted with it
+    schedule: bool = True  # False: serves requests only (`--no-schedule`)
 
     @property
     def url(self) -> str:
@@ -105,6 +109,8 @@ class ServerProcess:
             env["CETI_VERIFY_ENABLED"] = "0"
         if self.secret_key:
             env["CETI_SECRET_KEY"] = self.secret_key
+        if not self.schedule:
+            env["CETI_SCHEDULE"] = "0"
         cmd = [sys.executable, "-m", "ceti.cli.main", "server", "--host", HOST, "--port", str(self.port),
                "--data-dir", str(self.data_dir), "--admin-token-file", str(self.data_dir / "admin-token"),
                "--log-level", "warning"]
@@ -286,6 +292,8 @@ async def sample_server(servers: list[ServerProcess], session: aiohttp.ClientSes
 async def drive(cfg: BenchConfig, servers: list[ServerProcess], provider_tokens: list[str],
                 project_tokens: list[str], live: Live) -> dict[str, Any]:
     rec = live.rec
+    # a scheduler apart (the first server) is sampled and asked for its rounds, but gets no requests
+    traffic = servers[1:] if cfg.scheduler_apart else servers
     infos = node_infos(cfg.agents, cfg.seed)
     samplers, me = [ProcessSampler(sv.proc.pid) for sv in servers], ProcessSampler(os.getpid())
     rounds: list[float] = []
@@ -309,13 +317,13 @@ async def drive(cfg: BenchConfig, servers: list[ServerProcess], provider_tokens:
         stop_sampling = asyncio.Event()
         sampler_task = asyncio.create_task(
             sample_server(servers, side, samplers, me, rounds, stop_sampling, sched_state))
-        agents = [SimAgent(i, info, provider_tokens[i % len(provider_tokens)], servers[i % len(servers)].url,
+        agents = [SimAgent(i, info, provider_tokens[i % len(provider_tokens)], traffic[i % len(traffic)].url,
                            cfg.heartbeat_s, cfg.run_s, rec, cfg.seed, cfg.request_timeout_s)
                   for i, info in enumerate(infos)]
         # registration (and so every heartbeat) is spread over the first interval, not all at once
         agent_tasks = [asyncio.create_task(a.run(session, t0 + rng.uniform(0, cfg.heartbeat_s), agents_end))
                        for a in agents]
-        dev = await developer(session, [sv.url for sv in servers], project_tokens, cfg, rec, submits_end, live)
+        dev = await developer(session, [sv.url for sv in traffic], project_tokens, cfg, rec, submits_end, live)
         live.phase = "drain"
         # a request still in flight at the end gets one request timeout more, then is cancelled (an error)
         done, pending = await asyncio.wait(agent_tasks, timeout=max(agents_end - time.monotonic(), 0)
@@ -350,7 +358,7 @@ async def drive(cfg: BenchConfig, servers: list[ServerProcess], provider_tokens:
         "server": {"cpu_s": round(sum(sm.cpu_s for sm in samplers), 2),
                    "peak_rss_mib": round(max(sm.peak_rss for sm in samplers) / 2**20, 1),
                    "cpu_util": round(sum(sm.cpu_s for sm in samplers) / wall, 3) if wall else None,
-                   "replicas": len(servers)},
+                   "replicas": len(servers), "scheduler_apart": cfg.scheduler_apart},
         "loadgen": {"cpu_s": round(me.cpu_s, 2), "peak_rss_mib": round(me.peak_rss / 2**20, 1),
                     "cpu_util": round(me.cpu_s / wall, 3) if wall else None, "late_submits": dev["late"]},
         # the server and the load generator share this host: other work on it skews every figure
@@ -363,7 +371,7 @@ async def drive(cfg: BenchConfig, servers: list[ServerProcess], provider_tokens:
         "database": "postgresql" if cfg.database_url else "sqlite",
         "config": {"agents": cfg.agents, "heartbeat_s": cfg.heartbeat_s, "submits_per_s": cfg.submits_per_s,
                    "duration_s": cfg.duration_s, "drain_s": cfg.drain(), "max_connections": cfg.max_connections,
-                   "verify": cfg.verify, "replicas": cfg.replicas},
+                   "verify": cfg.verify, "replicas": cfg.replicas, "scheduler_apart": cfg.scheduler_apart},
         "wall_s": round(wall, 1),
     }
 
@@ -381,13 +389,18 @@ def run_bench(cfg: BenchConfig, on_start: Callable[[Live], None] | None = None) 
     Bounded in time."""
     if cfg.replicas > 1 and not cfg.database_url:
         raise ValueError("several replicas need PostgreSQL (--database-url): SQLite serves one server")
+    if cfg.scheduler_apart and not cfg.database_url:
+        raise ValueError("a scheduler apart needs PostgreSQL (--database-url): SQLite serves one server")
     root = Path(tempfile.mkdtemp(prefix="ceti-bench-cp-"))
     key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()  # a Fernet key, as the server expects
     servers = []
-    for i in range(max(cfg.replicas, 1)):
+    # the scheduler apart starts first, so it makes the schema and the admin token and takes the lease at once
+    serving = [False] * cfg.scheduler_apart + [True] * max(cfg.replicas, 1)
+    for i, serves in enumerate(serving):
         (root / f"r{i}").mkdir()
         port = cfg.port + i if cfg.port else free_port()
-        servers.append(ServerProcess(port, root / f"r{i}", cfg.database_url, verify=cfg.verify, secret_key=key))
+        servers.append(ServerProcess(port, root / f"r{i}", cfg.database_url, verify=cfg.verify, secret_key=key,
+                                     schedule=not (serves and cfg.scheduler_apart)))
     live = Live(Recorder())
     try:
         for server in servers:  # one after another: the first makes the schema and the admin token

@@ -58,6 +58,8 @@ class SingleReplicaLock:
 def create_app(settings: Settings | None = None, admin_token_file: Path | None = None,
                run_scheduler: bool = True) -> FastAPI:
     settings = settings or Settings()
+    if not settings.schedule and settings.is_sqlite:
+        raise ValueError("a server that does not schedule needs PostgreSQL: on SQLite the one server must schedule")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -88,7 +90,8 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
             app.state.heartbeat_clock = clock  # quiet heartbeats' times go out in batches
             app.state.quiet_reader = fastlane.QuietReader(engine, settings, clock)
             clock.start()
-            loop.start()
+            if settings.schedule:
+                loop.start()
             sweeper.start()
         try:
             yield

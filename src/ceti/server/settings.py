@@ -60,6 +60,9 @@ class Settings:
     claim_ttl_s: float = field(default_factory=lambda: _env_float("CETI_CLAIM_TTL_S", 15.0))
     # the scheduler's leader lease: a dead leader's replacement takes over within about 1.25x this (docs/replicas.md)
     leader_lease_s: float = field(default_factory=lambda: _env_float("CETI_LEADER_LEASE_S", 10.0))
+    # False: this replica serves requests and never schedules (PostgreSQL only); the rounds run in another
+    # replica that is given no traffic, so they never compete with requests for this one's interpreter
+    schedule: bool = field(default_factory=lambda: os.environ.get("CETI_SCHEDULE", "1") != "0")
     stop_grace_s: float = field(default_factory=lambda: _env_float("CETI_STOP_GRACE_S", 10.0))
     max_body_bytes: int = field(default_factory=lambda: _env_int("CETI_MAX_BODY_BYTES", 2 * 1024 * 1024))
     # rows of a proof-of-hardware answer: 8 rows per GPU of a product that fills 80 GB, for 8 GPUs, is ~15 MB

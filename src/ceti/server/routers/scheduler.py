@@ -21,6 +21,8 @@ class SchedulerOut(BaseModel):
     rounds: int = Field(0, description="rounds completed since this server started")
     recent_round_s: list[float] = Field(default_factory=list, description="the latest round durations, oldest first")
     replica_id: str | None = Field(None, description="this server replica (made at its start)")
+    schedules: bool = Field(True, description="whether this replica takes part in scheduling (false: started with "
+                                               "--no-schedule, it serves requests only and never leads)")
     leader: bool = Field(False, description="whether this replica holds the scheduler lease and runs the rounds")
     term: int | None = Field(None, description="the latest term this replica led in (a takeover increments it)")
     lease_expires_at: float | None = Field(None, description="when this replica's lease runs out unless renewed")
@@ -39,6 +41,7 @@ def scheduler(request: Request, _: AdminDep):
         "rounds": loop.rounds,
         "recent_round_s": list(loop.recent_round_s),
         "replica_id": elector.replica_id,
+        "schedules": request.app.state.settings.schedule,
         "leader": elector.term() is not None,
         "term": elector.last_term,
         "lease_expires_at": elector.lease_expires_at,
