@@ -96,9 +96,9 @@ def server(
     log_format: LogFormatOpt = "auto",
     schedule: Annotated[bool | None, typer.Option(
         "--schedule/--no-schedule", help=(
-            "take part in scheduling (default, or CETI_SCHEDULE=0). --no-schedule serves requests only "
-            "(PostgreSQL): run the scheduler in a replica that gets no traffic, so rounds never compete with "
-            "requests"))] = None,
+            "take part in scheduling (the default; CETI_SCHEDULE=0 is --no-schedule). --no-schedule serves "
+            "requests only (PostgreSQL): the rounds then run in a replica that gets no traffic and never compete "
+            "with requests"))] = None,
 ) -> None:
     """Run the control plane (REST API, scheduling loop)."""
     import uvicorn

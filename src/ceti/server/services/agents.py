@@ -101,8 +101,10 @@ def heartbeat(
         # the node's row lock first, as the lost-node sweep takes it: a sweep and these reports on the same node
         # then run one after the other, and each reads what the other wrote (not an attempt ended meanwhile)
         claims.lock_rows(s, m.Node, [node.id])
+        read = _read_for_finished(s, [report.allocation_id for report in finished])
         for report in finished:
             _apply_finished(s, node, report, now)
+        del read
         # committed at once: the write lock is held for the exits only, not while the answer is built, and an
         # exit is kept even if the answer then fails (a resent report changes nothing)
         s.commit()
@@ -234,6 +236,20 @@ def _live_allocations(s: Session, node_id: str) -> dict[str, m.Allocation]:
     rows = s.scalars(select(m.Allocation).where(m.Allocation.node_id == node_id, m.Allocation.state.in_(ACTIVE)))
     # an attempt closed by this heartbeat's own reports is not flushed yet: leave it out here
     return {a.id: a for a in rows if a.state in ACTIVE}
+
+
+def _read_for_finished(s: Session, alloc_ids: list[str]) -> list[Any]:
+    """Read at once, under the node's lock, the rows each report then looks up by key (its allocation, job and
+    meter): a node that ran many small jobs reports dozens of ends in one heartbeat, and one lookup after another,
+    each a round trip and an autoflush, took it a second on PostgreSQL. The caller holds the returned rows while
+    it works: the session keeps only weak references to unchanged rows, so a lookup finds them only while held."""
+    allocs = list(s.scalars(select(m.Allocation).where(m.Allocation.id.in_(alloc_ids))))
+    job_ids = sorted({a.job_id for a in allocs})
+    if not job_ids:
+        return allocs
+    jobs = list(s.scalars(select(m.Job).where(m.Job.id.in_(job_ids))))
+    meters = list(s.scalars(select(m.LedgerMeter).where(m.LedgerMeter.allocation_id.in_([a.id for a in allocs]))))
+    return [*allocs, *jobs, *meters]
 
 
 def _apply_finished(s: Session, node: m.Node, report: Finished, now: float) -> None:

@@ -295,12 +295,15 @@ def meter(s: Session, now: float, settings: Settings, batch: int = BATCH) -> Met
 def _open_started(s: Session, report: MeterReport) -> None:
     a, lm = m.Allocation, m.LedgerMeter
     unopened = s.scalars(select(a).outerjoin(lm, lm.allocation_id == a.id).where(
-        a.state.in_(_ACTIVE), a.started_at.is_not(None), lm.allocation_id.is_(None))).all()
+        a.state.in_(_ACTIVE), a.started_at.is_not(None), lm.allocation_id.is_(None)).order_by(a.id)).all()
     for alloc in unopened:
         # every replica's pass may find the same new allocation: looked up again (another may have made its meter
         # since), and made if still absent, so one meter is made
         if s.get(lm, alloc.id) is None:
             report.opened += _insert_absent(s, lm, _meter_values(s, alloc), ["allocation_id"])
+            # committed at once: until then the new meter's key is locked, and another replica's pass or a
+            # heartbeat reporting the attempt's end (which holds its node's row lock) waits on it
+            s.commit()
 
 
 def _due(now: float, horizon: float) -> ColumnElement[bool]:
