@@ -1,0 +1,81 @@
+"""A heartbeat that reports many finished attempts at once (a big node that ran many small jobs) applies every
+report, and reads its rows in bulk: the reads it sends do not grow with the number of reports."""
+
+from __future__ import annotations
+
+from sqlalchemy import event, select
+
+from ceti import fabric
+from ceti.server.services import agents, jobs, ledger, scheduling
+from ceti.server.services.tokens import Principal
+from ceti.server.settings import LedgerSettings, Settings, VerifySettings
+from ceti.spec import NodeInfo, parse_job_spec
+from ceti.store import models as m
+
+ADMIN = Principal("admin", "admin")
+
+
+def settings() -> Settings:
+    return Settings(verify=VerifySettings(enabled=False), ledger=LedgerSettings(meter_interval_s=60.0, fee_bps=1000))
+
+
+def running_jobs(sessions, who: Principal, n: int, name: str) -> tuple[str, list[str]]:
+    """A node running `n` one-CPU jobs, each with its meter open (metered once), at t=20."""
+    cfg = settings()
+    with sessions() as s:
+        info = NodeInfo(hostname=name, cpus=64, memory_mib=256_000, price_per_cpu_hour=0.36)
+        node_id = agents.register(s, who, info, None, 0.0).id
+        for i in range(n):
+            jobs.submit(s, ADMIN, parse_job_spec({"name": f"{name}-{i}", "command": ["x"], "resources": {"cpus": 1}}),
+                        1.0, None, 1000)
+        s.commit()
+    with sessions() as s:
+        snapshot = scheduling.build_snapshot(s, 10.0)
+        scheduling.apply_decisions(s, snapshot, fabric.schedule(snapshot), 10.0)
+        s.commit()
+    with sessions() as s:
+        alloc_ids = sorted(s.scalars(select(m.Allocation.id).where(m.Allocation.node_id == node_id)))
+        assert len(alloc_ids) == n
+        agents.heartbeat(s, who, node_id, alloc_ids, [], cfg, 11.0)
+        s.commit()
+    with sessions() as s:
+        ledger.meter(s, 20.0, cfg)
+        s.commit()
+    return node_id, alloc_ids
+
+
+def reads_to_report_ends(sessions, who: Principal, node_id: str, alloc_ids: list[str], running: list[str],
+                              now: float) -> int:
+    engine = sessions.kw["bind"]
+    sent: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT"):
+            sent.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with sessions() as s:
+            finished = [agents.Finished(a, 0, cpu_seconds=1.0, peak_memory_mib=10.0, wall_s=9.0) for a in alloc_ids]
+            agents.heartbeat(s, who, node_id, running, finished, settings(), now)
+            s.commit()
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return len(sent)
+
+
+def test_many_ends_in_one_heartbeat_are_all_applied_with_no_more_reads_than_a_few(db):
+    sessions, who = db
+    node_id, alloc_ids = running_jobs(sessions, who, 26, "big")
+    few, many = alloc_ids[:2], alloc_ids[2:]
+    few_sent = reads_to_report_ends(sessions, who, node_id, few, many, 30.0)
+    many_sent = reads_to_report_ends(sessions, who, node_id, many, [], 31.0)
+    with sessions() as s:
+        for alloc_id in few + many:
+            alloc = s.get(m.Allocation, alloc_id)
+            assert alloc.state == "exited" and alloc.wall_s == 9.0
+            assert s.get(m.Job, alloc.job_id).state == "succeeded"
+            assert s.get(m.LedgerMeter, alloc_id).end_at == (30.0 if alloc_id in few else 31.0)
+    # 22 more reports: read in bulk, they cost no more reads (one by one, each cost the lookups of its
+    # allocation, job and meter: 44 more or so; the writes are batched where the driver can)
+    assert many_sent <= few_sent, (few_sent, many_sent)
