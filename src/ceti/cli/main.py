@@ -113,8 +113,6 @@ def server(
         settings.database_url = database_url
     if schedule is not None:
         settings.schedule = schedule
-    if not settings.schedule and settings.is_sqlite:
-        fail("--no-schedule needs PostgreSQL (--database-url): on SQLite the one server must schedule", 2)
     if bool(tls_cert) != bool(tls_key):
         fail("--tls-cert and --tls-key go together", 2)
     for path in (tls_cert, tls_key):
@@ -122,7 +120,11 @@ def server(
             fail(f"cannot read {path}", 2)
     _configure_logging(log_format, log_level)
     try:
-        uvicorn.run(create_app(settings, admin_token_file=admin_token_file), host=host, port=port,
+        fabric_app = create_app(settings, admin_token_file=admin_token_file)
+    except ValueError as exc:  # settings that cannot work together (--no-schedule on SQLite)
+        fail(str(exc), 2)
+    try:
+        uvicorn.run(fabric_app, host=host, port=port,
                     log_level=log_level, access_log=False, timeout_graceful_shutdown=5, log_config=None,
                     ssl_certfile=str(tls_cert) if tls_cert else None, ssl_keyfile=str(tls_key) if tls_key else None)
     except RuntimeError as exc:

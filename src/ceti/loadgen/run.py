@@ -394,13 +394,14 @@ def run_bench(cfg: BenchConfig, on_start: Callable[[Live], None] | None = None) 
     root = Path(tempfile.mkdtemp(prefix="ceti-bench-cp-"))
     key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()  # a Fernet key, as the server expects
     servers = []
-    # the scheduler apart starts first, so it makes the schema and the admin token and takes the lease at once
-    serving = [False] * cfg.scheduler_apart + [True] * max(cfg.replicas, 1)
-    for i, serves in enumerate(serving):
+    # whether each server schedules: the scheduler apart starts first, so it makes the schema and the admin token
+    # and takes the lease at once; the replicas that serve the traffic then do not schedule
+    schedules = [True] * cfg.scheduler_apart + [not cfg.scheduler_apart] * max(cfg.replicas, 1)
+    for i, schedule in enumerate(schedules):
         (root / f"r{i}").mkdir()
         port = cfg.port + i if cfg.port else free_port()
         servers.append(ServerProcess(port, root / f"r{i}", cfg.database_url, verify=cfg.verify, secret_key=key,
-                                     schedule=not (serves and cfg.scheduler_apart)))
+                                     schedule=schedule))
     live = Live(Recorder())
     try:
         for server in servers:  # one after another: the first makes the schema and the admin token

@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
                run_scheduler: bool = True) -> FastAPI:
     settings = settings or Settings()
     if not settings.schedule and settings.is_sqlite:
-        raise ValueError("a server that does not schedule needs PostgreSQL: on SQLite the one server must schedule")
+        raise ValueError("--no-schedule needs PostgreSQL (--database-url): on SQLite the one server must schedule")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
