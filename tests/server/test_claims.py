@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
 from ceti import fabric
 from ceti.server.background.sweeper import Sweeper
@@ -161,16 +161,17 @@ def test_two_replicas_sweepers_declare_a_silent_node_lost_once(db):
 # -- metering --------------------------------------------------------------------------------------
 
 
-def running_work(sessions, who: Principal, count: int) -> list[str]:
+def running_work(sessions, who: Principal, count: int, first: int = 0) -> list[str]:
     """`count` allocations running since t=0 on one node, at $0.36 per CPU-hour each, without meters yet (their
-    accounts exist, so the first bookings of several replicas need not wait for one another to make them)."""
+    accounts exist, so the first bookings of several replicas need not wait for one another to make them).
+    `first` > 0 adds more to the node and project made by an earlier call."""
     with sessions() as s:
-        n = node(s, who, "n1")
+        n = node(s, who, "n1") if first == 0 else s.scalar(select(m.Node.id))
         project = ensure_project(s, "dev", 0.0).id
         for kind, owner in (("project", project), ("provider", who.provider_id), (ledger.FABRIC, ledger.FABRIC)):
             ledger.account(s, kind, owner, 0.0)
         ids = []
-        for i in range(count):
+        for i in range(first, first + count):
             job = m.Job(id=f"job-{i}", project_id=project, name="j", spec={}, state="running", priority=50,
                         queue_order=i, reason="", created_at=0.0, updated_at=0.0)
             s.add(job)
@@ -198,6 +199,35 @@ def assert_each_meter_booked_once_to(sessions, allocs: list[str], t: float, txns
                              .where(m.LedgerEntry.account_id == a.id))
             assert a.balance_micro == total, (a.kind, a.owner_id)
         assert sum(ledger.totals_by_kind(s).values()) == 0
+
+
+def statements_of_a_pass(sessions, now: float) -> tuple[ledger.MeterReport, int]:
+    engine = sessions.kw["bind"]
+    sent: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        sent.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with sessions() as s:
+            report = ledger.meter(s, now, settings(), batch=100)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return report, len(sent)
+
+
+def test_a_metering_pass_opens_prices_and_books_many_new_meters_in_as_many_statements_as_a_few(db):
+    sessions, who = db
+    few = running_work(sessions, who, 4)
+    report, for_few = statements_of_a_pass(sessions, 100.0)
+    assert (report.opened, report.booked) == (4, 4)
+    many = running_work(sessions, who, 60, first=4)
+    report, for_many = statements_of_a_pass(sessions, 100.0)
+    assert (report.opened, report.booked) == (60, 60)
+    # opening one meter at a time took four statements and a commit each; pricing three lookups each
+    assert for_many <= for_few + 2, (for_few, for_many)
+    assert_each_meter_booked_once_to(sessions, few + many, 100.0, txns=1)
 
 
 def test_a_meter_is_booked_exactly_once_when_sweepers_race(db, monkeypatch):
