@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ceti.fabric.placement import ClusterState, PodRequest, TargetWorkload, TaskClass, make_policy
-from ceti.fabric.placement.fabric import FabricPolicy, PlaceableCache
+from ceti.fabric.placement.fabric import FabricPolicy, PlaceableCache, whole_gpu_cpu_per_gpu
 from ceti.fabric.placement.workload import ArrivalMemory, SharePlan, WorkloadArrays
 
 RNG = np.random.default_rng(0)
@@ -375,3 +375,24 @@ def test_nodes_that_differ_only_in_free_memory_are_different_options() -> None:
     for _ in range(3):
         policy.place(state(), PodRequest(4000, 30_000, 1, 470), RNG)
     assert policy.place(state(), PodRequest(4000, 20_000), RNG)[0] == 1
+
+
+MULTI_MIX = TargetWorkload(
+    (TaskClass(8000, 1000, 1), TaskClass(4000, 1000, 4), TaskClass(4000, 470, 1), TaskClass(8000, 0, 0)),
+    (0.3, 0.3, 0.3, 0.1),
+)
+
+
+def test_the_room_of_an_idle_gpu_is_what_whole_gpu_work_asks_per_gpu() -> None:
+    # WAIT_MIX: one whole-GPU class, 8 cores for 1 GPU. MULTI_MIX: (0.3 x 8000 + 0.3 x 4000) / (0.3 x 1 +
+    # 0.3 x 4) = 3600 / 1.5 = 2400 milli per GPU: four-GPU tasks ask 1 core per GPU. No whole-GPU class: 0.
+    assert whole_gpu_cpu_per_gpu(WAIT_MIX) == 8000
+    assert whole_gpu_cpu_per_gpu(MULTI_MIX) == 2400
+    assert whole_gpu_cpu_per_gpu(TargetWorkload((TaskClass(4000, 470, 1),), (1.0,))) == 0
+    # The case of the test above under MULTI_MIX: a's 3 idle GPUs keep 3 x 2.4 = 7.2 of the 22 cores left,
+    # so completing the pair on a keeps every reservation, and fabric does (with 8 cores per idle GPU, the
+    # least a one-GPU class asks, it went to b).
+    state = cluster(("a", 26_000, [530, 1000, 1000, 1000], "G2"), ("b", 96_000, [1000] * 8, "G2"))
+    policy = FabricPolicy(MULTI_MIX)
+    assert policy.reservations(policy.share_plan()).idle_cpu == 2400
+    assert policy.place(state, PodRequest(4000, 1000, 1, 470), RNG) == (0, (0,))

@@ -11,8 +11,9 @@ Each way to place a task (node, and GPU for a share) is ranked by, in order:
    the CPU or memory beside a lone 470 or 650, and the rest of its GPU is stranded. For a GPU share the key
    is whether it follows the plan on that GPU (the GPU's used milli plus the share is part of a planned
    pattern) and keeps the reservations, its own GPU's included, and also leaves each idle GPU of the node
-   the CPU and memory of a whole-GPU task (the one-GPU class asking the least CPU): completing a pattern
-   on a node whose last cores its idle GPUs need strands them. FGD's measure is dominated by whole-GPU and
+   the CPU that whole-GPU work asks per GPU (over the target workload's whole-GPU classes, one or more GPUs,
+   by popularity: their CPU over their GPUs) and the memory of the one-GPU class asking the least CPU:
+   completing a pattern on a node whose last cores its idle GPUs need strands them. FGD's measure is dominated by whole-GPU and
    CPU-only classes, so it pairs a 320 with a lone 470 (leaving 210 milli that only rare small shares fill)
    rather than open a GPU that a 650 would complete; the plan keeps such pairings for last. Where no
    option keeps the key (or the size is not planned), the keys below decide alone.
@@ -146,8 +147,22 @@ class Reservations(NamedTuple):
 
     cpu: np.ndarray  # [1001] by a GPU's used milli: CPU milli of the planned partner it waits for
     memory: np.ndarray  # [1001] the same in memory MiB
-    idle_cpu: int  # per idle GPU, for shares: the least CPU of a one-GPU whole-GPU class
-    idle_memory: int  # and that class's learnt memory
+    idle_cpu: int  # per idle GPU, for shares: the CPU whole-GPU work asks per GPU, by popularity
+    idle_memory: int  # the learnt memory of the one-GPU whole-GPU class asking the least CPU
+
+
+def whole_gpu_cpu_per_gpu(workload: TargetWorkload) -> int:
+    """The CPU milli that the target workload's whole-GPU work asks per GPU: over its classes of one or more
+    whole GPUs, popularity x CPU over popularity x GPUs (0 without such classes). The least any one-GPU class
+    asks (3.2 cores on `default`) left an idle GPU's task without the cores it needs on nodes whose shares
+    took the rest; the most popular one-GPU class's (11.4) also ignored that multi-GPU tasks ask less per GPU,
+    and kept shares off busy nodes on `multigpu50` (docs/sim-inflation.md)."""
+    cpu = gpus = 0.0
+    for c, p in zip(workload.classes, workload.probability, strict=True):
+        if c.gpu_count >= 1 and c.gpu_milli == WHOLE_GPU_MILLI:
+            cpu += p * c.cpu_milli
+            gpus += p * c.gpu_count
+    return int(cpu / gpus) if gpus else 0
 
 
 class FabricPolicy(FGDPolicy):
@@ -198,7 +213,8 @@ class FabricPolicy(FGDPolicy):
         """What a node keeps for the work its GPUs wait for. A GPU holding part of a planned pattern waits for
         the partner that completes it (`SharePlan.open_partner`): that partner's CPU (the least a target class
         of its size asks) and memory (learnt from arrivals: the median of that class's pods). An idle GPU waits
-        for a whole-GPU task: the CPU and memory of the one-GPU class that asks the least CPU."""
+        for whole-GPU work: the CPU it asks per GPU (`whole_gpu_cpu_per_gpu`), and the memory of the one-GPU
+        class that asks the least CPU."""
         if self._reserved is None or relearn:
             cpu = plan.share_cpu
             memory = {size: self._memory.median(c, size, 1) for size, c in cpu.items()}
@@ -208,7 +224,7 @@ class FabricPolicy(FGDPolicy):
             self._reserved = Reservations(
                 plan.reserved(cpu),
                 plan.reserved(memory),
-                0 if least is None else least.cpu_milli,
+                whole_gpu_cpu_per_gpu(self.workload) if self.workload is not None else 0,
                 0 if least is None else self._memory.median(least.cpu_milli, WHOLE_GPU_MILLI, 1),
             )
         return self._reserved
