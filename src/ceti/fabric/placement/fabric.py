@@ -13,10 +13,11 @@ Each way to place a task (node, and GPU for a share) is ranked by, in order:
    pattern) and keeps the reservations, its own GPU's included, and also leaves each idle GPU of the node
    the CPU that whole-GPU work asks per GPU (over the target workload's whole-GPU classes, one or more GPUs,
    by popularity: their CPU over their GPUs) and the memory of the one-GPU class asking the least CPU:
-   completing a pattern on a node whose last cores its idle GPUs need strands them. FGD's measure is dominated by whole-GPU and
-   CPU-only classes, so it pairs a 320 with a lone 470 (leaving 210 milli that only rare small shares fill)
-   rather than open a GPU that a 650 would complete; the plan keeps such pairings for last. Where no
-   option keeps the key (or the size is not planned), the keys below decide alone.
+   completing a pattern on a node whose last cores its idle GPUs need strands them. FGD's measure is
+   dominated by whole-GPU and CPU-only classes, so it pairs a 320 with a lone 470 (leaving 210 milli that
+   only rare small shares fill) rather than open a GPU that a 650 would complete; the plan keeps such
+   pairings for last. Where no option keeps the key (or the size is not planned), the keys below decide
+   alone.
 1. FGD's integer score, floor(100 * sigmoid(-(dF + charge) / 1000)), where dF is the change in FGD's
    fragmentation measure and `charge` is a model-protection charge in the same unit (milli-GPU): the task's
    GPU milli times min(1, load factor of the node's GPU model). The load factor is the GPU demand of the

@@ -313,12 +313,13 @@ def meter(s: Session, now: float, settings: Settings, batch: int = BATCH) -> Met
 
 def _open_started(s: Session, report: MeterReport) -> None:
     """Open a meter for every attempt that started and has none, in one INSERT ... SELECT: a pass at 50 job
-    starts a second used to open them one lookup and one commit at a time, a third of the server's CPU and its
-    longest hold of SQLite's write lock. Every replica's pass may find the same new attempts, and a heartbeat
-    reporting an attempt's end may open its meter at the same moment: rows that exist by then are skipped
-    (ON CONFLICT DO NOTHING), and rows are made in allocation id order, so two passes wait on each other in
-    one order only. Committed at once: until then a new meter's key is locked, and another replica's pass or a
-    heartbeat ending the attempt (which holds its node's row lock) would wait on it."""
+    starts a second used to open them one lookup and one commit at a time (with the pricing and booking, a
+    quarter of a core and the server's longest holds of SQLite's write lock). Every replica's pass may find
+    the same new attempts, and a heartbeat reporting an attempt's end may open its meter at the same moment:
+    rows that exist by then are skipped (ON CONFLICT DO NOTHING), and rows are made in allocation id order, so
+    two passes wait on each other in one order only. Committed at once: until then a new meter's key is
+    locked, and another replica's pass or a heartbeat ending the attempt (which holds its node's row lock)
+    would wait on it."""
     a, lm, j, n = m.Allocation, m.LedgerMeter, m.Job, m.Node
     zero, no = literal(0, BigInteger), literal(False)
     null = literal(None, Float)
