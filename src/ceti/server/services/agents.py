@@ -140,7 +140,7 @@ def _start(s: Session, node_id: str, allocs: list[m.Allocation], now: float) -> 
     the stale object back would revive an attempt whose job is already being retried elsewhere. The objects take
     the new values as their committed state, so the flush writes them no second time, and the node's epoch is
     bumped here as the flush would have (store/fencing.py). A node that reported 30 new attempts running made
-    60 UPDATEs one by one before (a compare-and-set and the flush's own, each)."""
+    30 compare-and-set UPDATEs one after another before, and the flush wrote the rows again."""
     if not allocs:
         return set()
     a = m.Allocation
