@@ -71,8 +71,20 @@ def akash_fabric(tmp_path: Path):
                          CETI_CONTAINER_ENGINE="podman")
     server.start()
     fabric = Fabric(server, tmp_path)
-    yield fabric, engine
-    fabric.close()
+    try:
+        yield fabric, engine
+    finally:
+        # a test that failed mid-lease leaves its service's container running after the agent is gone; only
+        # this server's attempts are removed, as another test may run containers of its own at the same time
+        try:
+            ids = [a["id"] for j in fabric.server.admin().jobs() for a in fabric.server.admin().job(j["id"])
+                   .get("allocations", [])]
+        except Exception:  # noqa: BLE001  (the server may be down already; nothing to clean then)
+            ids = []
+        fabric.close()
+        for alloc_id in ids:
+            subprocess.run(engine.argv("rm", "-f", f"ceti-{alloc_id}"), capture_output=True, timeout=60,
+                           check=False)
 
 
 def logs_of(client, job_id: str) -> str:
@@ -100,8 +112,9 @@ def test_an_order_bid_won_run_as_a_container_and_closed(akash_fabric):
     assert lease["state"] == "active" and len(lease["job_ids"]) == 1
     job_id = lease["job_ids"][0]
     wait_until(lambda: "serving tenant/42/1/1/fabric" in logs_of(admin, job_id), 60, what="the lease's service")
-    job = admin.job(job_id)
-    assert job["state"] == "running" and job["allocations"][-1]["node_id"] == agent.node_id
+    # the agent ships output before the heartbeat that reports the start: the log may come first
+    job = wait_until(lambda: (j := admin.job(job_id))["state"] == "running" and j, 30, what="the job to run")
+    assert job["allocations"][-1]["node_id"] == agent.node_id
     allocation = job["allocations"][-1]["id"]
     assert {r["order_id"]: r["state"] for r in admin.akash_leases()} == {
         "tenant/42/1/1": "active", "early/1/1/1": "declined"}
