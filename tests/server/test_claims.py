@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import event, func, select, text
+from sqlalchemy import func, select, text
 
 from ceti import fabric
 from ceti.server.background.sweeper import Sweeper
@@ -18,6 +18,7 @@ from ceti.server.services.tokens import Principal, ensure_project
 from ceti.server.settings import LedgerSettings, Settings, VerifySettings
 from ceti.spec import AllocationState, NodeInfo, parse_job_spec
 from ceti.store import models as m
+from tests.conftest import statements_sent
 
 ADMIN = Principal("t", "admin")
 ACTIVE = [s.value for s in AllocationState if s.active]
@@ -202,18 +203,8 @@ def assert_each_meter_booked_once_to(sessions, allocs: list[str], t: float, txns
 
 
 def statements_of_a_pass(sessions, now: float) -> tuple[ledger.MeterReport, int]:
-    engine = sessions.kw["bind"]
-    sent: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany):
-        sent.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        with sessions() as s:
-            report = ledger.meter(s, now, settings(), batch=100)
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
+    with statements_sent(sessions) as sent, sessions() as s:
+        report = ledger.meter(s, now, settings(), batch=100)
     return report, len(sent)
 
 

@@ -4,7 +4,7 @@ attempts reported running at once move in one statement."""
 
 from __future__ import annotations
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from ceti import fabric
 from ceti.server.services import agents, jobs, ledger, scheduling
@@ -12,6 +12,7 @@ from ceti.server.services.tokens import Principal
 from ceti.server.settings import LedgerSettings, Settings, VerifySettings
 from ceti.spec import NodeInfo, parse_job_spec
 from ceti.store import models as m
+from tests.conftest import statements_sent
 
 ADMIN = Principal("admin", "admin")
 
@@ -54,21 +55,10 @@ def running_jobs(sessions, who: Principal, n: int, name: str) -> tuple[str, list
 
 def reads_to_report_ends(sessions, who: Principal, node_id: str, alloc_ids: list[str], running: list[str],
                               now: float) -> int:
-    engine = sessions.kw["bind"]
-    sent: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("SELECT"):
-            sent.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        with sessions() as s:
-            finished = [agents.Finished(a, 0, cpu_seconds=1.0, peak_memory_mib=10.0, wall_s=9.0) for a in alloc_ids]
-            agents.heartbeat(s, who, node_id, running, finished, settings(), now)
-            s.commit()
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
+    with statements_sent(sessions, "SELECT") as sent, sessions() as s:
+        finished = [agents.Finished(a, 0, cpu_seconds=1.0, peak_memory_mib=10.0, wall_s=9.0) for a in alloc_ids]
+        agents.heartbeat(s, who, node_id, running, finished, settings(), now)
+        s.commit()
     return len(sent)
 
 
@@ -90,20 +80,9 @@ def test_many_ends_in_one_heartbeat_are_all_applied_with_no_more_reads_than_a_fe
 
 
 def allocation_updates_to_report_running(sessions, who: Principal, node_id: str, running: list[str], now: float) -> int:
-    engine = sessions.kw["bind"]
-    sent: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("UPDATE ALLOCATIONS"):
-            sent.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        with sessions() as s:
-            answer = agents.heartbeat(s, who, node_id, running, [], settings(), now)
-            s.commit()
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
+    with statements_sent(sessions, "UPDATE allocations") as sent, sessions() as s:
+        answer = agents.heartbeat(s, who, node_id, running, [], settings(), now)
+        s.commit()
     assert len(answer.run) == 26
     return len(sent)
 
