@@ -266,3 +266,54 @@ def test_gpu_fit_counts_the_gpus_a_kind_may_use(snap: Snapshot) -> None:
                 assert (fit[r] >= 1) == (usable >= 1)
             else:
                 assert fit[r] == usable
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(0, 60).flatmap(
+        lambda n: st.tuples(
+            st.lists(st.integers(-3, 3), min_size=n, max_size=n),
+            st.lists(st.sampled_from([0.0, 0.5, 1.25, -2.0, float("inf")]), min_size=n, max_size=n),
+            st.lists(st.integers(-(2**40), 2**40), min_size=n, max_size=n),
+        )
+    )
+)
+def test_lex_order_is_a_stable_lexicographic_sort(cols: tuple[list, list, list]) -> None:
+    """Node classes order their members with `lex_order`; it must be exactly `np.lexsort` (first key primary,
+    ties by position), including where the packed code would not fit in 64 bits and it falls back."""
+    from ceti.fabric.classes import lex_order
+
+    keys = (np.array(cols[0], np.int64), np.array(cols[1], np.float64), np.array(cols[2], np.int64))
+    assert lex_order(keys).tolist() == np.lexsort(keys[::-1]).tolist()
+    assert lex_order(keys[:2]).tolist() == np.lexsort(keys[1::-1]).tolist()
+
+
+def test_a_round_pauses_the_cyclic_collector_and_restores_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round keeps the cyclic collector off while it runs (it would walk the snapshot's objects many times)
+    and leaves it as it found it, on or off."""
+    import gc
+    import importlib
+
+    from ceti.cli.bench import synthetic_snapshot
+
+    module = importlib.import_module("ceti.fabric.schedule")  # the package re-exports the function by this name
+    real_job_kinds = module.job_kinds
+    seen: list[bool] = []
+
+    def spy(pending: tuple[Job, ...]) -> object:
+        seen.append(gc.isenabled())
+        return real_job_kinds(pending)
+
+    monkeypatch.setattr(module, "job_kinds", spy)
+    snap = synthetic_snapshot(20, 30, 0)
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        schedule(snap)
+        assert gc.isenabled()
+        gc.disable()
+        schedule(snap)
+        assert not gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert seen == [False, False]

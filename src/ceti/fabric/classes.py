@@ -66,7 +66,7 @@ class NodeTable:
         self.ids: list[str] = ids
         self.index: dict[str, int] = dict(zip(ids, range(len(ids)), strict=True))
         n = self.n = len(nodes)
-        cols = np.array(list(map(_node_cols, nodes)), dtype=np.float64).reshape(n, 7)
+        cols = np.fromiter(chain.from_iterable(map(_node_cols, nodes)), np.float64, n * 7).reshape(n, 7)
         self.cpu_total = cols[:, 0].astype(np.int64)
         self.mem_total = cols[:, 1].astype(np.int64)
         self.disk_total = cols[:, 2].astype(np.int64)
@@ -377,6 +377,31 @@ class NodeClasses:
         return got
 
 
+def lex_order(keys: Sequence[np.ndarray]) -> np.ndarray:
+    """The stable order by `keys`, the first key primary (`np.lexsort(keys[::-1])`), in about a third of its
+    time: each key becomes its dense rank (one unstable sort each), and the ranks and the position make one
+    distinct int64 per element, sorted once. Falls back to `np.lexsort` where that number would not fit."""
+    n = len(keys[0])
+    if n < 2:
+        return np.arange(n, dtype=np.int64)
+    code = np.zeros(n, np.int64)
+    span = 1
+    for v in keys:
+        o = np.argsort(v)
+        s = v[o]
+        new = np.empty(n, np.int64)
+        new[0] = 0
+        np.not_equal(s[1:], s[:-1], out=new[1:])
+        rank = np.empty(n, np.int64)
+        rank[o] = np.cumsum(new)
+        distinct = int(rank[o[-1]]) + 1
+        span *= distinct
+        if span * n >= 1 << 62:
+            return np.lexsort(tuple(reversed(keys)))
+        code = code * distinct + rank
+    return np.argsort(code * n + np.arange(n, dtype=np.int64))
+
+
 def node_classes(
     t: NodeTable,
     cpu_free: np.ndarray,
@@ -428,9 +453,9 @@ def node_classes(
     # `rows` ascend, so the row needs no key, and GPU milli and CPU share one where their product fits
     most_cpu = int(cpu.max(initial=0)) + 1
     if int(gpu_sum.max(initial=0)) * most_cpu < 1 << 62:
-        order = np.lexsort((gpu_sum * most_cpu + cpu, eff_price, key))
+        order = lex_order((key, eff_price, gpu_sum * most_cpu + cpu))
     else:
-        order = np.lexsort((cpu, gpu_sum, eff_price, key))
+        order = lex_order((key, eff_price, gpu_sum, cpu))
     rows, key, whole, part, cpu, mem = (
         rows[order],
         key[order],
