@@ -127,6 +127,7 @@ class NodeTable:
         first_row = np.zeros(n_types, np.int64)
         first_row[gtype[::-1]] = np.arange(n)[::-1]
         self.type_first_row = first_row  # a node of each GPU type
+        self.need_memo: dict[tuple, object] = {}  # lookups `Need` shares between kinds that ask alike
 
     # --- GPU positions and indices ---
     def position(self, node: int, gpu_index: int) -> int | None:
@@ -144,6 +145,11 @@ class NodeTable:
                 p = self.position(int(rows[k]), int(indices[k]))
                 pos[k] = -1 if p is None else p
         return pos
+
+    @property
+    def indices_are_positions(self) -> bool:
+        """Whether every node's GPU indices are 0..k-1 in order (then a GPU's index is its position)."""
+        return not self._pos_of_index
 
     def gpu_indices(self, node: int, positions: Sequence[int]) -> tuple[int, ...]:
         if node not in self._pos_of_index:  # indices are positions (the common case)
@@ -260,31 +266,49 @@ class Need:
 
     def __init__(self, t: NodeTable, k: JobKind) -> None:
         self.kind = k
-        nm = len(t.model_names)
-        model_ok = np.ones(nm + 1, np.bool_)  # the last slot is the padding id -1
-        if k.gpu_models:
-            model_ok[:nm] = [m in k.gpu_models for m in t.model_names]
-        model_ok[nm] = False
-        self.model_ok = model_ok
         self.min_vram = k.min_vram_mib
         self.constrained_gpus = bool(k.gpu_count and (k.gpu_models or k.min_vram_mib))
-        region_ok = np.ones(max(len(t.region_names), 1), np.bool_)
-        if k.regions:
-            region_ok[: len(t.region_names)] = [r in k.regions for r in t.region_names]
-        if k.features:
-            region_ok[: len(t.place_features)] &= [k.features <= f for f in t.place_features]
-        self.region_ok = region_ok
+        # thousands of kinds ask for a few hundred combinations of models, places and speeds: the lookups (and
+        # the per-GPU-type caches below) are built once per table and shared, read only
+        memo = t.need_memo
+        got = memo.get(("models", k.gpu_models))
+        if got is None:
+            nm = len(t.model_names)
+            got = np.ones(nm + 1, np.bool_)  # the last slot is the padding id -1
+            if k.gpu_models:
+                got[:nm] = [m in k.gpu_models for m in t.model_names]
+            got[nm] = False
+            memo[("models", k.gpu_models)] = got
+        self.model_ok = got
+        got = memo.get(("places", k.regions, k.features))
+        if got is None:
+            got = np.ones(max(len(t.region_names), 1), np.bool_)
+            if k.regions:
+                got[: len(t.region_names)] = [r in k.regions for r in t.region_names]
+            if k.features:
+                got[: len(t.place_features)] &= [k.features <= f for f in t.place_features]
+            memo[("places", k.regions, k.features)] = got
+        self.region_ok = got
         self.node_rows: np.ndarray | None = None
         if k.node_ids:
             self.node_rows = np.array(sorted(t.index[x] for x in k.node_ids if x in t.index), np.int64)
-        speed = np.ones(nm + 1, np.float64)
-        if k.speed_by_model and k.gpu_count:
-            for i, m in enumerate(t.model_names):
-                speed[i] = max(k.speed(m), 1e-3)
-        speed[nm] = np.inf
-        self.speed = speed
-        self._ok_cache: dict[int, tuple[list[bool] | None]] = {}
-        self._type_ok: np.ndarray | None = None
+        profile = k.speed_by_model if k.gpu_count else ()
+        got = memo.get(("speed", profile))
+        if got is None:
+            got = np.ones(len(t.model_names) + 1, np.float64)
+            if profile:
+                for i, m in enumerate(t.model_names):
+                    got[i] = max(k.speed(m), 1e-3)
+            got[-1] = np.inf
+            memo[("speed", profile)] = got
+        self.speed = got
+        gpus = (k.gpu_models, k.min_vram_mib)
+        shared = memo.get(("gpus", gpus))
+        if shared is None:
+            shared = memo[("gpus", gpus)] = ({}, [])
+        # per GPU type (or mixed node): the per-GPU mask as a list, or None where the kind may use every GPU
+        self._ok_cache: dict[int, tuple[list[bool] | None]] = shared[0]
+        self._type_ok_box: list[np.ndarray] = shared[1]  # per GPU type: may the kind use some of its GPUs?
 
     def gpu_ok(self, t: NodeTable, rows: np.ndarray | int) -> np.ndarray:
         """Mask (rows x G) of the GPUs this kind may use."""
@@ -295,9 +319,9 @@ class Need:
 
     def type_ok(self, t: NodeTable) -> np.ndarray:
         """Per GPU type: may the kind use (some of) its GPUs?"""
-        if self._type_ok is None:
-            self._type_ok = self.gpu_ok(t, t.type_first_row).any(axis=1)
-        return self._type_ok
+        if not self._type_ok_box:
+            self._type_ok_box.append(self.gpu_ok(t, t.type_first_row).any(axis=1))
+        return self._type_ok_box[0]
 
     def class_speed(self, t: NodeTable, types: np.ndarray, sample: np.ndarray) -> np.ndarray:
         """Speed of the kind on node classes (by their GPU type; a sample node stands for the class)."""
@@ -415,7 +439,7 @@ def node_classes(
     rows = np.flatnonzero(t.schedulable & (cpu_free >= 0) & (mem_free >= 0) & (disk_free >= 0))
     free = gpu_free[rows]
     whole = (free >= WHOLE_GPU_MILLI).sum(axis=1)
-    part = np.where((free > 0) & (free < WHOLE_GPU_MILLI), free, 0).max(axis=1, initial=0)
+    part = np.where(free < WHOLE_GPU_MILLI, free, 0).max(axis=1, initial=0)  # best partly used GPU (padding: -1)
     cpu = cpu_free[rows]
     mem = mem_free[rows]
     if by_reliability:
@@ -448,7 +472,7 @@ def node_classes(
     pg, pc = t.price_gpu[rows], t.price_cpu[rows]
     rel_ask = pg / max(float(pg.max(initial=0.0)), 1e-12) + pc / max(float(pc.max(initial=0.0)), 1e-12)
     eff_price = (1.0 + rel_ask) / np.clip(t.reliability[rows], 0.05, 1.0)
-    gpu_sum = np.where(free > 0, free, 0).sum(axis=1)
+    gpu_sum = np.maximum(free, 0).sum(axis=1)
     # by class, then price, then least free GPU milli, then least free CPU, then row: lexsort is stable and
     # `rows` ascend, so the row needs no key, and GPU milli and CPU share one where their product fits
     most_cpu = int(cpu.max(initial=0)) + 1

@@ -39,9 +39,10 @@ SPILL_ROW_BUDGET = 2_000_000  # node checks per round for the exact spill (kinds
 SPILL_CHUNK_ROWS = 1024  # the spill reads a kind's candidate nodes in chunks of at least this many
 SPILL_WINDOW = 256  # rows one spilled job tests first
 _COST_SCALE = 50_000.0
-_cpu_of = attrgetter("demand.cpu_milli")
-_mem_of = attrgetter("demand.memory_mib")
-_disk_of = attrgetter("demand.disk_mib")
+_demand_of = attrgetter("demand")
+_cpu = attrgetter("cpu_milli")
+_mem = attrgetter("memory_mib")
+_disk = attrgetter("disk_mib")
 
 
 def queue_order(job: Job) -> tuple[int, int]:
@@ -377,8 +378,9 @@ class _Round:
         got = self._shape_cache.get(id(k))
         if got is None or got[0] != len(jobs):
             n = len(jobs)
-            cpu = sum(map(_cpu_of, jobs)) / n
-            mem = sum(map(_mem_of, jobs)) / n
+            demands = list(map(_demand_of, jobs))
+            cpu = sum(map(_cpu, demands)) / n
+            mem = sum(map(_mem, demands)) / n
             got = self._shape_cache[id(k)] = (n, cpu, mem)
         return got[1], got[2]
 
@@ -493,6 +495,8 @@ class _Round:
             constrained = False
         ok_list = need.gpu_ok_list
         per = share or WHOLE_GPU_MILLI
+        one_whole = count == 1 and not share
+        plain_indices = t.indices_are_positions
         starts = self.decisions.starts
         ids = t.ids
         # jobs of one shape that found no member from the same cursor, since the last placement: the members
@@ -545,7 +549,18 @@ class _Round:
                     i += 1
                     continue
                 if count:
-                    pos = choose_gpus(gpu[r], ok_list(t, r) if constrained else None, count, share)
+                    # choose_gpus's own first steps inlined for the common cases: this runs once per member tried
+                    row = gpu[r]
+                    if constrained:
+                        pos = choose_gpus(row, ok_list(t, r), count, share)
+                    elif max(row) < per:
+                        pos = None
+                    elif one_whole:
+                        p = row.index(WHOLE_GPU_MILLI)
+                        row[p] = 0
+                        pos = [p]
+                    else:
+                        pos = choose_gpus(row, None, count, share)
                     if pos is None:  # no GPUs for the kind here any more: for good, not just for this job
                         if i == start:
                             start += 1
@@ -573,7 +588,13 @@ class _Round:
             misses = 0
             if failed:
                 failed.clear()
-            starts.append(Start(job.id, ids[r], t.gpu_indices(r, pos) if pos else (), share, 0))
+            if not pos:
+                gpus: tuple[int, ...] = ()
+            elif plain_indices:
+                gpus = (pos[0],) if len(pos) == 1 else tuple(sorted(pos))
+            else:
+                gpus = t.gpu_indices(r, pos)
+            starts.append(Start(job.id, ids[r], gpus, share, 0))
         return left, start
 
     # ---- the spill: every node that could still fit, cheapest first ----
@@ -807,15 +828,16 @@ class _Round:
             base = (k.gang_size, *k.node_ask)
             # the largest CPU, memory and disk of the kind at once: a node that holds that holds every job of
             # the kind, so most kinds need one check, not one per distinct job shape
-            d0 = k.jobs[0].demand
+            demands = list(map(_demand_of, k.jobs))  # then plain attributes: a dotted getter costs twice as much
+            d0 = demands[0]
             biggest = Demand(
-                max(map(_cpu_of, k.jobs)),
-                max(map(_mem_of, k.jobs)),
+                max(map(_cpu, demands)),
+                max(map(_mem, demands)),
                 d0.gpu_count,
                 d0.gpu_share_milli,
                 d0.gpu_models,
                 d0.min_vram_mib,
-                max(map(_disk_of, k.jobs)),
+                max(map(_disk, demands)),
                 d0.regions,
                 d0.node_ids,
                 d0.features,
