@@ -18,6 +18,8 @@ def test_bench_fabric_json() -> None:
         "ours_median_s",
         "ours_max_s",
         "ours_peak_traced_mib",
+        "baseline_peak_traced_mib",
+        "memory_ratio",
         "ours_placed_jobs",
         "baseline_per_job_ms",
         "baseline_est_full_round_s",
@@ -27,12 +29,15 @@ def test_bench_fabric_json() -> None:
         assert key in out
     assert out["nodes"] == 300 and out["jobs"] == 300 and len(out["ours_latencies_s"]) == 2
     assert out["ours_placed_jobs"] > 0
+    assert out["baseline_peak_traced_mib"] > 0 and out["baseline_memory_jobs"] == 300
+    assert out["memory_ratio"] > 0  # from the unrounded peaks
 
 
 def test_bench_fabric_table() -> None:
     res = CliRunner().invoke(app, ["fabric", "--nodes", "100", "--jobs", "100", "--rounds", "1"])
     assert res.exit_code == 0, res.output
     assert "speed-up" in res.output
+    assert "baseline: peak traced memory" in res.output
 
 
 def test_synthetic_snapshot_is_seeded_and_schedulable() -> None:

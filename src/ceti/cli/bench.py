@@ -39,6 +39,7 @@ def _bench() -> None:
 # the team's data sets sit beside the repository (../shared/data); CETI_TRACE_DIR points elsewhere
 _BESIDE_REPO = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "alibaba-openb-2023"
 TRACE_DIR = Path(os.environ.get("CETI_TRACE_DIR", str(_BESIDE_REPO)))
+BASELINE_MEMORY_JOBS = 2_000  # jobs of the first-fit scan run under tracemalloc for its peak memory
 REGIONS = ("us-east", "us-west", "eu-west", "eu-central", "ap-south", "ap-east", "sa-east", "me-central")
 GPU_PRICE = {"V100M16": 1.10, "V100M32": 1.50, "P100": 0.80, "T4": 0.35, "A10": 0.75, "G2": 1.00, "G3": 2.20}
 GPU_VRAM_GIB = {"V100M16": 16, "V100M32": 32, "P100": 16, "T4": 16, "A10": 24, "G2": 32, "G3": 80}
@@ -277,6 +278,16 @@ def run_bench(
                 base_lat.append(time.perf_counter() - t0)
         per_job = statistics.median(base_lat) / max(prefix, 1)
         base_est = statistics.median(base_lat) if full else per_job * queue_len
+        # the scan's memory is its per-node free state, built before the first job: a short prefix shows the
+        # peak (tracing slows the scan several times over, so not the whole timed prefix)
+        mem_jobs = min(prefix, BASELINE_MEMORY_JOBS)
+        if status:
+            status.update(f"baseline first-fit scan: {mem_jobs} jobs under tracemalloc for peak memory ...")
+        gc.collect()
+        tracemalloc.start()
+        schedule_first_fit(snap, max_jobs=mem_jobs)
+        _, base_peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
     finally:
         if status:
             status.stop()
@@ -297,6 +308,9 @@ def run_bench(
         "load_average_1m": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
         "ours_peak_traced_mib": round(peak / 2**20, 1),
+        "baseline_peak_traced_mib": round(base_peak / 2**20, 1),
+        "baseline_memory_jobs": mem_jobs,
+        "memory_ratio": round(peak / base_peak, 2) if base_peak else None,
         "process_max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "ours_placed_jobs": len(started),
         "ours_starts": len(decisions.starts),
@@ -347,6 +361,8 @@ def fabric(
         ("ours: median round, CPU time (s)", "ours_cpu_median_s"),
         ("load average (1 min)", "load_average_1m"),
         ("ours: peak traced memory (MiB)", "ours_peak_traced_mib"),
+        ("baseline: peak traced memory (MiB)", "baseline_peak_traced_mib"),
+        ("memory, ours / baseline", "memory_ratio"),
         ("process max RSS (MiB)", "process_max_rss_mib"),
         ("ours: jobs placed", "ours_placed_jobs"),
         ("ours: pre-emptions", "ours_preemptions"),
