@@ -273,14 +273,15 @@ def test_gpu_fit_counts_the_gpus_a_kind_may_use(snap: Snapshot) -> None:
     st.integers(0, 60).flatmap(
         lambda n: st.tuples(
             st.lists(st.integers(-3, 3), min_size=n, max_size=n),
-            st.lists(st.sampled_from([0.0, 0.5, 1.25, -2.0, float("inf")]), min_size=n, max_size=n),
+            st.lists(st.sampled_from([0.0, 0.5, 1.25, -2.0, float("inf"), float("nan")]), min_size=n, max_size=n),
             st.lists(st.integers(-(2**40), 2**40), min_size=n, max_size=n),
         )
     )
 )
 def test_lex_order_is_a_stable_lexicographic_sort(cols: tuple[list, list, list]) -> None:
     """Node classes order their members with `lex_order`; it must be exactly `np.lexsort` (first key primary,
-    ties by position), including where the packed code would not fit in 64 bits and it falls back."""
+    ties by position), including where the packed code would not fit in 64 bits or a key holds NaN and it falls
+    back."""
     from ceti.fabric.classes import lex_order
 
     keys = (np.array(cols[0], np.int64), np.array(cols[1], np.float64), np.array(cols[2], np.int64))

@@ -404,7 +404,8 @@ class NodeClasses:
 def lex_order(keys: Sequence[np.ndarray]) -> np.ndarray:
     """The stable order by `keys`, the first key primary (`np.lexsort(keys[::-1])`), in about a third of its
     time: each key becomes its dense rank (one unstable sort each), and the ranks and the position make one
-    distinct int64 per element, sorted once. Falls back to `np.lexsort` where that number would not fit."""
+    distinct int64 per element, sorted once. Falls back to `np.lexsort` where that number would not fit or a key
+    holds NaN."""
     n = len(keys[0])
     if n < 2:
         return np.arange(n, dtype=np.int64)
@@ -413,6 +414,8 @@ def lex_order(keys: Sequence[np.ndarray]) -> np.ndarray:
     for v in keys:
         o = np.argsort(v)
         s = v[o]
+        if s.dtype.kind == "f" and np.isnan(s[-1]):  # NaNs sort last but never compare equal: lexsort's way
+            return np.lexsort(tuple(reversed(keys)))
         new = np.empty(n, np.int64)
         new[0] = 0
         np.not_equal(s[1:], s[:-1], out=new[1:])
@@ -439,7 +442,8 @@ def node_classes(
     rows = np.flatnonzero(t.schedulable & (cpu_free >= 0) & (mem_free >= 0) & (disk_free >= 0))
     free = gpu_free[rows]
     whole = (free >= WHOLE_GPU_MILLI).sum(axis=1)
-    part = np.where(free < WHOLE_GPU_MILLI, free, 0).max(axis=1, initial=0)  # best partly used GPU (padding: -1)
+    # the best partly used GPU (padding slots hold -1, full ones 0: neither counts)
+    part = np.where(free < WHOLE_GPU_MILLI, free, 0).max(axis=1, initial=0)
     cpu = cpu_free[rows]
     mem = mem_free[rows]
     if by_reliability:
