@@ -35,7 +35,10 @@ MAX_ARCS_PER_KIND = 256  # within these bounds
 FLOW_SCAN_ROWS = 16  # members of a planned class one job looks at before moving on
 MAX_MISSES = 8  # jobs in a row that find no room in a planned class close it for their kind (this round)
 FLOW_ROUNDS = 2  # flow rounds per level, each on node classes rebuilt from what is left
-SPILL_ROW_BUDGET = 2_000_000  # node checks per round for the exact spill (kinds in queue order use it up)
+# node checks per round for the exact spill (kinds in queue order use it up). A check costs about 50 ns; at
+# 2,000,000 the top priority's kinds whose room is scarce used it all up at 100k x 100k, and the levels below
+# never spilled (21,637 waiting jobs that would have fit stayed waiting)
+SPILL_ROW_BUDGET = 6_000_000
 SPILL_CHUNK_ROWS = 1024  # the spill reads a kind's candidate nodes in chunks of at least this many
 SPILL_WINDOW = 256  # rows one spilled job tests first
 _COST_SCALE = 50_000.0
