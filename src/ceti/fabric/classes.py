@@ -302,13 +302,9 @@ class Need:
             got[-1] = np.inf
             memo[("speed", profile)] = got
         self.speed = got
-        gpus = (k.gpu_models, k.min_vram_mib)
-        shared = memo.get(("gpus", gpus))
-        if shared is None:
-            shared = memo[("gpus", gpus)] = ({}, [])
+        self._gpus = (k.gpu_models, k.min_vram_mib)
         # per GPU type (or mixed node): the per-GPU mask as a list, or None where the kind may use every GPU
-        self._ok_cache: dict[int, tuple[list[bool] | None]] = shared[0]
-        self._type_ok_box: list[np.ndarray] = shared[1]  # per GPU type: may the kind use some of its GPUs?
+        self._ok_cache: dict[int, tuple[list[bool] | None]] = memo.setdefault(("gpu masks", self._gpus), {})
 
     def gpu_ok(self, t: NodeTable, rows: np.ndarray | int) -> np.ndarray:
         """Mask (rows x G) of the GPUs this kind may use."""
@@ -319,9 +315,10 @@ class Need:
 
     def type_ok(self, t: NodeTable) -> np.ndarray:
         """Per GPU type: may the kind use (some of) its GPUs?"""
-        if not self._type_ok_box:
-            self._type_ok_box.append(self.gpu_ok(t, t.type_first_row).any(axis=1))
-        return self._type_ok_box[0]
+        got = t.need_memo.get(("type ok", self._gpus))
+        if got is None:
+            got = t.need_memo[("type ok", self._gpus)] = self.gpu_ok(t, t.type_first_row).any(axis=1)
+        return got
 
     def class_speed(self, t: NodeTable, types: np.ndarray, sample: np.ndarray) -> np.ndarray:
         """Speed of the kind on node classes (by their GPU type; a sample node stands for the class)."""

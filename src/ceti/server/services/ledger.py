@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Float, and_, func, insert, literal, or_, select
+from sqlalchemy import ColumnElement, and_, func, insert, literal, or_, select
 from sqlalchemy.orm import Session
 
 from ceti.networks.base import NETWORK_ENV, REVENUE_ENV
@@ -238,15 +238,18 @@ def _insert_absent(s: Session, model: type, values: dict[str, Any], unique: list
     return s.execute(made.returning(model.__table__.c[unique[0]])).first() is not None
 
 
+# what a new meter starts with, besides whose attempt it meters and when that started
+_NEW_METER: dict[str, Any] = {
+    "priced": False, "provider_rate_nano": 0, "fee_rate_nano": 0, "metered_to": None, "end_at": None,
+    "budget_stop_at": None, "charged_micro": 0, "provider_micro": 0, "fabric_micro": 0, "closed": False,
+}
+
+
 def _meter_values(s: Session, alloc: m.Allocation) -> dict[str, Any]:
     job = s.get(m.Job, alloc.job_id)
     node = s.get(m.Node, alloc.node_id)
-    return {
-        "allocation_id": alloc.id, "job_id": alloc.job_id, "project_id": job.project_id, "node_id": alloc.node_id,
-        "provider_id": node.provider_id, "priced": False, "provider_rate_nano": 0, "fee_rate_nano": 0,
-        "started_at": alloc.started_at, "metered_to": None, "end_at": None, "budget_stop_at": None,
-        "charged_micro": 0, "provider_micro": 0, "fabric_micro": 0, "closed": False,
-    }
+    return {"allocation_id": alloc.id, "job_id": alloc.job_id, "project_id": job.project_id,
+            "node_id": alloc.node_id, "provider_id": node.provider_id, "started_at": alloc.started_at, **_NEW_METER}
 
 
 def _open_meter(s: Session, alloc: m.Allocation) -> m.LedgerMeter:
@@ -321,18 +324,14 @@ def _open_started(s: Session, report: MeterReport) -> None:
     locked, and another replica's pass or a heartbeat ending the attempt (which holds its node's row lock)
     would wait on it."""
     a, lm, j, n = m.Allocation, m.LedgerMeter, m.Job, m.Node
-    zero, no = literal(0, BigInteger), literal(False)
-    null = literal(None, Float)
+    constants = [literal(v, lm.__table__.c[name].type) for name, v in _NEW_METER.items()]
     source = (
-        select(a.id, a.job_id, j.project_id, a.node_id, n.provider_id, no, zero, zero, a.started_at, null, null,
-               null, zero, zero, zero, no)
+        select(a.id, a.job_id, j.project_id, a.node_id, n.provider_id, a.started_at, *constants)
         .join(j, j.id == a.job_id).join(n, n.id == a.node_id)
         .where(a.state.in_(_ACTIVE), a.started_at.is_not(None),
                ~select(lm.allocation_id).where(lm.allocation_id == a.id).exists())
         .order_by(a.id))
-    columns = ["allocation_id", "job_id", "project_id", "node_id", "provider_id", "priced", "provider_rate_nano",
-               "fee_rate_nano", "started_at", "metered_to", "end_at", "budget_stop_at", "charged_micro",
-               "provider_micro", "fabric_micro", "closed"]
+    columns = ["allocation_id", "job_id", "project_id", "node_id", "provider_id", "started_at", *_NEW_METER]
     made = _insert(s, lm).from_select(columns, source).on_conflict_do_nothing(index_elements=["allocation_id"])
     report.opened += len(s.execute(made.returning(lm.allocation_id)).all())
     s.commit()
