@@ -318,3 +318,22 @@ def test_a_round_pauses_the_cyclic_collector_and_restores_it(monkeypatch: pytest
     finally:
         (gc.enable if was else gc.disable)()
     assert seen == [False, False]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_gang_spill_reads_its_rows_in_growing_prefixes_with_the_same_decisions(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spilled gang scans a prefix of its candidate rows and more on a miss; that must decide exactly as one
+    scan of every row does (a prefix of one row makes nearly every gang miss and grow)."""
+    import importlib
+
+    from ceti.cli.bench import synthetic_snapshot
+
+    module = importlib.import_module("ceti.fabric.schedule")
+    snap = synthetic_snapshot(300, 1500, seed)
+    monkeypatch.setattr(module, "GANG_SCAN_ROWS", 1 << 30)
+    whole = schedule(snap)
+    monkeypatch.setattr(module, "GANG_SCAN_ROWS", 1)
+    assert schedule(snap) == whole
+    assert any(s.task_index > 0 for s in whole.starts)  # gangs were placed

@@ -203,3 +203,19 @@ def test_packing_many_interchangeable_jobs_never_overcommits() -> None:
     # 3 shares of 30 % fit one GPU (6 per node), but 10 CPUs hold 3 jobs of 3 CPUs
     assert set(per_node.values()) == {3}
     assert len(d.starts) == 60
+
+
+def test_a_gang_that_misses_leaves_the_nodes_its_own_tasks_filled_to_the_next_gang() -> None:
+    """A gang fills the cheap node with its own tasks, finds no room for the last one and gives them back; the
+    node is free again, so the next gang of the kind must still see it (it once counted as full for good)."""
+    cheap = node("a-cheap", gpus=2, mem_gib=256, price_per_gpu_hour=0.5)
+    small = node("b-small", gpus=1, mem_gib=8, price_per_gpu_hour=2.0)
+    # would take g1's third task, but is busy
+    busy = node("c-busy", gpus=1, mem_gib=256, price_per_gpu_hour=1.0)
+    held = (Allocation("x", "other", "c-busy", 1000, 1024, (0,)),)
+    # the small node lacks the memory for one of g1's tasks; g2 fits: two tasks on the cheap node, one on the small
+    big = job("g1", 1, gpus=1, mem_gib=16, gang_size=3)
+    light = job("g2", 2, gpus=1, mem_gib=4, gang_size=3)
+    d = schedule(Snapshot((cheap, small, busy), running=held, pending=(big, light)))
+    assert sorted(started(d)["g2"]) == ["a-cheap", "a-cheap", "b-small"]
+    assert [w.job_id for w in d.waiting] == ["g1"]

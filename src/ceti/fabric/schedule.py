@@ -41,6 +41,7 @@ FLOW_ROUNDS = 2  # flow rounds per level, each on node classes rebuilt from what
 SPILL_ROW_BUDGET = 6_000_000
 SPILL_CHUNK_ROWS = 1024  # the spill reads a kind's candidate nodes in chunks of at least this many
 SPILL_WINDOW = 256  # rows one spilled job tests first
+GANG_SCAN_ROWS = 2048  # rows a spilled gang scans first; four times as many more on each miss
 _COST_SCALE = 50_000.0
 _demand_of = attrgetter("demand")
 _cpu = attrgetter("cpu_milli")
@@ -250,6 +251,7 @@ class _Round:
         """Try the job's tasks on `rows[start:]`; returns (placements or None, new start).
 
         Rows at the front that no longer have the GPUs the kind needs are skipped for good (the new start).
+        A row that only the gang's own tasks filled is passed without that, as a miss gives those tasks back.
         """
         f = self.free
         t = self.t
@@ -277,6 +279,9 @@ class _Round:
                 continue
             if k:
                 pos = choose_gpus(gpu[r], need.gpu_ok_list(t, r) if constrained else None, k, share)
+                if pos is None and placed and placed[-1][0] == r:
+                    i += 1  # full with this gang's own tasks, which a miss gives back: not for good
+                    continue
                 if pos is None:  # no GPUs for the kind here any more: for good, not just for this job
                     if i == start:
                         start += 1
@@ -740,8 +745,9 @@ class _Round:
         """`_spill_rows` for gangs: node by node, a gang's tasks may share a node."""
         k = need.kind
         t = self.t
-        rows = rows_a.tolist()
-        # a bid job only looks at the nodes it can afford: one filtered list (and cursor) per (CPUs, bid)
+        # a bid job only looks at the nodes it can afford: one filtered array (and cursor) per (CPUs, bid). The
+        # rows reach the node-by-node scan as a list grown on demand: most gangs are placed in the first rows,
+        # and the candidates can be every node with room
         lists: dict[tuple[int, float], list] = {}
         left: list[Job] = []
         failed: list[tuple[int, int, int, float]] = []
@@ -749,15 +755,15 @@ class _Round:
         for job in jobs:
             d = job.demand
             if job.bid_per_hour is None:
-                cursor = lists.get((0, math.inf)) or lists.setdefault((0, math.inf), [rows, 0])
+                cursor = lists.get((0, math.inf)) or lists.setdefault((0, math.inf), [[], 0, rows_a])
             else:
                 key = (d.cpu_milli, job.bid_per_hour)
                 cursor = lists.get(key)
                 if cursor is None:
                     price = k.gpu_count * t.price_gpu[rows_a] + d.cpu_milli / 1000.0 * t.price_cpu[rows_a]
-                    affordable = rows_a[price * k.gang_size <= job.bid_per_hour + 1e-9].tolist()
-                    cursor = lists[key] = [affordable, 0]
-            if cursor[1] >= len(cursor[0]):
+                    cursor = lists[key] = [[], 0, rows_a[price * k.gang_size <= job.bid_per_hour + 1e-9]]
+            rows, _, source = cursor
+            if cursor[1] >= len(source):
                 left.append(job)
                 continue
             lim = math.inf if job.bid_per_hour is None else job.bid_per_hour
@@ -767,7 +773,16 @@ class _Round:
             ):
                 left.append(job)
                 continue
-            placed, cursor[1] = self._place_job(job, need, cursor[0], cursor[1], None, dead, priced=True)
+            grow = GANG_SCAN_ROWS
+            while True:
+                if len(rows) < min(cursor[1] + grow, len(source)):
+                    rows.extend(source[len(rows) : cursor[1] + grow].tolist())
+                # a miss on a prefix changes nothing but the cursor and the dead rows, which a scan of the
+                # whole list would have passed the same way: scanning on from there is that scan
+                placed, cursor[1] = self._place_job(job, need, rows, cursor[1], None, dead, priced=True)
+                if placed is not None or len(rows) >= len(source):
+                    break
+                grow *= 4
             if placed is None:
                 left.append(job)
                 failed.append((d.cpu_milli, d.memory_mib, d.disk_mib, lim))
