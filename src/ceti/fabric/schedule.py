@@ -696,6 +696,7 @@ class _Round:
         lo = 0  # rows before it cannot take any job of the kind any more
         left: list[Job] = []
         failed: list[tuple[int, int, int, float]] = []
+        hint: dict[tuple[int, int, int, float], int] = {}  # job shape -> the row its last job took
         for job in jobs:
             d = job.demand
             c, m, dk = d.cpu_milli, d.memory_mib, d.disk_mib
@@ -706,8 +707,24 @@ class _Round:
                 continue
             while lo < n and (rc[lo] < min_c or (count and gfit[lo] < count)):
                 lo += 1
+            # rows before the one the last job of this shape took did not fit that shape then, and rows only
+            # lose room: the first fit is there or after, and most often it is that row again
+            shape = (c, m, dk, lim)
+            h = max(hint.get(shape, 0), lo)
             i = -1
-            for a, b in ((lo, min(lo + SPILL_WINDOW, n)), (lo + SPILL_WINDOW, n)):
+            if (
+                h < n
+                and rc[h] >= c
+                and rm[h] >= m
+                and rd[h] >= dk
+                and (not count or gfit[h] >= count)
+                and (bid is None or count * pg[h] + c / 1000.0 * pc[h] <= bid + 1e-9)
+            ):
+                windows: tuple[tuple[int, int], ...] = ()
+                i = h
+            else:
+                windows = ((h, min(h + SPILL_WINDOW, n)), (h + SPILL_WINDOW, n))
+            for a, b in windows:
                 if a >= b:
                     break
                 fit = (rc[a:b] >= c) & (rm[a:b] >= m)
@@ -725,6 +742,7 @@ class _Round:
                 left.append(job)
                 failed.append((c, m, dk, lim))
                 continue
+            hint[shape] = i
             r = int(rows_a[i])
             pos = f.take(r, d, need.gpu_ok_list(t, r))
             if pos is None:  # cannot happen: the row was tested exactly
