@@ -14,7 +14,7 @@ import pytest
 
 from ceti.fabric.placement import ClusterState, PodRequest, TargetWorkload, TaskClass, make_policy
 from ceti.fabric.placement.fabric import FabricPolicy, PlaceableCache, whole_gpu_cpu_per_gpu
-from ceti.fabric.placement.workload import ArrivalMemory, SharePlan, WorkloadArrays
+from ceti.fabric.placement.workload import ArrivalMemory, ArrivalMultiGpu, SharePlan, WorkloadArrays
 
 RNG = np.random.default_rng(0)
 
@@ -396,3 +396,53 @@ def test_the_room_of_an_idle_gpu_is_what_whole_gpu_work_asks_per_gpu() -> None:
     policy = FabricPolicy(MULTI_MIX)
     assert policy.reservations(policy.share_plan()).idle_cpu == 2400
     assert policy.place(state, PodRequest(4000, 1000, 1, 470), RNG) == (0, (0,))
+
+
+def test_arrival_multi_gpu_learns_the_share_of_demand_and_the_median_ask() -> None:
+    multi = ArrivalMultiGpu()
+    assert multi.asks() == {}
+    multi.observe(64_000, 100_000, 1000, 8)
+    multi.observe(4000, 8000, 470, 1)  # a share: demand, no multi-GPU ask
+    multi.observe(88_000, 300_000, 1000, 8)
+    multi.observe(120_000, 200_000, 1000, 8)
+    multi.observe(32_000, 60_000, 1000, 4)
+    multi.observe(8000, 16_000, 0, 0)  # CPU-only: no GPU demand
+    # GPU demand 8,000 + 470 + 8,000 + 8,000 + 4,000 = 28,470 milli
+    asks = multi.asks()
+    assert sorted(asks) == [4, 8]
+    assert asks[8].demand_share == pytest.approx(24_000 / 28_470)
+    assert (asks[8].cpu_milli, asks[8].memory_mib) == (88_000, 200_000)  # medians of three
+    assert asks[4] == pytest.approx((4000 / 28_470, 32_000, 60_000))
+    multi.observe(4000, 8000, 1000, 1)
+    assert multi.asks()[8].demand_share == pytest.approx(24_000 / 29_470)  # every arrival moves the shares
+
+
+@pytest.mark.parametrize(("cpu_b", "fabric_takes"), [(96_000, "c"), (32_000, "b")])
+def test_a_task_leaves_the_last_node_an_expected_multi_gpu_task_needs(cpu_b: int, fabric_takes: str) -> None:
+    # Nodes a and b: 8 idle GPUs each; c: 2 idle GPUs; 96 cores and 256,000 MiB each (b: `cpu_b` cores). An
+    # 8-GPU task asking 64 cores and 100,000 MiB arrives and goes to a. Then a one-GPU task: the arrived GPU
+    # demand is 8,000 + 1,000 milli, 8,000 of it 8-GPU work (0.889); the free GPU milli is 8,000 (b) + 2,000
+    # (c), so 0.889 x 10,000 / 8,000 = 1.11 eight-GPU tasks are expected among the arrivals to come. Copies of
+    # the median 8-GPU task (64 cores, 100,000 MiB) the nodes can take: b 1, c 0. The one-GPU task on b would
+    # leave 7 idle GPUs, 0 copies, under 1.11: fabric takes c, where FGD's measure (and fabric without the
+    # room) takes b. With 32 cores, b cannot take the 8-GPU task anyway: no copy to keep, and fabric takes b.
+    def run(room: bool) -> tuple[str, str]:
+        state = ClusterState.build(
+            names=["a", "b", "c"],
+            cpu_milli=[96_000] * 3,
+            memory_mib=[256_000] * 3,
+            gpu_models=["G2"] * 3,
+            gpu_free_milli=[[1000] * 8, [1000] * 8, [1000, 1000]],
+            cpu_free=[96_000, cpu_b, 96_000],
+        )
+        policy = FabricPolicy(TargetWorkload((TaskClass(4000, 1000, 1),), (1.0,)))
+        policy.multi_gpu_room = room
+        big = PodRequest(64_000, 100_000, 8, 1000)
+        node, gpus = policy.place(state, big, RNG)
+        state.allocate(node, big, gpus)
+        one = policy.place(state, PodRequest(4000, 8000, 1, 1000), RNG)
+        return state.names[node], state.names[one[0]]
+
+    assert run(room=True) == ("a", fabric_takes)
+    assert run(room=False) == ("a", "b")
+

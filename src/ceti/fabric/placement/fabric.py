@@ -16,8 +16,9 @@ Each way to place a task (node, and GPU for a share) is ranked by, in order:
    completing a pattern on a node whose last cores its idle GPUs need strands them. FGD's measure is
    dominated by whole-GPU and CPU-only classes, so it pairs a 320 with a lone 470 (leaving 210 milli that
    only rare small shares fill) rather than open a GPU that a 650 would complete; the plan keeps such
-   pairings for last. Where no option keeps the key (or the size is not planned), the keys below decide
-   alone.
+   pairings for last. Enough nodes also keep room for the multi-GPU tasks still to come (learnt from
+   arrivals, `keeps_multi_gpu`): too rare to be target classes, each needs that many idle GPUs on one node.
+   Where no option keeps the key (or the size is not planned), the keys below decide alone.
 1. FGD's integer score, floor(100 * sigmoid(-(dF + charge) / 1000)), where dF is the change in FGD's
    fragmentation measure and `charge` is a model-protection charge in the same unit (milli-GPU): the task's
    GPU milli times min(1, load factor of the node's GPU model). The load factor is the GPU demand of the
@@ -54,7 +55,13 @@ import numpy as np
 from ceti.fabric.placement.fgd import FGDPolicy, FragCache, fgd_score
 from ceti.fabric.placement.policies import Placement
 from ceti.fabric.placement.state import WHOLE_GPU_MILLI, ClusterState, PodRequest, exclusive_gpus
-from ceti.fabric.placement.workload import ArrivalMemory, SharePlan, TargetWorkload, WorkloadArrays
+from ceti.fabric.placement.workload import (
+    ArrivalMemory,
+    ArrivalMultiGpu,
+    SharePlan,
+    TargetWorkload,
+    WorkloadArrays,
+)
 
 
 class PlaceableCache(FragCache):
@@ -181,6 +188,7 @@ class FabricPolicy(FGDPolicy):
         self._plan: SharePlan | None = None
         self._memory = ArrivalMemory()
         self._reserved: Reservations | None = None
+        self._multi = ArrivalMultiGpu()
 
     # The placeable measure scores a node by the copies of the target workload it could still take, which is
     # right while work only arrives (the inflation experiment). When work also leaves, it keeps nodes partly
@@ -189,6 +197,8 @@ class FabricPolicy(FGDPolicy):
     placeable_tiebreak = True
     # a GPU waiting for a planned partner keeps the partner's CPU and memory on its node (see `reservations`)
     partner_room = True
+    # enough nodes keep the idle GPUs, CPU and memory of the multi-GPU tasks still to come (`keeps_multi_gpu`)
+    multi_gpu_room = True
 
     def cache_type(self) -> type[FragCache]:
         """Where the arrival-only rules (which read memory) are on, nodes are told apart by free memory too."""
@@ -229,6 +239,42 @@ class FabricPolicy(FGDPolicy):
                 0 if least is None else self._memory.median(least.cpu_milli, WHOLE_GPU_MILLI, 1),
             )
         return self._reserved
+
+    def keeps_multi_gpu(
+        self, state: ClusterState, pod: PodRequest, opt_nodes: np.ndarray, gpus: np.ndarray
+    ) -> np.ndarray:
+        """Per option: whether the cluster still has room, after it, for the tasks of two or more whole GPUs
+        expected among the arrivals to come. Per GPU count k seen so far (`ArrivalMultiGpu`), the room is the
+        copies of the median k-GPU task the nodes can take (idle GPUs over k, free CPU and memory over its
+        median ask), and the expected number is their share of the arrived GPU demand times the free GPU milli
+        (arrivals filling the cluster, as the load factor assumes), over k GPUs. An option that takes a copy
+        while there are no more copies than that keeps nothing. Each such task needs that many idle GPUs on one
+        node, and late arrivals of one GPU or less use them up: on `default` 13 of 44 eight-GPU tasks failed
+        from 80% arrived on, and the one-GPU and share work that took their place leaves holes a whole-GPU
+        task would not."""
+        ok = np.ones(len(opt_nodes), dtype=bool)
+        asks = self._multi.asks()
+        if not asks:
+            return ok
+        free_milli = float(state.gpu_free.sum())
+        idle = (state.gpu_free == WHOLE_GPU_MILLI).sum(axis=1)
+        idle_after = idle[opt_nodes].copy()
+        if pod.is_share:
+            idle_after -= state.gpu_free[opt_nodes, gpus] == WHOLE_GPU_MILLI
+        else:
+            idle_after -= pod.gpu_count
+        cpu_after = state.cpu_free[opt_nodes] - pod.cpu_milli
+        mem_after = state.memory_free[opt_nodes] - pod.memory_mib
+        for k, ask in asks.items():
+            if pod.gpu_count == k and not pod.is_share:
+                continue  # the work the room is kept for
+            cpu, mem = max(ask.cpu_milli, 1), max(ask.memory_mib, 1)
+            copies = np.minimum(np.minimum(idle // k, state.cpu_free // cpu), state.memory_free // mem)
+            expected = ask.demand_share * free_milli / (k * WHOLE_GPU_MILLI)
+            after = np.minimum(np.minimum(idle_after // k, cpu_after // cpu), mem_after // mem)
+            lost = copies[opt_nodes] - np.maximum(after, 0)
+            ok &= (lost <= 0) | (int(copies.sum()) - lost >= expected)
+        return ok
 
     def share_plan(self) -> SharePlan | None:
         """The workload's share plan (planned once), or None where the arrival-only rules are off."""
@@ -292,6 +338,7 @@ class FabricPolicy(FGDPolicy):
         relearn = False
         if self.placeable_tiebreak:  # arrivals only: learn what they ask of memory
             relearn = self._memory.observe(pod.cpu_milli, pod.gpu_milli, pod.gpu_count, pod.memory_mib)
+            self._multi.observe(pod.cpu_milli, pod.memory_mib, pod.gpu_milli, pod.gpu_count)
         nodes = np.flatnonzero(self.filter(state, pod))
         if len(nodes) == 0:
             return None
@@ -328,13 +375,15 @@ class FabricPolicy(FGDPolicy):
                 keeps &= (cpu_kept >= idle * res.idle_cpu) & (mem_kept >= idle * res.idle_memory)
         else:
             keeps = np.ones(len(opt_nodes), dtype=bool)
+        if self.placeable_tiebreak and self.multi_gpu_room:
+            keeps &= self.keeps_multi_gpu(state, pod, opt_nodes, gpus)
         if plan is not None and pod.is_share:
             used_before = WHOLE_GPU_MILLI - state.gpu_free[opt_nodes, gpus]
             follows = np.fromiter(
                 (plan.follows_plan(u, pod.gpu_milli) for u in used_before), dtype=bool, count=len(used_before)
             )
             keys = (*keys, ~(follows & keeps))
-        elif plan is not None:
+        else:
             keys = (*keys, ~keeps)
         # lexsort: last key is primary; options are in (node, gpu) order, so ties keep the smallest name
         best = int(np.lexsort(keys)[0])
