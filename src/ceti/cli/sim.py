@@ -362,6 +362,77 @@ def bound(
     )
 
 
+@app.command()
+def variant(
+    pods: Annotated[Path, typer.Option("--pods", help="Pod list CSV to start from.")],
+    out: Annotated[Path, typer.Option("--out", help="Pod list CSV to write.")],
+    multi_gpu_demand: Annotated[
+        float | None,
+        typer.Option(
+            "--multi-gpu-demand", help="Share of the GPU demand that pods of 2+ GPUs ask, at least (0-1)."
+        ),
+    ] = None,
+    multi_gpu_from: Annotated[
+        Path | None,
+        typer.Option("--multi-gpu-from", help="Pod list to draw multi-GPU pods from (default: --pods)."),
+    ] = None,
+    share_pods: Annotated[
+        float | None,
+        typer.Option("--share-pods", help="Fraction of the GPU pods that share a GPU, at least (0-1)."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    on_error: Annotated[str, typer.Option("--on-error", help="skip or reject bad trace rows.")] = "skip",
+) -> None:
+    """A pod list with more multi-GPU work or more GPU sharing, to check policies on mixes not tuned to.
+
+    Whole one-GPU pods, at random, take the resources of pods drawn from the file (or --multi-gpu-from); each
+    keeps its name and times."""
+    from ceti.sim.variants import (
+        VariantError,
+        multi_gpu_demand_share,
+        share_pod_fraction,
+        with_multi_gpu_demand,
+        with_share_pods,
+        write_pods,
+    )
+
+    err = Console(stderr=True)
+    if multi_gpu_demand is None and share_pods is None:
+        err.print("[red]error:[/red] nothing to change: give --multi-gpu-demand and/or --share-pods",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    if on_error not in ("skip", "reject"):
+        raise typer.BadParameter("--on-error must be skip or reject")
+    try:
+        load = load_pods(pods, on_error=on_error)  # type: ignore[arg-type]
+        pool = load_pods(multi_gpu_from, on_error=on_error).rows if multi_gpu_from else load.rows  # type: ignore[arg-type]
+    except TraceError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    for e in load.errors[:20]:
+        err.print(f"[yellow]skipped[/yellow] {e}")
+    rows = load.rows
+    if not rows:
+        err.print(f"[red]error:[/red] {pods} has no usable pod rows", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    rng = np.random.default_rng(seed)
+    before = (multi_gpu_demand_share(rows), share_pod_fraction(rows))
+    try:
+        if multi_gpu_demand is not None:
+            rows = with_multi_gpu_demand(rows, multi_gpu_demand, pool, rng)
+        if share_pods is not None:
+            rows = with_share_pods(rows, share_pods, load.rows, rng)
+        write_pods(out, rows)
+    except (VariantError, OSError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    changed = sum(1 for a, b in zip(load.rows, rows, strict=True) if a != b)
+    typer.echo(
+        f"wrote {out}: {len(rows)} pods, {changed} changed; multi-GPU demand share {before[0]:.3f} -> "
+        f"{multi_gpu_demand_share(rows):.3f}, sharing GPU pods {before[1]:.3f} -> {share_pod_fraction(rows):.3f}"
+    )
+
+
 def _bound_table(title: str, results: list, names: list[str], total_gpus: int, scale: bool = False) -> None:
     table = Table(title=title)
     keepers = {r.keep_policy for r in results}
