@@ -107,3 +107,22 @@ def test_cli_writes_a_variant_and_refuses_bad_asks(tmp_path: Path) -> None:
         app, ["variant", "--pods", str(tmp_path / "nope.csv"), "--out", str(out), "--share-pods", "0.5"]
     )
     assert missing.exit_code == 2 and "nope.csv" in missing.output
+
+
+def test_cli_reports_bad_rows_of_the_pool_and_draws_from_the_good_ones(tmp_path: Path) -> None:
+    src = tmp_path / "pods.csv"
+    write_pods(src, PODS)
+    pool = tmp_path / "pool.csv"
+    pool.write_text(
+        "name,cpu_milli,memory_mib,num_gpu,gpu_milli\n"
+        "big-bad,-5,8000,8,1000\n"  # line 2: a negative size
+        "big,64000,8000,8,1000\n"
+    )
+    out = tmp_path / "variant.csv"
+    args = ["variant", "--pods", str(src), "--out", str(out), "--multi-gpu-demand", "0.6", "--seed", "1"]
+    result = CliRunner().invoke(app, [*args, "--multi-gpu-from", str(pool)])
+    assert result.exit_code == 0, result.output
+    assert "skipped" in result.output and "pool.csv" in result.output and ":2" in result.output
+    assert {p.cpu_milli for p in load_pods(out).rows if p.gpu_count == 8} == {64_000}
+    refused = CliRunner().invoke(app, [*args, "--multi-gpu-from", str(pool), "--on-error", "reject"])
+    assert refused.exit_code == 2 and "negative" in refused.output

@@ -405,12 +405,16 @@ def variant(
         raise typer.BadParameter("--on-error must be skip or reject")
     try:
         load = load_pods(pods, on_error=on_error)  # type: ignore[arg-type]
-        pool = load_pods(multi_gpu_from, on_error=on_error).rows if multi_gpu_from else load.rows  # type: ignore[arg-type]
+        pool_load = load_pods(multi_gpu_from, on_error=on_error) if multi_gpu_from else load  # type: ignore[arg-type]
     except TraceError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    for e in load.errors[:20]:
+    errors = load.errors + (pool_load.errors if pool_load is not load else [])
+    for e in errors[:20]:
         err.print(f"[yellow]skipped[/yellow] {e}")
+    if len(errors) > 20:
+        err.print(f"[yellow]... {len(errors) - 20} more bad rows skipped[/yellow]")
+    pool = pool_load.rows
     rows = load.rows
     if not rows:
         err.print(f"[red]error:[/red] {pods} has no usable pod rows", highlight=False, soft_wrap=True)
