@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ceti.fabric import GPU, Allocation, Decisions, Demand, Job, Node, Snapshot, schedule
 
 
@@ -219,3 +221,26 @@ def test_a_gang_that_misses_leaves_the_nodes_its_own_tasks_filled_to_the_next_ga
     d = schedule(Snapshot((cheap, small, busy), running=held, pending=(big, light)))
     assert sorted(started(d)["g2"]) == ["a-cheap", "a-cheap", "b-small"]
     assert [w.job_id for w in d.waiting] == ["g1"]
+
+
+def test_the_flow_plans_no_bid_kind_onto_a_class_it_cannot_afford(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every member of the dear class asks more than any job of the kind bids: an arc there could only take
+    flow (and class room) that no job can use, so the plan has none."""
+    import importlib
+
+    module = importlib.import_module("ceti.fabric.schedule")
+    planned: list[set[str]] = []
+    real_plan = module._Round._plan
+
+    def spy(self, level, nc):  # type: ignore[no-untyped-def]
+        plans = real_plan(self, level, nc)
+        for plan in plans:
+            planned.append({self.t.ids[r] for _, c, _ in plan for r in nc.members(c)})
+        return plans
+
+    monkeypatch.setattr(module._Round, "_plan", spy)
+    nodes = (node("cheap", gpus=1, price_per_gpu_hour=0.5), node("dear", gpus=4, price_per_gpu_hour=3.0))
+    jobs = tuple(job(f"j{i}", i, bid_per_hour=1.0) for i in range(3))
+    d = schedule(Snapshot(nodes, pending=jobs))
+    assert started(d) == {"j0": ["cheap"]}
+    assert planned and all("dear" not in p for p in planned)

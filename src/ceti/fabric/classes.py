@@ -380,6 +380,8 @@ class NodeClasses:
     partial_max: np.ndarray
     price_gpu: np.ndarray  # class mean ask
     price_cpu: np.ndarray
+    price_gpu_min: np.ndarray  # the lowest ask of a member (a bid below it affords no member)
+    price_cpu_min: np.ndarray
     reliability: np.ndarray  # class mean
     # per class, members as a list (read by packing, which many kinds may do for one big class)
     _members: dict[int, list[int]] = field(default_factory=dict)
@@ -516,5 +518,7 @@ def node_classes(
         partial_max=red(np.maximum, part),
         price_gpu=red(np.add, t.price_gpu[rows]) / np.maximum(count, 1),
         price_cpu=red(np.add, t.price_cpu[rows]) / np.maximum(count, 1),
+        price_gpu_min=red(np.minimum, t.price_gpu[rows]),
+        price_cpu_min=red(np.minimum, t.price_cpu[rows]),
         reliability=red(np.add, t.reliability[rows]) / np.maximum(count, 1),
     )

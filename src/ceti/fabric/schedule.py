@@ -339,6 +339,11 @@ class _Round:
                 size[j] = k.gpu_count * -(-(s or WHOLE_GPU_MILLI) // 100)
             else:
                 size[j] = max(1, -(-int(cpu) // 1000))
+            top_bid = self._top_bid(k, jobs)
+            if top_bid < math.inf:
+                # no job of the kind affords a member of a class whose cheapest asks are above its highest bid
+                least_cpu = min(x.demand.cpu_milli for x in jobs)
+                ok = ok & (k.gpu_count * nc.price_gpu_min + least_cpu / 1000.0 * nc.price_cpu_min <= top_bid + 1e-9)
             cap = np.where(ok, np.maximum(per, 0), 0) * nc.count
             cand = np.flatnonzero(cap > 0)
             if len(cand) == 0:
@@ -381,6 +386,15 @@ class _Round:
         for p in plans:
             p.sort()
         return plans
+
+    def _top_bid(self, k: JobKind, jobs: list[Job]) -> float:
+        """The highest bid per task among the kind's jobs (inf when one has none)."""
+        top = 0.0
+        for x in jobs:
+            if x.bid_per_hour is None:
+                return math.inf
+            top = max(top, x.bid_per_hour / k.gang_size)
+        return top
 
     def _mean_shape(self, k: JobKind, jobs: list[Job]) -> tuple[float, float]:
         got = self._shape_cache.get(id(k))
