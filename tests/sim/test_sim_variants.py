@@ -10,14 +10,13 @@ import pytest
 from typer.testing import CliRunner
 
 from ceti.cli.sim import app
-from ceti.sim.trace import TracePod, load_pods
+from ceti.sim.trace import TracePod, load_pods, write_pods
 from ceti.sim.variants import (
     VariantError,
     multi_gpu_demand_share,
     share_pod_fraction,
     with_multi_gpu_demand,
     with_share_pods,
-    write_pods,
 )
 
 

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from ceti.fabric.placement.registry import policy_names
 from ceti.sim.inflation import InflationSetup, run_experiment
-from ceti.sim.trace import TraceError, load_nodes, load_pods
+from ceti.sim.trace import TraceError, load_nodes, load_pods, write_pods
 
 DEFAULT_PROCESSES = min(2, os.cpu_count() or 1)
 
@@ -45,23 +45,32 @@ def _policies(spec: str) -> list[str]:
 def _load_trace(nodes: Path, pods: Path, on_error: str, err: Console) -> tuple[list, list, int]:
     """Both CSVs of a trace, bad rows reported (the first 20) and skipped or refused; exit 2 with one line when
     the files cannot be read or leave nothing usable. Returns node rows, pod rows and how many rows were skipped."""
-    if on_error not in ("skip", "reject"):
-        raise typer.BadParameter("--on-error must be skip or reject")
+    _check_on_error(on_error)
     try:
         node_load = load_nodes(nodes, on_error=on_error)  # type: ignore[arg-type]
         pod_load = load_pods(pods, on_error=on_error)  # type: ignore[arg-type]
     except TraceError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    for e in (node_load.errors + pod_load.errors)[:20]:
-        err.print(f"[yellow]skipped[/yellow] {e}")
-    skipped = len(node_load.errors) + len(pod_load.errors)
-    if skipped > 20:
-        err.print(f"[yellow]... {skipped - 20} more bad rows skipped[/yellow]")
+    skipped = _report_skipped(node_load.errors + pod_load.errors, err)
     if not node_load.rows or not pod_load.rows:
         err.print("[red]error:[/red] no usable nodes or pods", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     return node_load.rows, pod_load.rows, skipped
+
+
+def _check_on_error(on_error: str) -> None:
+    if on_error not in ("skip", "reject"):
+        raise typer.BadParameter("--on-error must be skip or reject")
+
+
+def _report_skipped(errors: list, err: Console) -> int:
+    """The first 20 bad rows (file and line) and how many more; returns how many were skipped."""
+    for e in errors[:20]:
+        err.print(f"[yellow]skipped[/yellow] {e}")
+    if len(errors) > 20:
+        err.print(f"[yellow]... {len(errors) - 20} more bad rows skipped[/yellow]")
+    return len(errors)
 
 
 def _progress(err: Console) -> Progress:
@@ -393,7 +402,6 @@ def variant(
         share_pod_fraction,
         with_multi_gpu_demand,
         with_share_pods,
-        write_pods,
     )
 
     err = Console(stderr=True)
@@ -401,19 +409,14 @@ def variant(
         err.print("[red]error:[/red] nothing to change: give --multi-gpu-demand and/or --share-pods",
                   highlight=False, soft_wrap=True)
         raise typer.Exit(2)
-    if on_error not in ("skip", "reject"):
-        raise typer.BadParameter("--on-error must be skip or reject")
+    _check_on_error(on_error)
     try:
         load = load_pods(pods, on_error=on_error)  # type: ignore[arg-type]
         pool_load = load_pods(multi_gpu_from, on_error=on_error) if multi_gpu_from else load  # type: ignore[arg-type]
     except TraceError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    errors = load.errors + (pool_load.errors if pool_load is not load else [])
-    for e in errors[:20]:
-        err.print(f"[yellow]skipped[/yellow] {e}")
-    if len(errors) > 20:
-        err.print(f"[yellow]... {len(errors) - 20} more bad rows skipped[/yellow]")
+    _report_skipped(load.errors + (pool_load.errors if pool_load is not load else []), err)
     pool = pool_load.rows
     rows = load.rows
     if not rows:

@@ -47,6 +47,7 @@ _demand_of = attrgetter("demand")
 _cpu = attrgetter("cpu_milli")
 _mem = attrgetter("memory_mib")
 _disk = attrgetter("disk_mib")
+_bid = attrgetter("bid_per_hour")
 
 
 def queue_order(job: Job) -> tuple[int, int]:
@@ -212,7 +213,7 @@ class _Round:
         self.max_pg = float(t.price_gpu.max(initial=0.0))
         self.max_pc = float(t.price_cpu.max(initial=0.0))
         self.left: dict[int, list[Job]] = {}  # id(kind) -> jobs not placed yet, in queue order
-        self._shape_cache: dict[int, tuple[int, float, float]] = {}
+        self._shape_cache: dict[int, tuple[int, float, float, int, float]] = {}  # id(kind) -> (jobs, `_ask`)
         self.needs: dict[int, Need] = {}  # id(kind) -> its constraints as lookups
         self._usable_cache: dict[tuple, np.ndarray] = {}
         self._cls_of: NodeClasses | None = None
@@ -325,7 +326,7 @@ class _Round:
             supply[j] = len(jobs) * k.gang_size
             if not supply[j] or k.node_ids:
                 continue  # kinds pinned to node ids go straight to the exact pass
-            cpu, mem = self._mean_shape(k, jobs)
+            cpu, mem, least_cpu, top_bid = self._ask(k, jobs)
             per = np.full(C, 1 << 20, np.int64)
             # CPU and memory by the class mean: the min would starve coarse classes; packing checks exactly
             if cpu > 0:
@@ -339,10 +340,8 @@ class _Round:
                 size[j] = k.gpu_count * -(-(s or WHOLE_GPU_MILLI) // 100)
             else:
                 size[j] = max(1, -(-int(cpu) // 1000))
-            top_bid = self._top_bid(k, jobs)
             if top_bid < math.inf:
                 # no job of the kind affords a member of a class whose cheapest asks are above its highest bid
-                least_cpu = min(x.demand.cpu_milli for x in jobs)
                 ok = ok & (k.gpu_count * nc.price_gpu_min + least_cpu / 1000.0 * nc.price_cpu_min <= top_bid + 1e-9)
             cap = np.where(ok, np.maximum(per, 0), 0) * nc.count
             cand = np.flatnonzero(cap > 0)
@@ -387,24 +386,18 @@ class _Round:
             p.sort()
         return plans
 
-    def _top_bid(self, k: JobKind, jobs: list[Job]) -> float:
-        """The highest bid per task among the kind's jobs (inf when one has none)."""
-        top = 0.0
-        for x in jobs:
-            if x.bid_per_hour is None:
-                return math.inf
-            top = max(top, x.bid_per_hour / k.gang_size)
-        return top
-
-    def _mean_shape(self, k: JobKind, jobs: list[Job]) -> tuple[float, float]:
+    def _ask(self, k: JobKind, jobs: list[Job]) -> tuple[float, float, int, float]:
+        """What the kind's jobs not placed yet ask: mean CPU, mean memory, least CPU, and the highest bid per
+        task (inf when one has none). Kept until the kind places a job (its list only shrinks)."""
         got = self._shape_cache.get(id(k))
         if got is None or got[0] != len(jobs):
             n = len(jobs)
             demands = list(map(_demand_of, jobs))
-            cpu = sum(map(_cpu, demands)) / n
-            mem = sum(map(_mem, demands)) / n
-            got = self._shape_cache[id(k)] = (n, cpu, mem)
-        return got[1], got[2]
+            cpus = list(map(_cpu, demands))
+            bids = list(map(_bid, jobs))
+            top_bid = math.inf if None in bids else max(0.0, max(b / k.gang_size for b in bids))
+            got = self._shape_cache[id(k)] = (n, sum(cpus) / n, sum(map(_mem, demands)) / n, min(cpus), top_bid)
+        return got[1:]
 
     # ---- per node classes, shared by the kinds that ask the same (thousands of kinds, a few distinct asks) ----
     def _per_classes(self, nc: NodeClasses, key: tuple, make: Callable[[], np.ndarray]) -> np.ndarray:

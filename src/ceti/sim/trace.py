@@ -1,4 +1,4 @@
-"""Loaders for the Alibaba GPU cluster trace v2023 ("openb") node and pod lists.
+"""Loaders (and a pod-list writer) for the Alibaba GPU cluster trace v2023 ("openb") node and pod lists.
 
 Columns are found by header name, so column order may vary and optional columns may be absent (the
 `multigpu50` variant has only name, cpu_milli, memory_mib, num_gpu, gpu_milli). A row that cannot be used
@@ -241,3 +241,26 @@ def load_pods(
         )
 
     return _collect(Path(path), POD_REQUIRED, parse, on_error)
+
+
+def write_pods(path: str | Path, pods: Sequence[TracePod]) -> None:
+    """A pod list in the trace's CSV format (the columns `load_pods` reads; empty where a time is unknown), which reads back the same."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([*POD_REQUIRED, *POD_OPTIONAL])
+        for p in pods:
+            writer.writerow(
+                [
+                    p.name,
+                    p.cpu_milli,
+                    p.memory_mib,
+                    p.gpu_count,
+                    p.gpu_milli,
+                    p.gpu_spec,
+                    p.qos,
+                    p.pod_phase,
+                    "" if p.creation_time is None else p.creation_time,
+                    "" if p.deletion_time is None else p.deletion_time,
+                    "" if p.scheduled_time is None else p.scheduled_time,
+                ]
+            )

@@ -9,14 +9,12 @@ their exact recipe is not published with the trace.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
-from ceti.sim.trace import POD_OPTIONAL, POD_REQUIRED, WHOLE_GPU_MILLI, TracePod
+from ceti.sim.trace import WHOLE_GPU_MILLI, TracePod
 
 
 class VariantError(ValueError):
@@ -100,26 +98,3 @@ def with_share_pods(
         if shares >= target * gpu:
             return out
     raise VariantError(f"out of whole one-GPU pods to replace at a sharing fraction of {shares / gpu:.3f} (asked {target})")
-
-
-def write_pods(path: str | Path, pods: Sequence[TracePod]) -> None:
-    """A pod list in the trace's CSV format (the columns `load_pods` reads; empty where a time is unknown)."""
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow([*POD_REQUIRED, *POD_OPTIONAL])
-        for p in pods:
-            writer.writerow(
-                [
-                    p.name,
-                    p.cpu_milli,
-                    p.memory_mib,
-                    p.gpu_count,
-                    p.gpu_milli,
-                    p.gpu_spec,
-                    p.qos,
-                    p.pod_phase,
-                    "" if p.creation_time is None else p.creation_time,
-                    "" if p.deletion_time is None else p.deletion_time,
-                    "" if p.scheduled_time is None else p.scheduled_time,
-                ]
-            )
