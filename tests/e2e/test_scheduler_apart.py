@@ -4,6 +4,7 @@ serving process's interpreter."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -79,3 +80,13 @@ def test_create_app_refuses_a_server_that_does_not_schedule_on_sqlite(tmp_path: 
     settings = Settings(data_dir=tmp_path, database_url=None, schedule=False)
     with pytest.raises(ValueError, match="needs PostgreSQL"):
         create_app(settings)
+
+
+def test_an_unknown_placement_is_refused_at_start(tmp_path: Path):
+    """CETI_PLACEMENT names how rounds pick nodes; a typo must stop the server, not every round."""
+    env = {**os.environ, "CETI_PLACEMENT": "best"}
+    out = subprocess.run(ceti_cmd("server", "--data-dir", str(tmp_path / "s"), "--port", "1"),
+                         capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert out.returncode == 2
+    assert "CETI_PLACEMENT: unknown placement 'best'; known: flow, random" in out.stderr
+    assert "Traceback" not in out.stderr

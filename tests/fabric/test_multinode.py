@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from ceti.fabric import GPU, Allocation, Decisions, Demand, Job, Node, Snapshot, schedule
+
+# every rule here holds for both placements unless marked flow_only (conftest.each_placement)
+pytestmark = pytest.mark.usefixtures("each_placement")
 
 
 def node(nid: str, net: str = "lab-a", gpus: int = 4, model: str = "A100", **kw) -> Node:

@@ -3,7 +3,12 @@ pays."""
 
 from __future__ import annotations
 
+import pytest
+
 from ceti.fabric import GPU, Allocation, Demand, Job, Node, Snapshot, schedule
+
+# every rule here holds for both placements unless marked flow_only (conftest.each_placement)
+pytestmark = pytest.mark.usefixtures("each_placement")
 
 
 def full_node(nid: str, gpus: int = 1) -> Node:

@@ -184,21 +184,28 @@ def check_invariants(snap: Snapshot, d: Decisions) -> None:
 PROPS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+# "flow": the class flow and its packing (what rounds above the per-task size bound use); "fabric": per-task
+# placement by the fabric placement policy (`fabric.per_task`, what the server runs on smaller clusters)
+PLACEMENTS = pytest.mark.parametrize("placement", ["flow", "fabric"])
+
+
+@PLACEMENTS
 @PROPS
 @given(snapshots())
-def test_invariants_hold(snap: Snapshot) -> None:
-    check_invariants(snap, schedule(snap))
+def test_invariants_hold(placement: str, snap: Snapshot) -> None:
+    check_invariants(snap, schedule(snap, placement))
 
 
+@PLACEMENTS
 @PROPS
 @given(snapshots(), st.randoms(use_true_random=False))
-def test_deterministic_and_independent_of_input_order(snap: Snapshot, rnd: random.Random) -> None:
-    first = schedule(snap)
-    assert schedule(snap) == first
+def test_deterministic_and_independent_of_input_order(placement: str, snap: Snapshot, rnd: random.Random) -> None:
+    first = schedule(snap, placement)
+    assert schedule(snap, placement) == first
     nodes, pending = list(snap.nodes), list(snap.pending)
     rnd.shuffle(nodes)
     rnd.shuffle(pending)
-    shuffled = schedule(Snapshot(tuple(nodes), snap.running, tuple(pending)))
+    shuffled = schedule(Snapshot(tuple(nodes), snap.running, tuple(pending)), placement)
     assert sorted(map(repr, shuffled.starts)) == sorted(map(repr, first.starts))
     assert sorted(map(repr, shuffled.preemptions)) == sorted(map(repr, first.preemptions))
     assert sorted(map(repr, shuffled.waiting)) == sorted(map(repr, first.waiting))
@@ -207,15 +214,16 @@ def test_deterministic_and_independent_of_input_order(snap: Snapshot, rnd: rando
 
 # Larger seeded snapshots: thousands of tasks through the class packing, the chunked spill and the per-node GPU
 # summaries (paths the tiny hypothesis networks rarely reach), checked against the same invariants.
+@PLACEMENTS
 @pytest.mark.parametrize("seed", [0, 1])
-def test_invariants_hold_on_a_busy_synthetic_network(seed: int) -> None:
+def test_invariants_hold_on_a_busy_synthetic_network(seed: int, placement: str) -> None:
     from ceti.cli.bench import synthetic_snapshot
 
     snap = synthetic_snapshot(300, 1000, seed)
-    d = schedule(snap)
+    d = schedule(snap, placement)
     check_invariants(snap, d)
     assert len({s.job_id for s in d.starts}) > 200
-    assert schedule(snap) == d
+    assert schedule(snap, placement) == d
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -6,6 +6,9 @@ import pytest
 
 from ceti.fabric import GPU, Allocation, Decisions, Demand, Job, Node, Snapshot, schedule
 
+# every rule here holds for both placements unless marked flow_only (conftest.each_placement)
+pytestmark = pytest.mark.usefixtures("each_placement")
+
 
 def node(nid: str, gpus: int = 4, model: str = "A100", *, cpu: int = 64, mem_gib: int = 256, **kw) -> Node:
     vram = kw.pop("vram_mib", 40960)
@@ -130,6 +133,7 @@ def test_gang_is_all_or_nothing() -> None:
     assert sorted(s.node_id for s in d.starts) == ["n1", "n2", "n3"]
 
 
+@pytest.mark.flow_only
 def test_shares_go_to_the_tightest_gpu_and_whole_gpus_stay_whole() -> None:
     n = node("n", gpus=2)
     running = (Allocation("a", "x", "n", 1000, 1024, (1,), gpu_share_milli=500),)
@@ -223,6 +227,7 @@ def test_a_gang_that_misses_leaves_the_nodes_its_own_tasks_filled_to_the_next_ga
     assert [w.job_id for w in d.waiting] == ["g1"]
 
 
+@pytest.mark.flow_only
 def test_the_flow_plans_no_bid_kind_onto_a_class_it_cannot_afford(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every member of the dear class asks more than any job of the kind bids: an arc there could only take
     flow (and class room) that no job can use, so the plan has none."""

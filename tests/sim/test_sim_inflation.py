@@ -121,3 +121,48 @@ def test_cli_table_and_unknown_policy(small_trace: tuple[Path, Path]) -> None:
     assert result.exit_code == 0, result.output
     assert "fgd" in result.output and "best-fit" in result.output
     assert CliRunner().invoke(app, [*base, "--policy", "worst-fit"]).exit_code != 0
+
+
+def test_live_entries_run_the_scheduling_round_on_batches(small_trace: tuple[Path, Path]) -> None:
+    """`live` (the server's placement) and `live:flow` place the arrivals through `fabric.schedule`, a batch
+    of arrivals per round; the placements they make are feasible (`ClusterState.allocate` checks each)."""
+    from ceti.sim.inflation import InflationSetup, run_inflation
+    from ceti.sim.trace import load_nodes, load_pods
+
+    nodes, pods = small_trace
+    setup = InflationSetup.build(load_nodes(nodes).rows, load_pods(pods, on_error="skip").rows)
+    for name, batch in (("live", 16), ("live:flow", 16), ("live:fgd", 1)):
+        run = run_inflation(setup, name, 42, batch=batch)
+        assert run.policy == name and run.placed > 100
+        assert len(run.arrived_milli) == run.placed + run.failed
+        assert (np.diff(run.used_milli) >= 0).all() and (run.used_milli <= run.arrived_milli).all()
+
+
+def test_cli_live_entries_and_their_refusals(small_trace: tuple[Path, Path]) -> None:
+    nodes, pods = small_trace
+    base = ["inflation", "--nodes", str(nodes), "--pods", str(pods), "--seeds", "1", "--processes", "1"]
+    result = CliRunner().invoke(app, [*base, "--policy", "fgd,live,live:flow", "--batch", "8", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert list(payload["policies"]) == ["fgd", "live", "live:flow"] and payload["live_batch"] == 8
+    bad = CliRunner().invoke(app, [*base, "--policy", "live:worst-fit"])
+    assert bad.exit_code == 2 and "live:PLACEMENT" in bad.output.replace("\n", "")
+    assert CliRunner().invoke(app, [*base, "--policy", "live", "--batch", "0"]).exit_code == 2
+
+
+@pytest.mark.slow
+def test_the_live_round_places_like_fgd_not_like_first_fit_on_the_trace() -> None:
+    """The live round on the whole `default` trace (seed 42, batches of 16): per-task placement by the fabric
+    policy leaves at least 15% fewer GPUs unallocated than the class flow's packing."""
+    if not DATA.is_dir():
+        pytest.skip("openb trace not present")
+    from ceti.sim.inflation import InflationSetup, run_inflation
+    from ceti.sim.trace import load_nodes, load_pods
+
+    setup = InflationSetup.build(
+        load_nodes(DATA / "openb_node_list_gpu_node.csv").rows,
+        load_pods(DATA / "openb_pod_list_default.csv").rows,
+    )
+    live = run_inflation(setup, "live", 42, stop_at_percent=101).unallocated_gpus_at(100)
+    flow = run_inflation(setup, "live:flow", 42, stop_at_percent=101).unallocated_gpus_at(100)
+    assert live <= 0.85 * flow, (live, flow)

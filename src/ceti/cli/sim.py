@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ceti.fabric.placement.registry import policy_names
-from ceti.sim.inflation import InflationSetup, run_experiment
+from ceti.sim.inflation import LIVE_BATCH, InflationSetup, live_placement, run_experiment
 from ceti.sim.trace import TraceError, load_nodes, load_pods, write_pods
 
 DEFAULT_PROCESSES = min(2, os.cpu_count() or 1)
@@ -29,15 +29,29 @@ def main() -> None:
     """Trace-driven simulation: replay real cluster traces through the placement policies."""
 
 
-def _policies(spec: str) -> list[str]:
+def _policies(spec: str, live: bool = False) -> list[str]:
+    """Policy names from a comma-separated list ("all" = every placement policy); with `live`, also the live
+    scheduling round: "live" (the server's placement) or "live:PLACEMENT"."""
+    from ceti.fabric.per_task import placement_names
+    from ceti.sim.inflation import LIVE
+
     known = policy_names()
-    if spec.strip() == "all":
-        return known
-    names = [p.strip() for p in spec.split(",") if p.strip()]
-    unknown = [p for p in names if p not in known]
+    names: list[str] = []
+    for p in (p.strip() for p in spec.split(",")):
+        if p == "all":
+            names += [n for n in known if n not in names]
+        elif p and p not in names:
+            names.append(p)
+    unknown = [
+        p
+        for p in names
+        if p not in known
+        and not (live and live_placement(p) is not None and live_placement(p) in placement_names())
+    ]
     if unknown or not names:
+        extra = f", {LIVE}, {LIVE}:PLACEMENT ({', '.join(placement_names())})" if live else ""
         raise typer.BadParameter(
-            f"unknown policy {', '.join(unknown) or spec!r}; known: all, {', '.join(known)}"
+            f"unknown policy {', '.join(unknown) or spec!r}; known: all, {', '.join(known)}{extra}"
         )
     return names
 
@@ -87,9 +101,19 @@ def inflation(
     pods: Annotated[
         Path, typer.Option("--pods", help="Pod list CSV (name, cpu_milli, memory_mib, num_gpu, ...).")
     ],
-    policy: Annotated[str, typer.Option("--policy", help="all, or comma-separated policy names.")] = "all",
+    policy: Annotated[
+        str,
+        typer.Option(
+            "--policy",
+            help="all, or comma-separated policy names; 'live' (or live:PLACEMENT) runs the live scheduling "
+            "round on batches of arrivals instead.",
+        ),
+    ] = "all",
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Number of seeds (first-seed, +1, ...).")] = 10,
     first_seed: Annotated[int, typer.Option("--first-seed")] = 42,
+    batch: Annotated[
+        int, typer.Option("--batch", min=1, help="Arrivals per round of the live entries.")
+    ] = LIVE_BATCH,
     inflate_to: Annotated[
         float, typer.Option("--inflate-to", help="Requested GPUs as a share of capacity.")
     ] = 1.3,
@@ -114,7 +138,7 @@ def inflation(
 ) -> None:
     """The FGD paper's workload-inflation experiment: unallocated GPUs when arrivals reach 100%."""
     err = Console(stderr=True)
-    names = _policies(policy)
+    names = _policies(policy, live=True)
     node_rows, pod_rows, skipped = _load_trace(nodes, pods, on_error, err)
     setup = InflationSetup.build(node_rows, pod_rows)
     seed_list = list(range(first_seed, first_seed + seeds))
@@ -129,6 +153,7 @@ def inflation(
             stop_at_percent=stop_at,
             processes=processes,
             on_result=lambda r: progress.advance(task),
+            batch=batch,
         )
     payload = {
         "nodes": str(nodes),
@@ -139,6 +164,8 @@ def inflation(
         "target_classes": len(setup.workload),
         "policies": {n: s.as_json() for n, s in summaries.items()},
     }
+    if any(live_placement(n) is not None for n in names):
+        payload["live_batch"] = batch
     if out is not None:
         from ceti.sim.report import markdown_report, plot_allocation
 

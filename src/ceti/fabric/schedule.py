@@ -73,6 +73,20 @@ def arc_cost(
     A small fragmentation term prefers tight fits: shares onto partly used GPUs, whole-GPU
     tasks onto nodes with the fewest spare whole GPUs, CPU-only work away from free GPUs.
     """
+    cost = useful_work_cost(k, price, price_norm, speed, reliability)
+    if k.gpu_count and k.gpu_share_milli:
+        frag = np.where(partial >= k.gpu_share_milli, 0.0, 400.0) + 20.0 * whole
+    elif k.gpu_count:
+        frag = 40.0 * np.maximum(whole - k.gpu_count, 0)
+    else:
+        frag = 400.0 * whole
+    return np.minimum(cost + frag, flow.MAX_ARC_COST).astype(np.int64)
+
+
+def useful_work_cost(
+    k: JobKind, price: np.ndarray, price_norm: float, speed: np.ndarray, reliability: np.ndarray
+) -> np.ndarray:
+    """`arc_cost` without its fragmentation term: (1 + ask / the dearest ask) over useful work per hour."""
     finish = np.clip(reliability, 0.05, 1.0)
     if k.horizon_h != 1.0 and len(finish):
         # relative to the likeliest finish among the candidates (in logs: r ** h underflows for long jobs), so
@@ -81,14 +95,7 @@ def arc_cost(
         finish = np.clip(np.exp(log_p - log_p.max()), 0.05, 1.0)
     eff = np.maximum(speed * finish, 0.1)
     rel_price = price / price_norm if price_norm > 0 else np.zeros_like(price)
-    cost = _COST_SCALE * (1.0 + rel_price) / eff
-    if k.gpu_count and k.gpu_share_milli:
-        frag = np.where(partial >= k.gpu_share_milli, 0.0, 400.0) + 20.0 * whole
-    elif k.gpu_count:
-        frag = 40.0 * np.maximum(whole - k.gpu_count, 0)
-    else:
-        frag = 400.0 * whole
-    return np.minimum(cost + frag, flow.MAX_ARC_COST).astype(np.int64)
+    return _COST_SCALE * (1.0 + rel_price) / eff
 
 
 # ---------------------------------------------------------------- reasons
@@ -202,7 +209,7 @@ def _shape(d: Demand, gang: int) -> str:
 
 
 class _Round:
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, placement: str = "flow") -> None:
         need_vram = any(j.demand.min_vram_mib for j in snapshot.pending)
         self.t = t = NodeTable(snapshot.nodes, need_vram=need_vram)
         self.free = Free(t, snapshot.running)
@@ -221,6 +228,14 @@ class _Round:
         self.spill_budget = SPILL_ROW_BUDGET
         # reliability splits node classes only when some job's duration makes it matter more than its ask
         self.by_reliability = any(j.expected_duration_h is not None for j in snapshot.pending)
+        self.per_task = None
+        if placement != "flow":
+            from ceti.fabric import per_task  # here, not above: it reads this module's costs
+
+            per_task.check_placement(placement)
+            tasks = sum(max(1, j.gang_size) for j in snapshot.pending)
+            if per_task.fits_round(t.n, tasks, int(t.gpu_count.max(initial=0))):
+                self.per_task = per_task.PerTaskPlacer(self, placement, snapshot)
 
     # ---- small helpers ----
     def price_ok(self, job: Job, r: int) -> bool:
@@ -342,7 +357,9 @@ class _Round:
                 size[j] = max(1, -(-int(cpu) // 1000))
             if top_bid < math.inf:
                 # no job of the kind affords a member of a class whose cheapest asks are above its highest bid
-                ok = ok & (k.gpu_count * nc.price_gpu_min + least_cpu / 1000.0 * nc.price_cpu_min <= top_bid + 1e-9)
+                ok = ok & (
+                    k.gpu_count * nc.price_gpu_min + least_cpu / 1000.0 * nc.price_cpu_min <= top_bid + 1e-9
+                )
             cap = np.where(ok, np.maximum(per, 0), 0) * nc.count
             cand = np.flatnonzero(cap > 0)
             if len(cand) == 0:
@@ -396,7 +413,13 @@ class _Round:
             cpus = list(map(_cpu, demands))
             bids = list(map(_bid, jobs))
             top_bid = math.inf if None in bids else max(0.0, max(b / k.gang_size for b in bids))
-            got = self._shape_cache[id(k)] = (n, sum(cpus) / n, sum(map(_mem, demands)) / n, min(cpus), top_bid)
+            got = self._shape_cache[id(k)] = (
+                n,
+                sum(cpus) / n,
+                sum(map(_mem, demands)) / n,
+                min(cpus),
+                top_bid,
+            )
         return got[1:]
 
     # ---- per node classes, shared by the kinds that ask the same (thousands of kinds, a few distinct asks) ----
@@ -871,7 +894,9 @@ class _Round:
             base = (k.gang_size, *k.node_ask)
             # the largest CPU, memory and disk of the kind at once: a node that holds that holds every job of
             # the kind, so most kinds need one check, not one per distinct job shape
-            demands = list(map(_demand_of, k.jobs))  # then plain attributes: a dotted getter costs twice as much
+            demands = list(
+                map(_demand_of, k.jobs)
+            )  # then plain attributes: a dotted getter costs twice as much
             d0 = demands[0]
             biggest = Demand(
                 max(map(_cpu, demands)),
@@ -911,7 +936,6 @@ class _Round:
             self.left[id(k)] = keep
 
     def run(self, kinds: list[JobKind]) -> Decisions:
-        t = self.t
         multi = None
         if any(k.gang_size > 1 for k in kinds):
             from ceti.fabric import multinode  # here, not above: it reuses this module's reason texts
@@ -929,22 +953,10 @@ class _Round:
         for level in levels:
             if multi is not None:  # multi-node gangs of this level and the levels above go first
                 multi.place(down_to=level[0].kind.priority)
-            fresh = False
-            for _ in range(FLOW_ROUNDS):
-                nc = node_classes(t, *self.free.arrays(), by_reliability=self.by_reliability)
-                before = len(self.decisions.starts)
-                active = [need for need in level if self.left[id(need.kind)]]
-                plans = self._plan(active, nc)
-                for need, plan in zip(active, plans, strict=True):
-                    self._pack_planned(need, plan, nc)
-                fresh = len(self.decisions.starts) == before
-                if fresh:
-                    break
-            if not fresh and any(self.left[id(need.kind)] for need in level):
-                # classes of the room left now: their bounds rule out most kinds at once in the spill
-                nc = node_classes(t, *self.free.arrays(), by_reliability=self.by_reliability)
-            for need in level:
-                self._spill(need, nc)
+            if self.per_task is not None:
+                self.per_task.place_level(level)
+            else:
+                self._flow_level(level)
             for need in level:
                 left = self.left[id(need.kind)]
                 if left:
@@ -955,6 +967,26 @@ class _Round:
             multi.finish()
         self._waits(needs)
         return self.decisions
+
+    def _flow_level(self, level: list[Need]) -> None:
+        """Min-cost flow rounds between the level's kinds and node classes, packing, then the spill."""
+        t = self.t
+        fresh = False
+        for _ in range(FLOW_ROUNDS):
+            nc = node_classes(t, *self.free.arrays(), by_reliability=self.by_reliability)
+            before = len(self.decisions.starts)
+            active = [need for need in level if self.left[id(need.kind)]]
+            plans = self._plan(active, nc)
+            for need, plan in zip(active, plans, strict=True):
+                self._pack_planned(need, plan, nc)
+            fresh = len(self.decisions.starts) == before
+            if fresh:
+                break
+        if not fresh and any(self.left[id(need.kind)] for need in level):
+            # classes of the room left now: their bounds rule out most kinds at once in the spill
+            nc = node_classes(t, *self.free.arrays(), by_reliability=self.by_reliability)
+        for need in level:
+            self._spill(need, nc)
 
     def _usable_gpus(self, need: Need, rows: np.ndarray) -> np.ndarray:
         """GPUs per row the kind may use; shared by kinds that ask for the same models and VRAM when `rows` are
@@ -1062,8 +1094,12 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def schedule(snapshot: Snapshot) -> Decisions:
+def schedule(snapshot: Snapshot, placement: str = "flow") -> Decisions:
     """Place pending jobs: priority levels in descending order, min-cost flow between classes within a level,
-    best-fit packing on nodes, gangs all-or-nothing, pre-emption where it pays."""
+    best-fit packing on nodes, gangs all-or-nothing, pre-emption where it pays.
+
+    `placement` other than "flow" names a placement policy (`fabric.placement`, e.g. "fabric") that picks
+    each task's node where the round is small enough to score every node for every task (`per_task`); larger
+    rounds, and "flow", use the class flow's packing."""
     with _cyclic_gc_paused():
-        return _Round(snapshot).run(job_kinds(snapshot.pending))
+        return _Round(snapshot, placement).run(job_kinds(snapshot.pending))

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from ceti import __version__
+from ceti.fabric.per_task import check_placement
 from ceti.logs import RequestIds
 from ceti.networks.config import load_akash_market
 from ceti.server import fastlane, metrics, middleware, schemas
@@ -60,6 +61,10 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
     settings = settings or Settings()
     if not settings.schedule and settings.is_sqlite:
         raise ValueError("--no-schedule needs PostgreSQL (--database-url): on SQLite the one server must schedule")
+    try:
+        check_placement(settings.placement)
+    except ValueError as exc:
+        raise ValueError(f"CETI_PLACEMENT: {exc}") from None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -63,6 +63,10 @@ class Settings:
     # False: this replica serves requests and never schedules (PostgreSQL only); the rounds run in another
     # replica that is given no traffic, so they never compete with requests for this one's interpreter
     schedule: bool = field(default_factory=lambda: os.environ.get("CETI_SCHEDULE", "1") != "0")
+    # how a round picks each task's node: a placement policy ("fabric": FGD's fragmentation measure with GPU-model
+    # protection, after cost) on clusters small enough to score every node per task, else the class flow; "flow"
+    # always uses the class flow (ceti.fabric.per_task)
+    placement: str = field(default_factory=lambda: os.environ.get("CETI_PLACEMENT", "fabric"))
     stop_grace_s: float = field(default_factory=lambda: _env_float("CETI_STOP_GRACE_S", 10.0))
     max_body_bytes: int = field(default_factory=lambda: _env_int("CETI_MAX_BODY_BYTES", 2 * 1024 * 1024))
     # rows of a proof-of-hardware answer: 8 rows per GPU of a product that fills 80 GB, for 8 GPUs, is ~15 MB

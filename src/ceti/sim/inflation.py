@@ -118,6 +118,21 @@ class InflationSetup:
         )
 
 
+LIVE = "live"
+LIVE_BATCH = 16  # arrivals per live round: gpudefrag's batch, and a few seconds of a busy cluster's arrivals
+
+
+def live_placement(name: str) -> str | None:
+    """The placement of a live-round entry ("live" = the server's default, "live:NAME"), else None."""
+    if name == LIVE:
+        from ceti.fabric.per_task import DEFAULT_PLACEMENT
+
+        return DEFAULT_PLACEMENT
+    if name.startswith(LIVE + ":"):
+        return name.split(":", 1)[1]
+    return None
+
+
 def run_inflation(
     setup: InflationSetup,
     policy_name: str,
@@ -125,8 +140,22 @@ def run_inflation(
     *,
     inflation: float = 1.3,
     stop_at_percent: float | None = None,
+    batch: int = LIVE_BATCH,
 ) -> RunResult:
-    """One seed of one policy. `stop_at_percent` ends the run once arrivals pass that share of capacity."""
+    """One seed of one policy. `stop_at_percent` ends the run once arrivals pass that share of capacity.
+
+    A live entry (`live_placement`) runs the live scheduling round instead of a placement policy."""
+    placement = live_placement(policy_name)
+    if placement is not None:
+        return run_live(
+            setup,
+            policy_name,
+            placement,
+            seed,
+            batch=batch,
+            inflation=inflation,
+            stop_at_percent=stop_at_percent,
+        )
     state = setup.cluster.copy_empty()
     capacity = state.total_gpu_milli()
     order = arrival_order(len(setup.pods), setup.gpu_milli, capacity, inflation, seed)
@@ -153,6 +182,89 @@ def run_inflation(
         if stop is not None and arrived_milli > stop:
             break
     return RunResult(policy_name, seed, int(state.gpu_count.sum()), arrived[:n], used[:n], placed, failed)
+
+
+def run_live(
+    setup: InflationSetup,
+    name: str,
+    placement: str,
+    seed: int,
+    *,
+    batch: int = LIVE_BATCH,
+    inflation: float = 1.3,
+    stop_at_percent: float | None = None,
+) -> RunResult:
+    """The same arrivals through the live scheduling round (`fabric.schedule`, as the server calls it): every
+    `batch` arrivals are one round's pending jobs, on the nodes with what earlier rounds placed running. A pod
+    its round does not start fails, as a pod that fits nowhere does for the policies (no queue, no retries);
+    all pods are of one priority and none is interruptible, so nothing is pre-empted."""
+    from ceti.fabric import GPU, Allocation, Job, Node, Snapshot, schedule
+
+    state = setup.cluster.copy_empty()
+    nodes = tuple(
+        Node(name_, int(cpu), int(mem), tuple(GPU(g, state.models[int(m)]) for g in range(int(count))))
+        for name_, cpu, mem, count, m in zip(
+            state.names,
+            state.cpu_capacity,
+            state.memory_capacity,
+            state.gpu_count,
+            state.model_idx,
+            strict=True,
+        )
+    )
+    row = {n: i for i, n in enumerate(state.names)}
+    capacity = state.total_gpu_milli()
+    order = arrival_order(len(setup.pods), setup.gpu_milli, capacity, inflation, seed)
+    stop = None if stop_at_percent is None else stop_at_percent / 100 * capacity
+    running: list[Allocation] = []
+    arrived: list[int] = []
+    used: list[int] = []
+    arrived_milli = used_milli = failed = 0
+    for b in range(0, len(order), max(1, batch)):
+        ids = order[b : b + max(1, batch)]
+        jobs = tuple(Job(f"pod-{b + k}", _demand(setup.pods[i]), b + k) for k, i in enumerate(ids))
+        starts = {s.job_id: s for s in schedule(Snapshot(nodes, tuple(running), jobs), placement).starts}
+        for job, i in zip(jobs, ids, strict=True):
+            pod = setup.requests[i]
+            arrived_milli += pod.gpu_milli_total
+            s = starts.get(job.id)
+            if s is None:
+                failed += 1
+            else:
+                state.allocate(row[s.node_id], pod, s.gpu_indices)
+                used_milli += pod.gpu_milli_total
+                d = job.demand
+                running.append(
+                    Allocation(
+                        s.job_id,
+                        s.job_id,
+                        s.node_id,
+                        d.cpu_milli,
+                        d.memory_mib,
+                        s.gpu_indices,
+                        d.gpu_share_milli,
+                    )
+                )
+            arrived.append(arrived_milli)
+            used.append(used_milli)
+        if stop is not None and arrived_milli > stop:
+            break
+    return RunResult(
+        name,
+        seed,
+        int(state.gpu_count.sum()),
+        np.asarray(arrived, dtype=np.int64),
+        np.asarray(used, dtype=np.int64),
+        len(running),
+        failed,
+    )
+
+
+def _demand(p: TracePod):  # type: ignore[no-untyped-def]
+    from ceti.fabric import Demand
+
+    share = p.gpu_milli if p.gpu_count == 1 and 0 < p.gpu_milli < 1000 else 0
+    return Demand(p.cpu_milli, p.memory_mib, p.gpu_count, share, p.gpu_models if p.gpu_count else frozenset())
 
 
 @dataclass(slots=True)
@@ -202,10 +314,10 @@ def _init_worker(setup: InflationSetup) -> None:
     _WORKER_SETUP = setup
 
 
-def _run_task(task: tuple[str, int, float, float | None]) -> RunResult:
+def _run_task(task: tuple[str, int, float, float | None, int]) -> RunResult:
     assert _WORKER_SETUP is not None
-    policy, seed, inflation, stop = task
-    return run_inflation(_WORKER_SETUP, policy, seed, inflation=inflation, stop_at_percent=stop)
+    policy, seed, inflation, stop, batch = task
+    return run_inflation(_WORKER_SETUP, policy, seed, inflation=inflation, stop_at_percent=stop, batch=batch)
 
 
 def run_experiment(
@@ -217,9 +329,11 @@ def run_experiment(
     stop_at_percent: float | None = None,
     processes: int = 1,
     on_result=None,  # called with each RunResult as it finishes (progress bars)
+    batch: int = LIVE_BATCH,
 ) -> dict[str, PolicySummary]:
-    """Every policy x seed; runs in `processes` worker processes when more than one."""
-    tasks = [(p, s, inflation, stop_at_percent) for p in policies for s in seeds]
+    """Every policy x seed; runs in `processes` worker processes when more than one. `batch`: arrivals per
+    round of the live entries."""
+    tasks = [(p, s, inflation, stop_at_percent, batch) for p in policies for s in seeds]
     results: list[RunResult] = []
     if processes > 1 and len(tasks) > 1:
         import multiprocessing as mp
@@ -231,8 +345,8 @@ def run_experiment(
                 if on_result:
                     on_result(r)
     else:
-        for policy, seed, infl, stop in tasks:
-            r = run_inflation(setup, policy, seed, inflation=infl, stop_at_percent=stop)
+        for policy, seed, infl, stop, size in tasks:
+            r = run_inflation(setup, policy, seed, inflation=infl, stop_at_percent=stop, batch=size)
             results.append(r)
             if on_result:
                 on_result(r)

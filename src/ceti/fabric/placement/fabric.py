@@ -334,12 +334,19 @@ class FabricPolicy(FGDPolicy):
         self._pressure = (state.models, wl, pressure)
         return pressure
 
-    def place(self, state: ClusterState, pod: PodRequest, rng: np.random.Generator) -> Placement | None:
+    def place(
+        self,
+        state: ClusterState,
+        pod: PodRequest,
+        rng: np.random.Generator,
+        allowed: np.ndarray | None = None,
+        prefer: np.ndarray | None = None,
+    ) -> Placement | None:
         relearn = False
         if self.placeable_tiebreak:  # arrivals only: learn what they ask of memory
             relearn = self._memory.observe(pod.cpu_milli, pod.gpu_milli, pod.gpu_count, pod.memory_mib)
             self._multi.observe(pod.cpu_milli, pod.memory_mib, pod.gpu_milli, pod.gpu_count)
-        nodes = np.flatnonzero(self.filter(state, pod))
+        nodes = np.flatnonzero(self.filter(state, pod, allowed))
         if len(nodes) == 0:
             return None
         cache = self.cache(state, pod)
@@ -358,6 +365,8 @@ class FabricPolicy(FGDPolicy):
             state.gpu_free[opt_nodes].sum(axis=1) < WHOLE_GPU_MILLI * state.gpu_count[opt_nodes]
         )
         keys = (~in_use, second, -score)
+        if prefer is not None:  # the caller's preference (lower first), after every key of the policy's own
+            keys = (prefer[opt_nodes], *keys)
         plan = self.share_plan()
         if plan is not None and self.partner_room:
             # what the node keeps after this placement for the partners its GPUs wait for

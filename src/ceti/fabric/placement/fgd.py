@@ -178,14 +178,24 @@ class FGDPolicy(PlacementPolicy):
         opt_nodes, gpus, after = cache.options(state, pod, nodes)
         return opt_nodes, gpus, fgd_score(cache.frag[opt_nodes], after)
 
-    def place(self, state: ClusterState, pod: PodRequest, rng: np.random.Generator) -> Placement | None:
-        nodes = np.flatnonzero(self.filter(state, pod))
+    def place(
+        self,
+        state: ClusterState,
+        pod: PodRequest,
+        rng: np.random.Generator,
+        allowed: np.ndarray | None = None,
+        prefer: np.ndarray | None = None,
+    ) -> Placement | None:
+        nodes = np.flatnonzero(self.filter(state, pod, allowed))
         if len(nodes) == 0:
             return None
         cache = self.cache(state, pod)
         nodes = cache.distinct(nodes)
         opt_nodes, gpus, scores = self.option_scores(cache, state, pod, nodes)
-        best = int(np.argmax(scores))  # first max: smallest name, then lowest GPU index
+        if prefer is None:
+            best = int(np.argmax(scores))  # first max: smallest name, then lowest GPU index
+        else:  # stable: ties in both keep (node, GPU) order
+            best = int(np.lexsort((prefer[opt_nodes], -scores))[0])
         node = int(opt_nodes[best])
         if pod.is_share:
             return node, (int(gpus[best]),)

@@ -39,8 +39,10 @@ class PlacementPolicy:
     def __init__(self, workload: TargetWorkload | None = None) -> None:
         self.workload = workload
 
-    def filter(self, state: ClusterState, pod: PodRequest) -> np.ndarray:
-        return state.feasible(pod)
+    def filter(self, state: ClusterState, pod: PodRequest, allowed: np.ndarray | None = None) -> np.ndarray:
+        """Nodes that can take the task; `allowed` (a mask over nodes) narrows them further."""
+        ok = state.feasible(pod)
+        return ok if allowed is None else ok & allowed
 
     def score(self, state: ClusterState, pod: PodRequest, nodes: np.ndarray) -> np.ndarray:
         """Integer scores for the feasible `nodes` (indices), higher is better."""
@@ -55,12 +57,24 @@ class PlacementPolicy:
             return (tightest_gpu(state.gpu_free[node], pod.gpu_milli),)
         return exclusive_gpus(state.gpu_free[node], pod.gpu_count)
 
-    def place(self, state: ClusterState, pod: PodRequest, rng: np.random.Generator) -> Placement | None:
-        nodes = np.flatnonzero(self.filter(state, pod))
+    def place(
+        self,
+        state: ClusterState,
+        pod: PodRequest,
+        rng: np.random.Generator,
+        allowed: np.ndarray | None = None,
+        prefer: np.ndarray | None = None,
+    ) -> Placement | None:
+        """The best-scoring node that can take the task (and GPUs on it), or None. `allowed` narrows the nodes
+        (a mask); `prefer` (per node, lower first) breaks ties in the score before the smallest name does."""
+        nodes = np.flatnonzero(self.filter(state, pod, allowed))
         if len(nodes) == 0:
             return None
         scores = self.score(state, pod, nodes)
-        node = int(nodes[int(np.argmax(scores))])  # first maximum = smallest name
+        if prefer is None:
+            node = int(nodes[int(np.argmax(scores))])  # first maximum = smallest name
+        else:
+            node = int(nodes[int(np.lexsort((prefer[nodes], -scores))[0])])
         return node, self.pick_gpus(state, pod, node, rng)
 
 
@@ -69,11 +83,18 @@ class RandomPolicy(PlacementPolicy):
 
     name = "random"
 
-    def place(self, state: ClusterState, pod: PodRequest, rng: np.random.Generator) -> Placement | None:
-        nodes = np.flatnonzero(self.filter(state, pod))
+    def place(
+        self,
+        state: ClusterState,
+        pod: PodRequest,
+        rng: np.random.Generator,
+        allowed: np.ndarray | None = None,
+        prefer: np.ndarray | None = None,
+    ) -> Placement | None:
+        nodes = np.flatnonzero(self.filter(state, pod, allowed))
         if len(nodes) == 0:
             return None
-        node = int(nodes[int(rng.integers(len(nodes)))])
+        node = int(nodes[int(rng.integers(len(nodes)))])  # uniformly: no preference
         return node, self.pick_gpus(state, pod, node, rng)
 
     def pick_gpus(

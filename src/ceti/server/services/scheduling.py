@@ -393,7 +393,7 @@ def run_round(
     timed_out = enforce_max_duration(s, now)
     s.commit()
     snapshot = build_snapshot(s, now, cache or PendingCache(verification=settings.verify.enabled))
-    decisions = fabric.schedule(snapshot)
+    decisions = fabric.schedule(snapshot, settings.placement)
     if fence:
         fence(s)
     report = apply_decisions(s, snapshot, decisions, now)
