@@ -82,7 +82,7 @@ def test_tasks_of_a_level_go_in_queue_order_across_kinds() -> None:
 
 
 def test_the_workload_is_learnt_per_task_from_what_runs_and_waits() -> None:
-    running = (half_used("b"), Allocation("c", "y", "a", 8000, 1024, (0, 1)))
+    running = (half_used("b"), Allocation("c", "y", "a", 8000, 1024, (0, 1), gpu_models=frozenset({"A100"})))
     pending = (
         Job("g", Demand(2000, 1024, 1, gpu_models=frozenset({"T4", "A10"})), 1, gang_size=3),
         Job("cpu", Demand(1000, 1024), 2),
@@ -91,7 +91,7 @@ def test_the_workload_is_learnt_per_task_from_what_runs_and_waits() -> None:
     got = dict(zip(wl.classes, wl.probability, strict=True))
     assert got[TaskClass(2000, 1000, 1, "A10|T4")] == pytest.approx(3 / 6)  # a gang counts once per task
     assert got[TaskClass(4000, 500, 1, "")] == pytest.approx(1 / 6)
-    assert got[TaskClass(8000, 1000, 2, "")] == pytest.approx(1 / 6)
+    assert got[TaskClass(8000, 1000, 2, "A100")] == pytest.approx(1 / 6)  # running work's models count too
     assert got[TaskClass(1000, 0, 0, "")] == pytest.approx(1 / 6)
 
 

@@ -212,3 +212,18 @@ def test_a_round_that_starts_a_job_while_it_is_being_cancelled_leaves_nothing_ru
         active = [a for a in allocs if a.state in ("assigned", "running")]
         assert not active, [(a.state, a.stop_reason) for a in allocs]
         assert job.state == "cancelled" or all(a.stop_reason == "cancelled" for a in allocs)
+
+
+def test_running_work_carries_the_gpu_models_its_job_may_use(db):
+    """The per-task placement learns the workload from running work too; a running job's model constraint
+    reaches the snapshot as the network's models it names ("A100" = every A100 variant)."""
+    sessions, provider = db
+    with sessions() as s:
+        node(s, provider, "n1", gpus=2)
+        pinned = submit(s, {"command": ["x"], "resources": {"gpus": {"count": 1, "models": ["A100"]}}}, 1.0)
+        free = submit(s, {"command": ["x"], "resources": {"gpus": 1}}, 1.5)
+        scheduling.run_round(s, settings(), 2.0)
+        s.commit()
+        snap = scheduling.build_snapshot(s, 3.0)
+        by_job = {a.job_id: a.gpu_models for a in snap.running}
+        assert by_job == {pinned: frozenset({"A100-40GB"}), free: frozenset()}

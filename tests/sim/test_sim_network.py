@@ -107,6 +107,17 @@ def test_same_seed_same_results() -> None:
     assert {k: v.as_json() for k, v in a.items()} == {k: v.as_json() for k, v in b.items()}
 
 
+def test_the_fabric_places_as_the_server_is_told() -> None:
+    """`placement` is the server's CETI_PLACEMENT: a placement policy on rounds small enough, or the class flow.
+    Both run the same world to the end; an unknown one is refused."""
+    w = build_world(nodes=8, hours=1, seed=5)
+    by = {p: run_network(w, round_s=120, bound=False, placement=p)["fabric"].as_json() for p in ("fabric", "flow")}
+    for r in by.values():
+        assert r["jobs_started"] > 0 and r["idle_share"] < 0.05
+    with pytest.raises(NetworkSimError, match="unknown placement 'best'"):
+        NetworkSim(w, placement="best")
+
+
 def test_bad_world_arguments_raise_one_line_errors() -> None:
     with pytest.raises(NetworkSimError, match="--nodes"):
         build_world(nodes=0)
@@ -132,6 +143,7 @@ def _app() -> typer.Typer:
         (["--network-demand", "maybe"], "--network-demand"),
         (["--round-s", "0"], "--round-s"),
         (["--hours", "0"], "--hours"),
+        (["--placement", "best"], "--placement"),
         ([], "--synthetic"),
     ],
 )

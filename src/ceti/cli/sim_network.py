@@ -46,6 +46,14 @@ def network(
         int, typer.Option("--processes", help="Policies simulated side by side (worker processes).")
     ] = DEFAULT_PROCESSES,
     no_bound: Annotated[bool, typer.Option("--no-bound", help="Skip the LP upper bound.")] = False,
+    placement: Annotated[
+        str,
+        typer.Option(
+            "--placement",
+            help="How the fabric's rounds pick nodes, as the server's CETI_PLACEMENT: a placement policy "
+            "(fabric, fgd, ...) on rounds small enough, or flow.",
+        ),
+    ] = "fabric",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
     out: Annotated[
         Path | None, typer.Option("--out", help="Also write a markdown report, JSON and a PNG plot here.")
@@ -67,6 +75,10 @@ def network(
     if processes < 1:
         raise _fail(f"--processes must be at least 1, not {processes}")
     demand = network_demand == "on"
+    from ceti.fabric.per_task import placement_names
+
+    if placement not in placement_names():
+        raise _fail(f"unknown --placement {placement!r}; known: {', '.join(placement_names())}")
     try:
         world = build_world(nodes=nodes, hours=hours, seed=seed, load=load, nodes_csv=trace_nodes,
                             pods_csv=trace_pods)
@@ -79,8 +91,9 @@ def network(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=err, transient=True, disable=not err.is_terminal,
     ) as progress:
-        results = _run_all(world, plan, round_s, seed, not no_bound, processes, progress, rounds)
+        results = _run_all(world, plan, round_s, seed, not no_bound, processes, progress, rounds, placement)
     payload = {
+        "placement": placement,
         "round_s": round_s,
         "seed": seed,
         "network_demand": demand,
@@ -133,11 +146,12 @@ def _world_json(world) -> dict:
     }
 
 
-def _run_one(world, name: str, demand: bool, round_s: float, seed: int, bound: bool, queue=None):
+def _run_one(world, name: str, demand: bool, round_s: float, seed: int, bound: bool, queue=None,
+             placement: str = "fabric"):
     from ceti.sim.network import NetworkSim
     from ceti.sim.network_bound import upper_bound
 
-    sim = NetworkSim(world, policy=name, network_demand=demand, round_s=round_s, seed=seed)
+    sim = NetworkSim(world, policy=name, network_demand=demand, round_s=round_s, seed=seed, placement=placement)
     step = max(1, int(3600 // round_s))
 
     def tick(r: int, n: int) -> None:
@@ -150,12 +164,12 @@ def _run_one(world, name: str, demand: bool, round_s: float, seed: int, bound: b
     return res
 
 
-def _run_all(world, plan, round_s, seed, bound, processes, progress, rounds):
+def _run_all(world, plan, round_s, seed, bound, processes, progress, rounds, placement):
     tasks = {name: progress.add_task(name, total=rounds) for name, _ in plan}
     if processes <= 1 or len(plan) == 1:
         results = {}
         for name, demand in plan:
-            res = _run_one(world, name, demand, round_s, seed, bound, _Advance(progress, tasks))
+            res = _run_one(world, name, demand, round_s, seed, bound, _Advance(progress, tasks), placement)
             results[name] = res
         return results
     import multiprocessing as mp
@@ -165,7 +179,7 @@ def _run_all(world, plan, round_s, seed, bound, processes, progress, rounds):
     with ctx.Manager() as manager:
         queue = manager.Queue()
         with ProcessPoolExecutor(max_workers=min(processes, len(plan)), mp_context=ctx) as pool:
-            futures = {name: pool.submit(_run_one, world, name, demand, round_s, seed, bound, queue)
+            futures = {name: pool.submit(_run_one, world, name, demand, round_s, seed, bound, queue, placement)
                        for name, demand in plan}
             pending = set(futures)
             while pending:

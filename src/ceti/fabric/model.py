@@ -104,6 +104,9 @@ class Allocation:
     value_per_hour: float = 0.0
     lost_work_hours: float = 0.0  # work thrown away if pre-empted now (since its last checkpoint)
     disk_mib: int = 0
+    # the GPU models its job may use (empty = any, or not known): the per-task placement learns from running
+    # work which models the workload asks for (per_task.learnt_workload)
+    gpu_models: frozenset[str] = frozenset()
 
     @property
     def gpu_milli_per_gpu(self) -> int:

@@ -243,6 +243,7 @@ def run_live(
                         d.memory_mib,
                         s.gpu_indices,
                         d.gpu_share_milli,
+                        gpu_models=d.gpu_models,
                     )
                 )
             arrived.append(arrived_milli)

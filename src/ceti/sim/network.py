@@ -13,7 +13,8 @@ priority below every developer class, and bid their revenue per GPU-hour, so the
 provider's ask is covered. Offers that do not start are withdrawn; a new round makes new ones.
 
 Policies compared in one run, on the same world (same nodes, failures and arrivals):
-- `fabric`: `fabric.schedule`, with network back-fill when network demand is on;
+- `fabric`: `fabric.schedule` (with the server's default placement, or `placement`), with network back-fill
+  when network demand is on;
 - `no-backfill`: `fabric.schedule` with network demand off (only when it is on for `fabric`);
 - `fcfs`: `fabric.schedule_first_fit` over a first-come queue (every developer class at one priority; a
   window of the queue each round, see `fcfs_window`), with the same network demand and no pre-emption: developer
@@ -26,6 +27,7 @@ Value captured counts only work that was kept: developer bids and network revenu
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from collections.abc import Callable
@@ -35,6 +37,7 @@ import numpy as np
 
 from ceti.fabric import Allocation, Decisions, Job, Snapshot, schedule, schedule_first_fit
 from ceti.fabric.model import Demand
+from ceti.fabric.per_task import DEFAULT_PLACEMENT, check_placement
 from ceti.sim.network_world import (
     CHECKPOINT_H,
     NETWORK_LEASE_MEAN_H,
@@ -216,16 +219,24 @@ class NetworkSim:
         network_demand: bool = True,
         round_s: float = 60.0,
         seed: int = 1,
+        placement: str = DEFAULT_PLACEMENT,
     ) -> None:
         if policy not in POLICIES:
             raise NetworkSimError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+        try:
+            check_placement(placement)
+        except ValueError as exc:
+            raise NetworkSimError(str(exc)) from None
         if not round_s > 0:
             raise NetworkSimError(f"--round-s must be above 0, not {round_s:g}")
         self.world = world
         self.policy = policy
         self.network_demand = network_demand
         self.round_s = float(round_s)
-        self.scheduler: Callable[[Snapshot], Decisions] = schedule_first_fit if policy == "fcfs" else schedule
+        # the fabric's rounds place as the server's do (`CETI_PLACEMENT`); fcfs is its own first-fit scan
+        self.scheduler: Callable[[Snapshot], Decisions] = (
+            schedule_first_fit if policy == "fcfs" else functools.partial(schedule, placement=placement)
+        )
         self.rng = np.random.default_rng([seed, 77])
         self.now = 0.0
         n = len(world.nodes)
@@ -607,6 +618,7 @@ def run_network(
     seed: int = 1,
     bound: bool = True,
     on_progress: Callable[[str, int, int], None] | None = None,
+    placement: str = DEFAULT_PLACEMENT,
 ) -> dict[str, PolicyResult]:
     """Every policy on the same world, and the LP bound for each network-demand setting."""
     from ceti.sim.network_bound import upper_bound
@@ -614,7 +626,9 @@ def run_network(
     results: dict[str, PolicyResult] = {}
     bounds: dict[bool, float] = {}
     for name, demand in policies_for(network_demand):
-        sim = NetworkSim(world, policy=name, network_demand=demand, round_s=round_s, seed=seed)
+        sim = NetworkSim(
+            world, policy=name, network_demand=demand, round_s=round_s, seed=seed, placement=placement
+        )
         cb = None if on_progress is None else (lambda r, n, _name=name: on_progress(_name, r, n))
         res = sim.run(cb)
         if bound:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from sqlalchemy import String, cast, select
@@ -67,13 +68,18 @@ def _model_matches(requested: str, model: str) -> bool:
     return n == r or n.startswith(r + "-")
 
 
+def allowed_models(requested: Sequence[str] | None, known_models: AbstractSet[str]) -> frozenset[str]:
+    """The network's GPU models a request names; empty = any. "A100" means every A100 variant the network has
+    ("A100-40GB", "A100-80GB"); a name no node has yet stays as written."""
+    if not requested:
+        return frozenset()
+    matched = {k for k in known_models for r in requested if _model_matches(r, k)}
+    return frozenset(matched or requested)
+
+
 def demand_of(spec: JobSpec, known_models: set[str], verification: bool = True) -> fabric.Demand:
     g = spec.resources.gpus
-    models: frozenset[str] = frozenset()
-    if g.models:
-        # "A100" means every A100 variant the network has ("A100-40GB", "A100-80GB")
-        matched = {k for k in known_models for r in g.models if _model_matches(r, k)}
-        models = frozenset(matched or g.models)
+    models = allowed_models(g.models, known_models)
     share = g.milli if (g.milli is not None and g.count <= 1 and g.milli < 1000) else 0
     count = g.count if g.count else (1 if g.milli else 0)
     return fabric.Demand(
@@ -207,13 +213,16 @@ def build_snapshot(s: Session, now: float, cache: PendingCache | None = None) ->
     for start in range(0, len(fresh), 500):
         for row in s.execute(
             select(a.id, a.job_id, a.node_id, a.cpu_milli, a.memory_mib, a.gpu_indices, a.gpu_share_milli,
-                   a.disk_mib, j.priority, j.spec["interruptible"].as_boolean())
+                   a.disk_mib, j.priority, j.spec["interruptible"].as_boolean(),
+                   j.spec["resources"]["gpus"]["models"])
             .join(j, j.id == a.job_id).where(a.id.in_(fresh[start:start + 500]))
         ):
             cache.allocations[row[0]] = fabric.Allocation(
                 id=row[0], job_id=row[1], node_id=row[2], cpu_milli=row[3], memory_mib=row[4],
                 gpu_indices=tuple(row[5]), gpu_share_milli=row[6], disk_mib=row[7], priority=row[8],
                 interruptible=bool(row[9]),
+                # which models its job may use: the per-task placement learns the workload from running work too
+                gpu_models=allowed_models(row[10] if isinstance(row[10], list) else None, known_models),
             )
     running = [cache.allocations[alloc_id] for alloc_id in live if alloc_id in cache.allocations]
     cache.keep_allocations(live)
