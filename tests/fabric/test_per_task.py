@@ -148,3 +148,22 @@ def test_speed_still_decides_for_a_job_with_a_bid() -> None:
     fast = Job("f", Demand(4000, 8192, 1), 1, bid_per_hour=10.0, speed_by_model={"H100": 2.0})
     nodes = (node("a", model="A100"), node("h", model="H100", price=3.0))
     assert [s.node_id for s in schedule(Snapshot(nodes, pending=(fast,)), "fabric").starts] == ["h"]
+
+
+def test_the_workload_is_learnt_from_the_arrivals_when_the_snapshot_has_them() -> None:
+    """Arrivals are the mix of work to come; running work over-counts what runs long, so it is not read then."""
+    running = (half_used("b"),)
+    arrivals = ((Demand(2000, 1024, 1), 1), (Demand(2000, 1024, 1), 1), (Demand(1000, 1024), 2))
+    snap = Snapshot(
+        (node("a"), node("b")), running=running, pending=(share_job("s", 1, 300),), arrivals=arrivals
+    )
+    wl = learnt_workload(snap)
+    assert dict(zip(wl.classes, wl.probability, strict=True)) == {
+        TaskClass(2000, 1000, 1, ""): pytest.approx(0.5),
+        TaskClass(1000, 0, 0, ""): pytest.approx(0.5),  # one job of two tasks
+    }
+    assert learnt_workload(snap) is wl  # the same arrivals: learnt once
+    again = Snapshot(
+        snap.nodes, running=running, arrivals=arrivals[:1] + arrivals[1:]
+    )  # equal, another tuple
+    assert learnt_workload(again) == wl

@@ -227,3 +227,20 @@ def test_running_work_carries_the_gpu_models_its_job_may_use(db):
         snap = scheduling.build_snapshot(s, 3.0)
         by_job = {a.job_id: a.gpu_models for a in snap.running}
         assert by_job == {pinned: frozenset({"A100-40GB"}), free: frozenset()}
+
+
+def test_the_snapshot_carries_the_jobs_that_arrived_lately(db, monkeypatch):
+    """Per-task placement learns the work to come from the latest submissions, whatever became of them
+    (running, pending, done), one entry per job with its tasks, at most ARRIVAL_WINDOW of the latest."""
+    monkeypatch.setattr(scheduling, "ARRIVAL_WINDOW", 2)
+    sessions, provider = db
+    with sessions() as s:
+        node(s, provider, "n1", gpus=1)
+        submit(s, {"command": ["x"], "resources": {"gpus": 1}}, 1.0)
+        gpu = submit(s, {"command": ["x"], "resources": {"gpus": 1, "cpus": 2}}, 1.5)
+        cpu = submit(s, {"command": ["x"], "resources": {"cpus": 3}}, 2.0)
+        scheduling.run_round(s, settings(), 2.5)
+        s.commit()
+        snap = scheduling.build_snapshot(s, 3.0)
+        assert [(d.cpu_milli, d.gpu_count, tasks) for d, tasks in snap.arrivals] == [(3000, 0, 1), (2000, 1, 1)]
+        assert {a.job_id for a in snap.running} & {gpu, cpu}  # one of them runs, and still counts

@@ -55,6 +55,21 @@ def test_fabric_preempts_best_effort_work_for_a_higher_class_and_reruns_it() -> 
     assert run_replay(setup, "fgd").preemptions == 0
 
 
+@pytest.mark.parametrize("name", ["live", "live:flow"])
+def test_the_live_round_serves_the_higher_class_first_and_preempts_best_effort_work(name: str) -> None:
+    """`live` runs the scheduling round itself at every change: QoS classes are priorities, best-effort pods are
+    interruptible, and the round's own pre-emption makes room for a latency-sensitive pod."""
+    pods = [pod("hold", 0, 100, qos="LS"), pod("be", 10, 10, qos="BE"), pod("ls", 20, 10, qos="LS")]
+    live = run_replay(ReplaySetup.build([node("n1")], pods), name)
+    assert sorted(live.classes["LS"].queue_delays_s) == [0.0, 80.0]  # the LS pod goes before the earlier BE pod
+    assert live.classes["BE"].queue_delays_s == [100.0]
+    pods = [pod("be", 0, 100, qos="BE"), pod("ls", 10, 20, qos="LS")]
+    live = run_replay(ReplaySetup.build([node("n1")], pods), name)
+    assert live.preemptions == 1 and live.classes["BE"].preempted == 1
+    assert live.classes["LS"].queue_delays_s == [0.0]
+    assert live.classes["BE"].completion_s == [130.0]  # starts over once the LS pod leaves at t=30
+
+
 def test_latency_classes_are_never_preempted() -> None:
     pods = [pod("ls", 0, 100, qos="LS"), pod("g", 10, 20, qos="Guaranteed")]
     ours = run_replay(ReplaySetup.build([node("n1")], pods), "fabric")
@@ -94,11 +109,13 @@ def test_cli_replays_a_csv_and_prints_json(tmp_path: Path) -> None:
         rows.append(f"p{i},1000,1024,1,1000,,{qos},Running,{i * 10},{i * 10 + 60},{i * 10}")
     pods.write_text("\n".join(rows) + "\n")
     out = tmp_path / "report"
-    res = CliRunner().invoke(app, ["replay", "--nodes", str(nodes), "--pods", str(pods), "--policy", "fgd,fabric",
-                                   "--cluster-fraction", "1", "--load", "2", "--json", "--out", str(out)])
+    res = CliRunner().invoke(app, ["replay", "--nodes", str(nodes), "--pods", str(pods), "--policy",
+                                   "fgd,fabric,live", "--cluster-fraction", "1", "--load", "2", "--json", "--out",
+                                   str(out)])
     assert res.exit_code == 0, res.output
     payload = json.loads(res.stdout)
-    assert set(payload["policies"]) == {"fgd", "fabric"}
+    assert set(payload["policies"]) == {"fgd", "fabric", "live"}
+    assert payload["policies"]["live"]["classes"]["LS"]["never_started"] == 0
     assert payload["highest_class"] is None  # no class has the 30 pods a comparison needs
     ls = payload["policies"]["fabric"]["classes"]["LS"]
     assert ls["pods"] == 20 and ls["never_started"] == 0

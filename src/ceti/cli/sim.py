@@ -197,7 +197,14 @@ def replay(
     pods: Annotated[
         Path, typer.Option("--pods", help="Pod list CSV with creation/deletion/scheduled times.")
     ],
-    policy: Annotated[str, typer.Option("--policy", help="all, or comma-separated policy names.")] = "all",
+    policy: Annotated[
+        str,
+        typer.Option(
+            "--policy",
+            help="all, or comma-separated policy names; 'live' (or live:PLACEMENT) runs the live scheduling "
+            "round at every change instead.",
+        ),
+    ] = "all",
     load: Annotated[
         float | None,
         typer.Option("--load", help="Compress arrivals until peak GPU demand is this share of the cluster."),
@@ -216,7 +223,7 @@ def replay(
     from ceti.sim.replay import ReplaySetup, highest_class, run_replay
 
     err = Console(stderr=True)
-    names = _policies(policy)
+    names = _policies(policy, live=True)
     node_rows, pod_rows, _ = _load_trace(nodes, pods, on_error, err)
     try:
         setup = ReplaySetup.build(node_rows, pod_rows, load=load, cluster_fraction=cluster_fraction)

@@ -121,3 +121,7 @@ class Snapshot:
     running: tuple[Allocation, ...] = ()
     pending: tuple[Job, ...] = ()
     now: float = 0.0
+    # the jobs that arrived lately, whatever became of them (each job's demand and its number of tasks): the mix of
+    # work to come, which per-task placement's fragmentation measure targets (per_task.learnt_workload); empty =
+    # learn it from the work running and pending
+    arrivals: tuple[tuple[Demand, int], ...] = ()

@@ -10,6 +10,7 @@ mean allocation over the arrivals whose arrived share rounds to 100%.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -198,7 +199,8 @@ def run_live(
     `batch` arrivals are one round's pending jobs, on the nodes with what earlier rounds placed running. A pod
     its round does not start fails, as a pod that fits nowhere does for the policies (no queue, no retries);
     all pods are of one priority and none is interruptible, so nothing is pre-empted."""
-    from ceti.fabric import GPU, Allocation, Job, Node, Snapshot, schedule
+    from ceti.fabric import GPU, Allocation, Demand, Job, Node, Snapshot, schedule
+    from ceti.fabric.per_task import ARRIVAL_WINDOW
 
     state = setup.cluster.copy_empty()
     nodes = tuple(
@@ -217,13 +219,16 @@ def run_live(
     order = arrival_order(len(setup.pods), setup.gpu_milli, capacity, inflation, seed)
     stop = None if stop_at_percent is None else stop_at_percent / 100 * capacity
     running: list[Allocation] = []
+    recent: deque[tuple[Demand, int]] = deque(maxlen=ARRIVAL_WINDOW)  # as the server reads them (Snapshot.arrivals)
     arrived: list[int] = []
     used: list[int] = []
     arrived_milli = used_milli = failed = 0
     for b in range(0, len(order), max(1, batch)):
         ids = order[b : b + max(1, batch)]
-        jobs = tuple(Job(f"pod-{b + k}", _demand(setup.pods[i]), b + k) for k, i in enumerate(ids))
-        starts = {s.job_id: s for s in schedule(Snapshot(nodes, tuple(running), jobs), placement).starts}
+        jobs = tuple(Job(f"pod-{b + k}", pod_demand(setup.pods[i]), b + k) for k, i in enumerate(ids))
+        recent.extend((j.demand, 1) for j in jobs)
+        snap = Snapshot(nodes, tuple(running), jobs, arrivals=tuple(recent))
+        starts = {s.job_id: s for s in schedule(snap, placement).starts}
         for job, i in zip(jobs, ids, strict=True):
             pod = setup.requests[i]
             arrived_milli += pod.gpu_milli_total
@@ -261,7 +266,8 @@ def run_live(
     )
 
 
-def _demand(p: TracePod):  # type: ignore[no-untyped-def]
+def pod_demand(p: TracePod):  # type: ignore[no-untyped-def]
+    """A trace pod as the scheduling round's `Demand` (a share is one GPU, less than whole)."""
     from ceti.fabric import Demand
 
     share = p.gpu_milli if p.gpu_count == 1 and 0 < p.gpu_milli < 1000 else 0

@@ -16,6 +16,7 @@ Queue discipline is part of a scheduler, so it is part of the policy here:
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from ceti.fabric.placement.registry import make_policy
 from ceti.fabric.placement.state import ClusterState, PodRequest, exclusive_gpus, tightest_gpu
-from ceti.sim.inflation import cluster_from_nodes, pod_requests, target_workload
+from ceti.sim.inflation import cluster_from_nodes, live_placement, pod_demand, pod_requests, target_workload
 from ceti.sim.trace import TraceError, TraceNode, TracePod
 
 # Highest first. Unknown or empty classes rank with Burstable.
@@ -356,9 +357,98 @@ class _Replay:
         return used_area / span / self.capacity, curve, span
 
 
+# the live round's priorities for the trace's QoS classes; best-effort work is interruptible
+QOS_PRIORITY = {"Guaranteed": 90, "LS": 70, "Burstable": 50, "BE": 10}
+
+
+class _LiveReplay(_Replay):
+    """The scheduling round itself (`fabric.schedule`, as the server calls it) at every change, instead of a
+    placement policy and this simulator's queue: pods are jobs at their QoS class's priority (best effort
+    interruptible), the round decides what starts and what it pre-empts (lower-priority interruptible work, by
+    its own rules), and pre-empted pods go back to the queue and start over."""
+
+    def __init__(self, setup: ReplaySetup, name: str, placement: str, seed: int) -> None:
+        super().__init__(setup, "fabric", seed)
+        from ceti.fabric import GPU, Node
+
+        self.name = name
+        self.placement = placement
+        st = self.state
+        self.nodes = tuple(
+            Node(n, int(c), int(m), tuple(GPU(g, st.models[int(k)]) for g in range(int(count))))
+            for n, c, m, count, k in zip(
+                st.names, st.cpu_capacity, st.memory_capacity, st.gpu_count, st.model_idx, strict=True
+            )
+        )
+        self.row = {n: i for i, n in enumerate(st.names)}
+        self.demands = [pod_demand(p) for p in setup.pods]
+        from ceti.fabric.per_task import ARRIVAL_WINDOW
+
+        self.recent: deque = deque(maxlen=ARRIVAL_WINDOW)  # the pods that arrived lately (Snapshot.arrivals)
+        self.recent_tuple: tuple = ()  # the same object until the next arrival: the round reuses what it learnt
+        self.arrived: set[int] = set()
+
+    def enqueue(self, p: ReplayPod) -> None:
+        if p.index not in self.arrived:  # an arrival, not a pre-empted pod going back to the queue
+            self.arrived.add(p.index)
+            self.recent.append((self.demands[p.index], 1))
+            self.recent_tuple = ()
+        super().enqueue(p)
+
+    def schedule(self, now: float) -> None:
+        if not self.queue:
+            return
+        from ceti.fabric import Allocation, Job, Snapshot, schedule
+
+        runs: dict[str, _Running] = {}
+        running = []
+        for node, on in self.running_on.items():
+            for r in on:
+                aid = f"{r.pod.index}@{r.start_s}"
+                runs[aid] = r
+                d = self.demands[r.pod.index]
+                running.append(
+                    Allocation(aid, str(r.pod.index), self.state.names[node], d.cpu_milli, d.memory_mib, r.gpus,
+                               d.gpu_share_milli, QOS_PRIORITY[r.pod.qos], r.pod.rank >= PREEMPTIBLE_RANK,
+                               lost_work_hours=(now - r.start_s) / 3600, gpu_models=d.gpu_models)
+                )
+        queued = sorted(self.queue, key=lambda item: item[0])
+        pending = tuple(
+            Job(str(p.index), self.demands[p.index], order, QOS_PRIORITY[p.qos],
+                interruptible=p.rank >= PREEMPTIBLE_RANK)
+            for order, (_, p) in enumerate(queued)
+        )
+        if not self.recent_tuple:
+            self.recent_tuple = tuple(self.recent)
+        d = schedule(Snapshot(self.nodes, tuple(running), pending, now, self.recent_tuple), self.placement)
+        for pre in d.preemptions:
+            r = runs[pre.allocation_id]
+            if r.live:
+                self.stop(r)
+                self.preemptions += 1
+                self.classes[r.pod.qos].preempted += 1
+                self.enqueue(r.pod)
+        started = {s.job_id: s for s in d.starts}
+        keep = []
+        for item in self.queue:
+            s = started.get(str(item[1].index))
+            if s is None:
+                keep.append(item)
+            else:
+                self.start(item[1], self.row[s.node_id], s.gpu_indices, now)
+        heapq.heapify(keep)
+        self.queue = keep
+
+
 def run_replay(setup: ReplaySetup, policy_name: str, seed: int = 0, curve_points: int = 200) -> ReplayResult:
-    """One policy over the whole trace. Only `random` (and ties nowhere else) depend on `seed`."""
-    sim = _Replay(setup, policy_name, seed)
+    """One policy over the whole trace. Only `random` (and ties nowhere else) depend on `seed`. A live entry
+    ("live", "live:PLACEMENT", `inflation.live_placement`) runs the scheduling round instead."""
+    placement = live_placement(policy_name)
+    sim = (
+        _Replay(setup, policy_name, seed)
+        if placement is None
+        else _LiveReplay(setup, policy_name, placement, seed)
+    )
     util, curve, span = sim.run()
     if len(curve) > curve_points:
         idx = np.linspace(0, len(curve) - 1, curve_points).astype(int)

@@ -11,6 +11,7 @@ from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session, defer
 
 from ceti import fabric
+from ceti.fabric.per_task import ARRIVAL_WINDOW
 from ceti.server.services.claims import lock_rows
 from ceti.server.services.events import record, set_job_state
 from ceti.server.services.gangs import GangPorts
@@ -153,6 +154,7 @@ class PendingCache:
         self._max = max_entries
         self._nodes: dict[str, tuple[tuple, fabric.Node]] = {}
         self.allocations: dict[str, fabric.Allocation] = {}
+        self._arrivals: tuple[tuple, tuple[tuple[fabric.Demand, int], ...]] | None = None
 
     def node(self, node_id: str, raw: str, state: str, verdict: str | None, estimate: str | None,
              reliability: float) -> fabric.Node:
@@ -182,6 +184,24 @@ class PendingCache:
     def get(self, job_id: str, models: frozenset[str]):
         hit = self._entries.get(job_id)
         return hit[1:] if hit is not None and hit[0] == models else None
+
+    def demands(self, s: Session, job_ids: Sequence[str], models: frozenset[str]) -> list:
+        """What each job asks (as `get`), parsing in chunks the specs not seen yet."""
+        unknown = [job_id for job_id in job_ids if self.get(job_id, models) is None]
+        for start in range(0, len(unknown), 500):
+            for job_id, spec in s.execute(select(m.Job.id, m.Job.spec).where(m.Job.id.in_(unknown[start:start + 500]))):
+                self.put(job_id, models, JobSpec.model_validate(spec))
+        return [self.get(job_id, models) for job_id in job_ids]
+
+    def arrivals(self, s: Session, models: frozenset[str]) -> tuple[tuple[fabric.Demand, int], ...]:
+        """The latest ARRIVAL_WINDOW jobs submitted, whatever became of them: the work to come, for per-task
+        placement's fragmentation measure (`fabric.Snapshot.arrivals`). The same tuple while they are the same
+        jobs, so the round reuses the workload it learnt."""
+        ids = tuple(s.scalars(select(m.Job.id).order_by(m.Job.queue_order.desc()).limit(ARRIVAL_WINDOW)).all())
+        if self._arrivals is None or self._arrivals[0] != (ids, models):
+            got = (hit for hit in self.demands(s, ids, models) if hit is not None)
+            self._arrivals = ((ids, models), tuple((demand, gang[0]) for demand, _, _, _, gang in got))
+        return self._arrivals[1]
 
     def put(self, job_id: str, models: frozenset[str], spec: JobSpec
             ) -> tuple[fabric.Demand, float | None, bool, float | None, tuple[int, bool, bool]]:
@@ -229,16 +249,14 @@ def build_snapshot(s: Session, now: float, cache: PendingCache | None = None) ->
     pending = []
     queue = s.execute(select(j.id, j.queue_order, j.priority).where(j.state == JobState.pending.value)
                       .order_by(j.queue_order)).all()
-    unknown = [job_id for job_id, _, _ in queue if cache.get(job_id, known_models) is None]
-    for start in range(0, len(unknown), 500):
-        for job_id, spec in s.execute(select(j.id, j.spec).where(j.id.in_(unknown[start:start + 500]))):
-            cache.put(job_id, known_models, JobSpec.model_validate(spec))
-    for job_id, order, priority in queue:
-        demand, bid, interruptible, hours, (tasks, one_per_node, mixed) = cache.get(job_id, known_models)
+    asks = cache.demands(s, [job_id for job_id, _, _ in queue], known_models)
+    for (job_id, order, priority), ask in zip(queue, asks, strict=True):
+        demand, bid, interruptible, hours, (tasks, one_per_node, mixed) = ask
         pending.append(fabric.Job(id=job_id, demand=demand, order=order, priority=priority, bid_per_hour=bid,
                                   interruptible=interruptible, expected_duration_h=hours, gang_size=tasks,
                                   one_per_node=one_per_node, mixed_gpu_models=mixed))
-    return fabric.Snapshot(nodes=tuple(nodes), running=tuple(running), pending=tuple(pending), now=now)
+    return fabric.Snapshot(nodes=tuple(nodes), running=tuple(running), pending=tuple(pending), now=now,
+                           arrivals=cache.arrivals(s, known_models))
 
 
 def _preempting_nodes(s: Session) -> set[str]:
