@@ -12,7 +12,7 @@ the cost breaks its ties. For a job without a bid the cost is the ask over speed
 cheapest useful work. A job's bid is the price it accepts, so for it every node it affords is as good, and only
 speed and reliability count. Taking the cheapest node for a job that could pay more leaves the jobs that can
 pay only the cheapest nodes waiting: on the synthetic provider network (`ceti sim network`, 12 h, 500 nodes)
-that kept 394 developer jobs from ever starting, against 59 with this rule (docs/fabric-core.md). On a
+that kept 394 developer jobs from ever starting, against 61 with this rule (docs/fabric-core.md). On a
 cluster where every node asks the same (the Alibaba trace), every node that fits is allowed.
 
 The policy's target workload is learnt from the snapshot itself (`learnt_workload`: the jobs that arrived lately,
@@ -45,8 +45,8 @@ COST_TOLERANCE = 0.01  # useful-work costs within 1% of the cheapest count as eq
 # classes of the learnt workload, the most popular: live tasks may come in thousands of one-off shapes, and
 # FGD's measure costs O(classes) per option (2,000 nodes x 3,000 jobs of the bench's snapshot: 0.9 s a round at
 # 256, 5.5 s with all 1,653 classes). Fewer drop the rarer type-constrained classes that GPU-model protection
-# reads: on the trace's `gpuspec33` (127 classes in the file), the live round at 32 left 819 GPUs
-# unallocated (seed 42), at 256 359
+# reads: on the trace's `gpuspec33` (127 classes in the file), the live round at 32 left 816 GPUs
+# unallocated (seed 42), at 256 365
 MAX_CLASSES = 256
 ARRIVAL_WINDOW = 4096  # the simulators' and the server's lately arrived jobs: this many, the latest
 
