@@ -24,7 +24,6 @@ live work also leaves.
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,9 +32,7 @@ from ceti.fabric.model import WHOLE_GPU_MILLI, Demand, Job, Snapshot
 from ceti.fabric.placement.registry import make_policy, policy_names
 from ceti.fabric.placement.state import MAX_GPUS_PER_NODE, ClusterState, PodRequest
 from ceti.fabric.placement.workload import TargetWorkload, TaskClass
-
-if TYPE_CHECKING:
-    from ceti.fabric.schedule import _Round
+from ceti.fabric.schedule import _Round, useful_work_cost  # it imports this module only when a round needs it
 
 FLOW = "flow"
 DEFAULT_PLACEMENT = "fabric"  # what the server asks for (`CETI_PLACEMENT`)
@@ -79,7 +76,9 @@ def learnt_workload(snapshot: Snapshot) -> TargetWorkload:
     pods waiting 31 s on average and whole-node pods 1,571 s, against 13 and 692 s learning from the arrivals."""
     global _last_arrivals
     if snapshot.arrivals and _last_arrivals[0] is snapshot.arrivals:
-        return _last_arrivals[1]  # the same arrivals as the last round's (a simulator's rounds between arrivals)
+        return _last_arrivals[
+            1
+        ]  # the same arrivals as the last round's (a simulator's rounds between arrivals)
     counts: Counter[TaskClass] = Counter()
     if snapshot.arrivals:
         for d, tasks in snapshot.arrivals:
@@ -94,7 +93,10 @@ def learnt_workload(snapshot: Snapshot) -> TargetWorkload:
     top = sorted(counts.items(), key=lambda kv: (kv[1], kv[0].sort_key()), reverse=True)[:MAX_CLASSES]
     workload = TargetWorkload.from_counts(Counter(dict(top)))
     if snapshot.arrivals:
-        _last_arrivals = (snapshot.arrivals, workload)  # holds the tuple: its identity cannot be reused meanwhile
+        _last_arrivals = (
+            snapshot.arrivals,
+            workload,
+        )  # holds the tuple: its identity cannot be reused meanwhile
     return workload
 
 
@@ -229,8 +231,6 @@ class PerTaskPlacer:
         if len(rows) == 0:
             return None
         norm = k.gpu_count * rnd.max_pg + cpu * rnd.max_pc
-        from ceti.fabric.schedule import useful_work_cost  # here: schedule imports this module
-
         # a job's bid is the price it accepts: every node it affords is as good to it, and speed and reliability
         # decide; a job without one gets the cheapest useful work
         ask = price[rows] if job.bid_per_hour is None else np.zeros(len(rows))

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ceti.fabric import GPU, Allocation, Demand, Job, Node, Snapshot, schedule
+from ceti.fabric.per_task import ARRIVAL_WINDOW, DEFAULT_PLACEMENT
 from ceti.fabric.placement.registry import make_policy
 from ceti.fabric.placement.state import ClusterState, PodRequest
 from ceti.fabric.placement.workload import TargetWorkload
@@ -126,8 +128,6 @@ LIVE_BATCH = 16  # arrivals per live round: gpudefrag's batch, and a few seconds
 def live_placement(name: str) -> str | None:
     """The placement of a live-round entry ("live" = the server's default, "live:NAME"), else None."""
     if name == LIVE:
-        from ceti.fabric.per_task import DEFAULT_PLACEMENT
-
         return DEFAULT_PLACEMENT
     if name.startswith(LIVE + ":"):
         return name.split(":", 1)[1]
@@ -199,9 +199,6 @@ def run_live(
     `batch` arrivals are one round's pending jobs, on the nodes with what earlier rounds placed running. A pod
     its round does not start fails, as a pod that fits nowhere does for the policies (no queue, no retries);
     all pods are of one priority and none is interruptible, so nothing is pre-empted."""
-    from ceti.fabric import GPU, Allocation, Demand, Job, Node, Snapshot, schedule
-    from ceti.fabric.per_task import ARRIVAL_WINDOW
-
     state = setup.cluster.copy_empty()
     nodes = tuple(
         Node(name_, int(cpu), int(mem), tuple(GPU(g, state.models[int(m)]) for g in range(int(count))))
@@ -219,7 +216,9 @@ def run_live(
     order = arrival_order(len(setup.pods), setup.gpu_milli, capacity, inflation, seed)
     stop = None if stop_at_percent is None else stop_at_percent / 100 * capacity
     running: list[Allocation] = []
-    recent: deque[tuple[Demand, int]] = deque(maxlen=ARRIVAL_WINDOW)  # as the server reads them (Snapshot.arrivals)
+    recent: deque[tuple[Demand, int]] = deque(
+        maxlen=ARRIVAL_WINDOW
+    )  # as the server reads them (Snapshot.arrivals)
     arrived: list[int] = []
     used: list[int] = []
     arrived_milli = used_milli = failed = 0
@@ -266,10 +265,8 @@ def run_live(
     )
 
 
-def pod_demand(p: TracePod):  # type: ignore[no-untyped-def]
+def pod_demand(p: TracePod) -> Demand:
     """A trace pod as the scheduling round's `Demand` (a share is one GPU, less than whole)."""
-    from ceti.fabric import Demand
-
     share = p.gpu_milli if p.gpu_count == 1 and 0 < p.gpu_milli < 1000 else 0
     return Demand(p.cpu_milli, p.memory_mib, p.gpu_count, share, p.gpu_models if p.gpu_count else frozenset())
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ceti.fabric import GPU, Allocation, Job, Node, Snapshot, schedule
+from ceti.fabric.per_task import ARRIVAL_WINDOW
 from ceti.fabric.placement.registry import make_policy
 from ceti.fabric.placement.state import ClusterState, PodRequest, exclusive_gpus, tightest_gpu
 from ceti.sim.inflation import cluster_from_nodes, live_placement, pod_demand, pod_requests, target_workload
@@ -368,9 +370,7 @@ class _LiveReplay(_Replay):
     its own rules), and pre-empted pods go back to the queue and start over."""
 
     def __init__(self, setup: ReplaySetup, name: str, placement: str, seed: int) -> None:
-        super().__init__(setup, "fabric", seed)
-        from ceti.fabric import GPU, Node
-
+        super().__init__(setup, "fabric", seed)  # fabric's queue order: QoS class first, then arrival
         self.name = name
         self.placement = placement
         st = self.state
@@ -382,8 +382,6 @@ class _LiveReplay(_Replay):
         )
         self.row = {n: i for i, n in enumerate(st.names)}
         self.demands = [pod_demand(p) for p in setup.pods]
-        from ceti.fabric.per_task import ARRIVAL_WINDOW
-
         self.recent: deque = deque(maxlen=ARRIVAL_WINDOW)  # the pods that arrived lately (Snapshot.arrivals)
         self.recent_tuple: tuple = ()  # the same object until the next arrival: the round reuses what it learnt
         self.arrived: set[int] = set()
@@ -398,8 +396,6 @@ class _LiveReplay(_Replay):
     def schedule(self, now: float) -> None:
         if not self.queue:
             return
-        from ceti.fabric import Allocation, Job, Snapshot, schedule
-
         runs: dict[str, _Running] = {}
         running = []
         for node, on in self.running_on.items():
