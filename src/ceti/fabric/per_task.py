@@ -1,24 +1,25 @@
 """Per-task placement: every task of a priority level, in queue order, onto the node a placement policy picks.
 
 The class flow (`schedule._Round`) places a round of 100,000 jobs on 100,000 nodes in seconds, but packs
-inside a class first-fit from a cursor, which on the Alibaba trace leaves as many GPUs unallocated as the
-first-fit baseline. Where a round is small enough to score every node for every task (`fits_round`), the
-same placement policies the trace experiments measure (`fabric.placement`: FGD's fragmentation gradient,
-with fabric's GPU-model protection) pick the node instead.
+inside a class first-fit from a cursor, which on the Alibaba trace leaves more GPUs unallocated than the
+first-fit baseline (docs/sim-inflation.md, "The live round"). Where a round is small enough to score every
+node for every task (`fits_round`), the same placement policies the trace experiments measure
+(`fabric.placement`: FGD's fragmentation gradient, with fabric's GPU-model protection) pick the node instead.
 
 Economics come first: a task may only go to the nodes, among those that fit it within its bid, whose useful
-work costs least (`schedule.useful_work_cost`), within `COST_TOLERANCE`; the policy picks among those, and
-the cost breaks its ties. For a job without a bid the cost is the ask over speed and reliability: it gets the
-cheapest useful work. A job's bid is the price it accepts, so for it every node it affords is as good, and only
-speed and reliability count. Taking the cheapest node for a job that could pay more leaves the jobs that can
-pay only the cheapest nodes waiting: on the synthetic provider network (`ceti sim network`, 12 h, 500 nodes)
-that kept 394 developer jobs from ever starting, against 61 with this rule (docs/fabric-core.md). On a
+work costs least (`schedule.useful_work_cost`), within `COST_TOLERANCE`; the policy picks among those, and the
+cost breaks its ties. For a job without a bid the cost is the ask over speed and reliability: it gets the
+cheapest useful work. A job's bid is the price it accepts, so for it every node it affords is as good, and
+only speed and reliability count. Taking the cheapest node for a job that could pay more leaves the jobs that
+can pay only the cheapest nodes waiting: on the synthetic provider network (`ceti sim network`, 12 h, 500
+nodes) that kept 394 developer jobs from ever starting, against 61 with this rule (docs/fabric-core.md). On a
 cluster where every node asks the same (the Alibaba trace), every node that fits is allowed.
 
-The policy's target workload is learnt from the snapshot itself (`learnt_workload`: the jobs that arrived lately,
-one class per task keyed as FGD keys the trace's pods): the live round has no trace file. The rules that assume work only
-arrives (fabric's share plan, reservations and placeable measure) are off, as in the trace replay, because
-live work also leaves.
+The policy's target workload is learnt from the snapshot itself (`learnt_workload`: the jobs that arrived
+lately, one class per task keyed as FGD keys the trace's pods): the live round has no trace file. The rules
+that assume work only arrives (fabric's share plan, reservations and placeable measure) are off, as in the
+trace replay, because live work also leaves: switched on in the live round they cut unallocated GPUs on the
+inflation experiment by about a seventh, and tripled the latency-sensitive pods' waits on the replay.
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ POLICY_MAX_NODES = 4096  # above this many nodes the class flow places the round
 POLICY_MAX_WORK = 10_000_000  # nodes x pending tasks: a task costs about 0.1 us per node to place
 COST_TOLERANCE = 0.01  # useful-work costs within 1% of the cheapest count as equal
 # classes of the learnt workload, the most popular: live tasks may come in thousands of one-off shapes, and
-# FGD's measure costs O(classes) per option (2,000 nodes x 3,000 jobs of the bench's snapshot: 0.9 s a round at
-# 256, 5.5 s with all 1,653 classes). Fewer drop the rarer type-constrained classes that GPU-model protection
-# reads: on the trace's `gpuspec33` (127 classes in the file), the live round at 32 left 816 GPUs
+# FGD's measure costs O(classes) per option (2,000 nodes x 3,000 jobs of the bench's snapshot: 0.9 s a round
+# at 256, 5.5 s with all 1,653 classes). Fewer drop the rarer type-constrained classes that GPU-model
+# protection reads: on the trace's `gpuspec33` (127 classes in the file), the live round at 32 left 816 GPUs
 # unallocated (seed 42), at 256 365
 MAX_CLASSES = 256
 ARRIVAL_WINDOW = 4096  # the simulators' and the server's lately arrived jobs: this many, the latest
@@ -68,12 +69,13 @@ def fits_round(n_nodes: int, n_tasks: int, max_gpus: int) -> bool:
 
 def learnt_workload(snapshot: Snapshot) -> TargetWorkload:
     """The target workload of FGD's measure: per task, the jobs that arrived lately (`Snapshot.arrivals`), or
-    without them the tasks running and pending now; the `MAX_CLASSES` most popular classes, then those covering
-    95% of their tasks (FGD's rule).
+    without them the tasks running and pending now; the `MAX_CLASSES` most popular classes, then those
+    covering 95% of their tasks (FGD's rule).
 
     Arrivals are the mix of what comes next. Running work over-counts what runs long: on the trace replay
-    (`default`, a tenth of the cluster at load 1.2), learning from running and pending work left latency-sensitive
-    pods waiting 31 s on average and whole-node pods 1,571 s, against 13 and 692 s learning from the arrivals."""
+    (`default`, a tenth of the cluster at load 1.2), learning from running and pending work left
+    latency-sensitive pods waiting 31 s on average and whole-node pods 1,571 s, against 6 and 664 s learning
+    from the arrivals."""
     global _last_arrivals
     if snapshot.arrivals and _last_arrivals[0] is snapshot.arrivals:
         return _last_arrivals[
@@ -144,7 +146,8 @@ class PerTaskPlacer:
         )
 
     def place_level(self, level: list[Need]) -> None:
-        """Every job of the level that fits, in queue order across its kinds; the rest stay in `round.left`."""
+        """Every job of the level that fits, in queue order across its kinds; the rest stay in
+        `round.left`."""
         rnd = self.round
         state = self._state()
         policy = make_policy(self.policy_name, self.workload)
@@ -231,8 +234,8 @@ class PerTaskPlacer:
         if len(rows) == 0:
             return None
         norm = k.gpu_count * rnd.max_pg + cpu * rnd.max_pc
-        # a job's bid is the price it accepts: every node it affords is as good to it, and speed and reliability
-        # decide; a job without one gets the cheapest useful work
+        # a job's bid is the price it accepts: every node it affords is as good to it, and speed and
+        # reliability decide; a job without one gets the cheapest useful work
         ask = price[rows] if job.bid_per_hour is None else np.zeros(len(rows))
         cost = useful_work_cost(k, ask, norm, need.node_speed(t, rows), t.reliability[rows])
         allowed = np.zeros(t.n, np.bool_)
