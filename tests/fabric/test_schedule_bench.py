@@ -33,6 +33,21 @@ def test_bench_fabric_json() -> None:
     assert out["memory_ratio"] > 0  # from the unrounded peaks
 
 
+def test_bench_fabric_times_the_placement_the_server_uses() -> None:
+    """`--placement` as the server's CETI_PLACEMENT: per task on a round this small, unless `flow`; an unknown
+    one exits 2 with one line."""
+    base = ["fabric", "--nodes", "120", "--jobs", "150", "--rounds", "1", "--json"]
+    by = {}
+    for placement in ("fabric", "flow"):
+        res = CliRunner().invoke(app, [*base, "--placement", placement])
+        assert res.exit_code == 0, res.output
+        by[placement] = json.loads(res.output)
+    assert by["fabric"]["placed_by"] == "per task" and by["flow"]["placed_by"] == "flow"
+    assert by["fabric"]["placement"] == "fabric" and by["fabric"]["ours_placed_jobs"] > 0
+    bad = CliRunner().invoke(app, [*base, "--placement", "best"])
+    assert bad.exit_code == 2 and "unknown --placement 'best'" in bad.output
+
+
 def test_bench_fabric_table() -> None:
     res = CliRunner().invoke(app, ["fabric", "--nodes", "100", "--jobs", "100", "--rounds", "1"])
     assert res.exit_code == 0, res.output

@@ -26,6 +26,7 @@ from rich.table import Table
 from ceti.fabric.baseline_scan import schedule_first_fit
 from ceti.fabric.decisions import Decisions
 from ceti.fabric.model import GPU, Allocation, Demand, Job, Node, Snapshot
+from ceti.fabric.per_task import fits_round, placement_names
 from ceti.fabric.schedule import schedule
 
 app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
@@ -222,7 +223,13 @@ def _placed(decisions: Decisions) -> int:
 
 
 def run_bench(
-    nodes: int, jobs: int, rounds: int, seed: int, baseline_budget_s: float, progress: bool
+    nodes: int,
+    jobs: int,
+    rounds: int,
+    seed: int,
+    baseline_budget_s: float,
+    progress: bool,
+    placement: str = "fabric",
 ) -> dict[str, object]:
     console = Console(stderr=True)
     status = console.status("building the synthetic snapshot ...") if progress else None
@@ -241,7 +248,7 @@ def run_bench(
             gc.collect()
             c0 = time.process_time()
             t0 = time.perf_counter()
-            decisions = schedule(snap)
+            decisions = schedule(snap, placement)
             lat.append(time.perf_counter() - t0)
             cpu_lat.append(time.process_time() - c0)
         assert decisions is not None
@@ -249,7 +256,7 @@ def run_bench(
             status.update("ours: one more round under tracemalloc for peak memory ...")
         gc.collect()
         tracemalloc.start()
-        schedule(snap)
+        schedule(snap, placement)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         # baseline: the whole queue if it fits the budget, else a growing prefix, extrapolated per job
@@ -294,9 +301,16 @@ def run_bench(
     med = statistics.median(lat)
     queue = sorted(snap.pending, key=lambda j: (-j.priority, j.order, j.id))[:prefix]
     started = {s.job_id for s in decisions.starts}
+    tasks = sum(max(1, j.gang_size) for j in snap.pending)
+    max_gpus = max((len(n.gpus) for n in snap.nodes), default=0)
     return {
         "nodes": nodes,
         "jobs": jobs,
+        "placement": placement,
+        # what placed the round: per task by the placement policy, or the class flow (above its size bounds)
+        "placed_by": "per task"
+        if placement != "flow" and fits_round(len(snap.nodes), tasks, max_gpus)
+        else "flow",
         "running": len(snap.running),
         "rounds": rounds,
         "seed": seed,
@@ -343,15 +357,26 @@ def fabric(
     baseline_budget: float = typer.Option(
         20.0, help="Seconds the first-fit baseline may take before it is extrapolated."
     ),
+    placement: str = typer.Option(
+        "fabric",
+        help="As the server's CETI_PLACEMENT: a placement policy per task where the round is small enough "
+        "(fabric, fgd, ...), else the class flow; or flow.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Time `fabric.schedule` on a synthetic snapshot against a per-job first-fit scan."""
-    res = run_bench(nodes, jobs, rounds, seed, baseline_budget, progress=not as_json)
+    if placement not in placement_names():
+        typer.echo(
+            f"error: unknown --placement {placement!r}; known: {', '.join(placement_names())}", err=True
+        )
+        raise typer.Exit(2)
+    res = run_bench(nodes, jobs, rounds, seed, baseline_budget, progress=not as_json, placement=placement)
     if as_json:
         typer.echo(json.dumps(res))
         return
     t = Table(
-        title=f"fabric: {nodes:,} nodes x {jobs:,} pending jobs ({res['running']:,} running), {rounds} rounds"
+        title=f"fabric: {nodes:,} nodes x {jobs:,} pending jobs ({res['running']:,} running), {rounds} rounds, "
+        f"placed by {res['placed_by']}"
     )
     t.add_column("measure")
     t.add_column("value", justify="right")
