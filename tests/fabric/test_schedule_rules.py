@@ -53,6 +53,17 @@ def test_retried_job_keeps_its_place() -> None:
     assert list(started(schedule(snap))) == ["zz-retried"]
 
 
+@pytest.mark.flow_only  # per-task placement has the same rule, with its own tie-breaks (test_per_task.py)
+def test_a_job_that_bids_is_placed_by_fit_among_the_nodes_it_affords_not_by_their_ask() -> None:
+    """A bid is the price a job accepts. Without one a whole-GPU task goes to the cheaper node; with one, both
+    nodes are within it and the task completes the busier node, keeping the cheaper one's GPUs whole."""
+    nodes = (node("cheap", price_per_gpu_hour=0.5), node("dear", price_per_gpu_hour=1.0))
+    running = (Allocation("a", "x", "dear", 4000, 8192, (0, 1, 2)),)
+    assert started(schedule(Snapshot(nodes, running=running, pending=(job("j", 1),)))) == {"j": ["cheap"]}
+    bids = job("j", 1, bid_per_hour=5.0)
+    assert started(schedule(Snapshot(nodes, running=running, pending=(bids,)))) == {"j": ["dear"]}
+
+
 def test_bid_is_never_exceeded() -> None:
     nodes = (node("dear", price_per_gpu_hour=3.0), node("cheap", price_per_gpu_hour=0.8))
     d = schedule(Snapshot(nodes, pending=(job("j", 1, gpus=1, bid_per_hour=1.0),)))

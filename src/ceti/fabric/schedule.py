@@ -364,7 +364,13 @@ class _Round:
             cand = np.flatnonzero(cap > 0)
             if len(cand) == 0:
                 continue
-            price = k.gpu_count * nc.price_gpu[cand] + (cpu / 1000.0) * nc.price_cpu[cand]
+            if top_bid < math.inf:
+                # every job of the kind bids: a bid is the price a job accepts, so the classes it affords (the
+                # arcs above) are as good to it and speed, reliability and fit decide; sending such jobs to the
+                # cheapest classes first took those from the jobs that could afford nothing else (per_task)
+                price = np.zeros(len(cand))
+            else:
+                price = k.gpu_count * nc.price_gpu[cand] + (cpu / 1000.0) * nc.price_cpu[cand]
             norm = k.gpu_count * self.max_pg + (cpu / 1000.0) * self.max_pc
             cost = arc_cost(
                 k,
@@ -665,7 +671,10 @@ class _Round:
             if len(cand) == 0:
                 return
             cpu = jobs[0].demand.cpu_milli
-            price = k.gpu_count * nc.price_gpu[cand] + (cpu / 1000.0) * nc.price_cpu[cand]
+            if all(x.bid_per_hour is not None for x in jobs):  # as in the flow: the bid chose the price
+                price = np.zeros(len(cand))
+            else:
+                price = k.gpu_count * nc.price_gpu[cand] + (cpu / 1000.0) * nc.price_cpu[cand]
             norm = k.gpu_count * self.max_pg + (cpu / 1000.0) * self.max_pc
             cost = arc_cost(
                 k,
