@@ -167,3 +167,16 @@ def test_the_workload_is_learnt_from_the_arrivals_when_the_snapshot_has_them() -
         snap.nodes, running=running, arrivals=arrivals[:1] + arrivals[1:]
     )  # equal, another tuple
     assert learnt_workload(again) == wl
+
+
+def test_an_arrival_window_keeps_the_latest_and_one_tuple_between_arrivals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(per_task, "ARRIVAL_WINDOW", 2)
+    window = per_task.ArrivalWindow()
+    for cpu in (1000, 2000, 3000):
+        window.add(Demand(cpu, 1024))
+    first = window.arrivals()
+    assert [d.cpu_milli for d, _ in first] == [2000, 3000] and window.arrivals() is first
+    window.add(Demand(4000, 1024), 3)
+    assert [(d.cpu_milli, n) for d, n in window.arrivals()] == [(3000, 1), (4000, 3)]

@@ -88,6 +88,20 @@ def test_fgd_ties_go_to_the_smallest_name() -> None:
     assert place("fgd", cluster(*nodes), pod, WORKLOAD) == ("node-a", (0,))
 
 
+@pytest.mark.parametrize("policy", ["fgd", "fabric", "best-fit"])
+def test_a_callers_preference_breaks_ties_before_the_name_even_between_alike_nodes(policy: str) -> None:
+    """`prefer` (lower first) decides among equal scores: alike nodes, which FGD otherwise scores once (the
+    first by name), stay apart when the caller prefers them differently."""
+    nodes = [(name, 64_000, [1000, 1000], "T4") for name in ("node-a", "node-b", "node-c")]
+    state = cluster(*nodes)
+    pod = PodRequest(4_000, 1_000, 1, 1000)
+    chosen = make_policy(policy, WORKLOAD).place(state, pod, RNG, prefer=np.array([2.0, 1.0, 3.0]))
+    assert chosen is not None and state.names[chosen[0]] == "node-b"
+    allowed = np.array([True, False, True])
+    chosen = make_policy(policy, WORKLOAD).place(state, pod, RNG, allowed, np.array([2.0, 1.0, 3.0]))
+    assert chosen is not None and state.names[chosen[0]] == "node-a"
+
+
 def test_fgd_puts_a_share_on_the_best_scoring_gpu_not_the_tightest() -> None:
     # GPUs [400, 700], share 300, target {400-share}: tightest = GPU 0 (leaves 100, a fragment);
     # FGD: GPU 0 -> F 0 -> 100 (score 47), GPU 1 -> [400, 400], F stays 0 (score 50) -> GPU 1.

@@ -42,12 +42,8 @@ def _policies(spec: str, live: bool = False) -> list[str]:
             names += [n for n in known if n not in names]
         elif p and p not in names:
             names.append(p)
-    unknown = [
-        p
-        for p in names
-        if p not in known
-        and not (live and live_placement(p) is not None and live_placement(p) in placement_names())
-    ]
+    live_ok = set(placement_names()) if live else set()
+    unknown = [p for p in names if p not in known and live_placement(p) not in live_ok]
     if unknown or not names:
         extra = f", {LIVE}, {LIVE}:PLACEMENT ({', '.join(placement_names())})" if live else ""
         raise typer.BadParameter(

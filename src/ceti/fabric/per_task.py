@@ -12,7 +12,7 @@ cost breaks its ties. For a job without a bid the cost is the ask over speed and
 cheapest useful work. A job's bid is the price it accepts, so for it every node it affords is as good, and
 only speed and reliability count. Taking the cheapest node for a job that could pay more leaves the jobs that
 can pay only the cheapest nodes waiting: on the synthetic provider network (`ceti sim network`, 12 h, 500
-nodes) that kept 394 developer jobs from ever starting, against 61 with this rule (docs/fabric-core.md). On a
+nodes) that kept 394 developer jobs from ever starting, against 60 with this rule (docs/fabric-core.md). On a
 cluster where every node asks the same (the Alibaba trace), every node that fits is allowed.
 
 The policy's target workload is learnt from the snapshot itself (`learnt_workload`: the jobs that arrived
@@ -24,7 +24,7 @@ inflation experiment by about a seventh, and tripled the latency-sensitive pods'
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 
 import numpy as np
 
@@ -103,6 +103,25 @@ def learnt_workload(snapshot: Snapshot) -> TargetWorkload:
 
 
 _last_arrivals: tuple[tuple, TargetWorkload | None] = ((), None)
+
+
+class ArrivalWindow:
+    """The latest `ARRIVAL_WINDOW` jobs that arrived, as a caller builds `Snapshot.arrivals` round after round.
+    `arrivals()` returns the same tuple object until the next `add`, so `learnt_workload` counts a window once
+    however many rounds see it."""
+
+    def __init__(self) -> None:
+        self._window: deque[tuple[Demand, int]] = deque(maxlen=ARRIVAL_WINDOW)
+        self._tuple: tuple[tuple[Demand, int], ...] = ()
+
+    def add(self, demand: Demand, tasks: int = 1) -> None:
+        self._window.append((demand, tasks))
+        self._tuple = ()
+
+    def arrivals(self) -> tuple[tuple[Demand, int], ...]:
+        if not self._tuple:
+            self._tuple = tuple(self._window)
+        return self._tuple
 
 
 def _task_class(d: Demand) -> TaskClass:

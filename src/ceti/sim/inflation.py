@@ -10,14 +10,13 @@ mean allocation over the arrivals whose arrived share rounds to 100%.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ceti.fabric import GPU, Allocation, Demand, Job, Node, Snapshot, schedule
-from ceti.fabric.per_task import ARRIVAL_WINDOW, DEFAULT_PLACEMENT
+from ceti.fabric.per_task import DEFAULT_PLACEMENT, ArrivalWindow
 from ceti.fabric.placement.registry import make_policy
 from ceti.fabric.placement.state import ClusterState, PodRequest
 from ceti.fabric.placement.workload import TargetWorkload
@@ -200,33 +199,22 @@ def run_live(
     its round does not start fails, as a pod that fits nowhere does for the policies (no queue, no retries);
     all pods are of one priority and none is interruptible, so nothing is pre-empted."""
     state = setup.cluster.copy_empty()
-    nodes = tuple(
-        Node(name_, int(cpu), int(mem), tuple(GPU(g, state.models[int(m)]) for g in range(int(count))))
-        for name_, cpu, mem, count, m in zip(
-            state.names,
-            state.cpu_capacity,
-            state.memory_capacity,
-            state.gpu_count,
-            state.model_idx,
-            strict=True,
-        )
-    )
+    nodes = fabric_nodes(state)
     row = {n: i for i, n in enumerate(state.names)}
     capacity = state.total_gpu_milli()
     order = arrival_order(len(setup.pods), setup.gpu_milli, capacity, inflation, seed)
     stop = None if stop_at_percent is None else stop_at_percent / 100 * capacity
     running: list[Allocation] = []
-    recent: deque[tuple[Demand, int]] = deque(
-        maxlen=ARRIVAL_WINDOW
-    )  # as the server reads them (Snapshot.arrivals)
+    recent = ArrivalWindow()  # as the server reads them (Snapshot.arrivals)
     arrived: list[int] = []
     used: list[int] = []
     arrived_milli = used_milli = failed = 0
     for b in range(0, len(order), max(1, batch)):
         ids = order[b : b + max(1, batch)]
         jobs = tuple(Job(f"pod-{b + k}", pod_demand(setup.pods[i]), b + k) for k, i in enumerate(ids))
-        recent.extend((j.demand, 1) for j in jobs)
-        snap = Snapshot(nodes, tuple(running), jobs, arrivals=tuple(recent))
+        for j in jobs:
+            recent.add(j.demand)
+        snap = Snapshot(nodes, tuple(running), jobs, arrivals=recent.arrivals())
         starts = {s.job_id: s for s in schedule(snap, placement).starts}
         for job, i in zip(jobs, ids, strict=True):
             pod = setup.requests[i]
@@ -262,6 +250,21 @@ def run_live(
         np.asarray(used, dtype=np.int64),
         len(running),
         failed,
+    )
+
+
+def fabric_nodes(state: ClusterState) -> tuple[Node, ...]:
+    """The cluster's nodes as the scheduling round sees them (GPU indices = the state's GPU slots)."""
+    return tuple(
+        Node(name, int(cpu), int(mem), tuple(GPU(g, state.models[int(m)]) for g in range(int(count))))
+        for name, cpu, mem, count, m in zip(
+            state.names,
+            state.cpu_capacity,
+            state.memory_capacity,
+            state.gpu_count,
+            state.model_idx,
+            strict=True,
+        )
     )
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 import heapq
 import math
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -38,7 +37,7 @@ import numpy as np
 
 from ceti.fabric import Allocation, Decisions, Job, Snapshot, schedule, schedule_first_fit
 from ceti.fabric.model import Demand
-from ceti.fabric.per_task import ARRIVAL_WINDOW, DEFAULT_PLACEMENT, check_placement
+from ceti.fabric.per_task import DEFAULT_PLACEMENT, ArrivalWindow, check_placement
 from ceti.sim.network_world import (
     CHECKPOINT_H,
     NETWORK_LEASE_MEAN_H,
@@ -249,10 +248,7 @@ class NetworkSim:
         self.allocs: dict[str, Allocation] = {}  # what the fabric sees running, by allocation id
         self.task_of_alloc: dict[str, _Run] = {}
         self.pending: dict[str, DevJob] = {}  # job id -> job, waiting
-        # developer jobs that arrived lately, as the server reads them (Snapshot.arrivals); the same tuple object
-        # until the next arrival, so the round reuses the workload it learnt from them
-        self.recent: deque[tuple[Demand, int]] = deque(maxlen=ARRIVAL_WINDOW)
-        self.recent_tuple: tuple[tuple[Demand, int], ...] = ()
+        self.recent = ArrivalWindow()  # developer jobs that arrived lately, as the server reads them
         self.dev_state: dict[str, _DevState] = {}
         self.events: list[tuple[float, int, int, object]] = []
         self._seq = 0
@@ -317,8 +313,7 @@ class NetworkSim:
             job: DevJob = what  # type: ignore[assignment]
             self.dev_state[job.id] = _DevState(job.run_s)
             self.pending[job.id] = job
-            self.recent.append((job.demand, job.gang_size))
-            self.recent_tuple = ()
+            self.recent.add(job.demand, job.gang_size)
         elif kind == _END:
             run: _Run = what  # type: ignore[assignment]
             if run.live and run.end_s <= t:
@@ -470,9 +465,8 @@ class NetworkSim:
         dev = [self._dev_job(j) for j in waiting]
         offers = self.network_offers()
         pending = tuple(dev + offers)
-        if not self.recent_tuple:
-            self.recent_tuple = tuple(self.recent)
-        snap = Snapshot(nodes=self._nodes(), running=running, pending=pending, now=t, arrivals=self.recent_tuple)
+        arrivals = self.recent.arrivals()
+        snap = Snapshot(nodes=self._nodes(), running=running, pending=pending, now=t, arrivals=arrivals)
         return snap, {j.id: j for j in offers}
 
     def _round(self, t: float) -> None:

@@ -16,17 +16,23 @@ Queue discipline is part of a scheduler, so it is part of the policy here:
 from __future__ import annotations
 
 import heapq
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ceti.fabric import GPU, Allocation, Job, Node, Snapshot, schedule
-from ceti.fabric.per_task import ARRIVAL_WINDOW
+from ceti.fabric import Allocation, Job, Snapshot, schedule
+from ceti.fabric.per_task import ArrivalWindow
 from ceti.fabric.placement.registry import make_policy
 from ceti.fabric.placement.state import ClusterState, PodRequest, exclusive_gpus, tightest_gpu
-from ceti.sim.inflation import cluster_from_nodes, live_placement, pod_demand, pod_requests, target_workload
+from ceti.sim.inflation import (
+    cluster_from_nodes,
+    fabric_nodes,
+    live_placement,
+    pod_demand,
+    pod_requests,
+    target_workload,
+)
 from ceti.sim.trace import TraceError, TraceNode, TracePod
 
 # Highest first. Unknown or empty classes rank with Burstable.
@@ -373,24 +379,16 @@ class _LiveReplay(_Replay):
         super().__init__(setup, "fabric", seed)  # fabric's queue order: QoS class first, then arrival
         self.name = name
         self.placement = placement
-        st = self.state
-        self.nodes = tuple(
-            Node(n, int(c), int(m), tuple(GPU(g, st.models[int(k)]) for g in range(int(count))))
-            for n, c, m, count, k in zip(
-                st.names, st.cpu_capacity, st.memory_capacity, st.gpu_count, st.model_idx, strict=True
-            )
-        )
-        self.row = {n: i for i, n in enumerate(st.names)}
+        self.nodes = fabric_nodes(self.state)
+        self.row = {n: i for i, n in enumerate(self.state.names)}
         self.demands = [pod_demand(p) for p in setup.pods]
-        self.recent: deque = deque(maxlen=ARRIVAL_WINDOW)  # the pods that arrived lately (Snapshot.arrivals)
-        self.recent_tuple: tuple = ()  # the same object until the next arrival: the round reuses what it learnt
+        self.recent = ArrivalWindow()  # the pods that arrived lately (Snapshot.arrivals)
         self.arrived: set[int] = set()
 
     def enqueue(self, p: ReplayPod) -> None:
         if p.index not in self.arrived:  # an arrival, not a pre-empted pod going back to the queue
             self.arrived.add(p.index)
-            self.recent.append((self.demands[p.index], 1))
-            self.recent_tuple = ()
+            self.recent.add(self.demands[p.index])
         super().enqueue(p)
 
     def schedule(self, now: float) -> None:
@@ -414,9 +412,8 @@ class _LiveReplay(_Replay):
                 interruptible=p.rank >= PREEMPTIBLE_RANK)
             for order, (_, p) in enumerate(queued)
         )
-        if not self.recent_tuple:
-            self.recent_tuple = tuple(self.recent)
-        d = schedule(Snapshot(self.nodes, tuple(running), pending, now, self.recent_tuple), self.placement)
+        snap = Snapshot(self.nodes, tuple(running), pending, now, self.recent.arrivals())
+        d = schedule(snap, self.placement)
         for pre in d.preemptions:
             r = runs[pre.allocation_id]
             if r.live:

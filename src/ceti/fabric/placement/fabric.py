@@ -350,7 +350,7 @@ class FabricPolicy(FGDPolicy):
         if len(nodes) == 0:
             return None
         cache = self.cache(state, pod)
-        nodes = cache.distinct(nodes)
+        nodes = cache.distinct(nodes, prefer)
         opt_nodes, gpus, after = cache.options(state, pod, nodes)
         charge = self.protection_charge(state, cache.wl, pod, state.model_idx[opt_nodes])
         score = fgd_score(cache.frag[opt_nodes], after + charge)

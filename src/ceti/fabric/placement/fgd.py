@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ceti.fabric.placement.policies import MAX_NODE_SCORE, Placement, PlacementPolicy
+from ceti.fabric.placement.policies import MAX_NODE_SCORE, Placement, PlacementPolicy, best_option
 from ceti.fabric.placement.state import WHOLE_GPU_MILLI, ClusterState, PodRequest, exclusive_gpus
 from ceti.fabric.placement.workload import TargetWorkload, WorkloadArrays
 
@@ -52,10 +52,14 @@ class FragCache:
         )
         return hash((int(state.model_idx[node]), int(state.cpu_free[node]), gpus, in_use))
 
-    def distinct(self, nodes: np.ndarray) -> np.ndarray:
+    def distinct(self, nodes: np.ndarray, prefer: np.ndarray | None = None) -> np.ndarray:
         """The first (smallest-name) node of each distinct signature, in order: the only ones a tie-break
-        to the smallest name can pick, so scoring the rest is wasted work."""
-        _, first = np.unique(self.signature[nodes], return_index=True)
+        to the smallest name can pick, so scoring the rest is wasted work. With `prefer` (per node, the
+        caller's tie-break before the name), nodes alike but preferred differently stay apart."""
+        key = self.signature[nodes]
+        if prefer is not None:
+            key = np.column_stack((key, prefer[nodes].astype(np.float64).view(np.int64)))
+        _, first = np.unique(key, axis=0, return_index=True)
         first.sort()
         return nodes[first]
 
@@ -190,12 +194,9 @@ class FGDPolicy(PlacementPolicy):
         if len(nodes) == 0:
             return None
         cache = self.cache(state, pod)
-        nodes = cache.distinct(nodes)
+        nodes = cache.distinct(nodes, prefer)
         opt_nodes, gpus, scores = self.option_scores(cache, state, pod, nodes)
-        if prefer is None:
-            best = int(np.argmax(scores))  # first max: smallest name, then lowest GPU index
-        else:  # stable: ties in both keep (node, GPU) order
-            best = int(np.lexsort((prefer[opt_nodes], -scores))[0])
+        best = best_option(scores, None if prefer is None else prefer[opt_nodes])  # ties: smallest name, GPU
         node = int(opt_nodes[best])
         if pod.is_share:
             return node, (int(gpus[best]),)

@@ -71,11 +71,16 @@ class PlacementPolicy:
         if len(nodes) == 0:
             return None
         scores = self.score(state, pod, nodes)
-        if prefer is None:
-            node = int(nodes[int(np.argmax(scores))])  # first maximum = smallest name
-        else:
-            node = int(nodes[int(np.lexsort((prefer[nodes], -scores))[0])])
+        node = int(nodes[best_option(scores, None if prefer is None else prefer[nodes])])
         return node, self.pick_gpus(state, pod, node, rng)
+
+
+def best_option(scores: np.ndarray, prefer: np.ndarray | None = None) -> int:
+    """Index of the highest score; among equal scores the lowest `prefer` (if given), then the first (options
+    come in node-name order, so: the smallest name, the Go simulator's `selectHost`)."""
+    if prefer is None:
+        return int(np.argmax(scores))
+    return int(np.lexsort((prefer, -scores))[0])  # stable
 
 
 class RandomPolicy(PlacementPolicy):
