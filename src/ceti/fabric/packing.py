@@ -100,6 +100,29 @@ class Free:
                 most[rows] = g.max(axis=1, initial=-1)
         return cpu, mem, disk, gpu
 
+    def absorb(self, rows: np.ndarray) -> None:
+        """The arrays of `arrays()` were changed in place at `rows` (by compiled packing): bring the lists and
+        the GPU summary up to date from them. Call it with no other change pending (right after `arrays()`)."""
+        cpu, mem, disk, gpu = self._arrays
+        rows = np.unique(rows)
+        if len(rows) * 8 > self.t.n:  # most of the nodes: rebuilding the lists is cheaper than patching them
+            self.cpu[:] = cpu.tolist()
+            self.mem[:] = mem.tolist()
+            self.disk[:] = disk.tolist()
+            self.gpu[:] = gpu.tolist()
+        else:
+            rl = rows.tolist()
+            for lst, arr in ((self.cpu, cpu), (self.mem, mem), (self.disk, disk)):
+                for r, v in zip(rl, arr[rows].tolist(), strict=True):
+                    lst[r] = v
+            for r, g in zip(rl, gpu[rows].tolist(), strict=True):
+                self.gpu[r] = g
+        if self._gpu_summary is not None:
+            whole, most = self._gpu_summary
+            g = gpu[rows]
+            whole[rows] = (g >= WHOLE_GPU_MILLI).sum(axis=1)
+            most[rows] = g.max(axis=1, initial=-1)
+
     def gpu_summary(self) -> tuple[np.ndarray, np.ndarray]:
         """Per node: whole free GPUs, and the most milli free on one GPU (kept up to date like `arrays`).
 

@@ -23,7 +23,7 @@ from operator import attrgetter
 
 import numpy as np
 
-from ceti.fabric import flow
+from ceti.fabric import flow, pack_kernel
 from ceti.fabric.classes import JobKind, Need, NodeClasses, NodeTable, job_kinds, node_classes
 from ceti.fabric.decisions import Decisions, Start, Unschedulable, Wait
 from ceti.fabric.model import WHOLE_GPU_MILLI, Demand, Job, Node, Snapshot
@@ -48,6 +48,8 @@ _cpu = attrgetter("cpu_milli")
 _mem = attrgetter("memory_mib")
 _disk = attrgetter("disk_mib")
 _bid = attrgetter("bid_per_hour")
+_id = attrgetter("id")
+_share = attrgetter("gpu_share_milli")
 
 
 def queue_order(job: Job) -> tuple[int, int]:
@@ -473,173 +475,121 @@ class _Round:
             nc, ("speed", k.speed_by_model), lambda: need.class_speed(self.t, nc.gpu_type, nc.sample)
         )
 
-    def _pack_planned(self, need: Need, plan: list[tuple[int, int, int]], nc: NodeClasses) -> None:
-        """The kind's jobs onto the classes the flow chose, cheapest class first.
+    def _pack_level(self, active: list[Need], plans: list[list[tuple[int, int, int]]], nc: NodeClasses) -> None:
+        """Each kind's jobs onto the classes the flow chose, cheapest class first, kinds in level order.
 
-        Class by class rather than job by job: the classes are disjoint, so a job meets each class in the
-        same state either way, and one pass per class keeps the loop over jobs tight.
+        Per class, jobs in queue order; a job looks at up to FLOW_SCAN_ROWS members from the class's cursor
+        for what the kind asks of the GPUs (members before it have no such GPUs left: free room only shrinks
+        while classes are packed, so every kind asking the same may skip them); members at the cursor that no
+        longer have the kind's GPUs move it on for good; MAX_MISSES jobs in a row that lack room close the
+        class for the kind (a later flow round re-plans; a job that only could not afford the members is no
+        miss). Gangs are all or nothing (`_place_job`'s rule). Class by class rather than job by job: the
+        classes are disjoint, so a job meets each class in the same state either way.
+
+        The loop runs once per placed job, so it is compiled (`pack_kernel`) and called once per flow round:
+        this method turns the kinds into columns and the placements back into decisions.
         """
-        k = need.kind
-        jobs = self.left[id(k)]
-        gpu_need = (k.gpu_count, k.gpu_share_milli, k.gpu_models, k.min_vram_mib) if k.gpu_count else None
-        # a gang's cursor may pass a member that only its own (rolled back) tasks filled: it reads the shared
-        # cursor but does not move it
-        share_cursor = gpu_need is not None and k.gang_size == 1
-        for _, c, quota in plan:
-            if not jobs:
-                break
-            key = (c, gpu_need)
-            start = nc.gpu_cursor.get(key, 0) if gpu_need else 0
-            jobs, start = self._pack_class(need, jobs, nc.members(c), quota, start)
-            if share_cursor:
-                nc.gpu_cursor[key] = start
-        self.left[id(k)] = jobs
-
-    def _pack_class(
-        self, need: Need, jobs: list[Job], rows: list[int], quota: int, start: int
-    ) -> tuple[list[Job], int]:
-        """Jobs in queue order onto one class's members, up to the flow's quota; returns those not placed.
-
-        A job looks at up to FLOW_SCAN_ROWS members from the cursor; members at the front that no longer have
-        the kind's GPUs are passed for good; three misses in a row mean the class is full for this kind (a
-        later flow round re-plans; a job that only could not afford the members is no miss). Single tasks take an inlined copy of `_place_job`: this loop runs once per
-        placed job. Returns the jobs not placed and the new cursor.
-        """
-        k = need.kind
-        gang = k.gang_size
-        n = len(rows)
-        misses = 0
-        left: list[Job] = []
-        if gang > 1:
-            for idx, job in enumerate(jobs):
-                if quota < gang or start >= n or misses >= MAX_MISSES:
-                    left.extend(jobs[idx:])
-                    break
-                placed, start = self._place_job(job, need, rows, start, FLOW_SCAN_ROWS)
-                if placed is None:
-                    misses += 1
-                    left.append(job)
-                else:
-                    quota -= gang
-                    misses = 0
-                    self._commit(job, placed)
-            return left, start
         t = self.t
         f = self.free
-        cpu, mem, disk, gpu, dirty = f.cpu, f.mem, f.disk, f.gpu, f.dirty
-        pg, pc = self.pg, self.pc
-        count, share = k.gpu_count, k.gpu_share_milli
-        constrained = need.constrained_gpus
-        # a task that may use any GPU: a node whose best GPU has less than the task's milli is passed at once
-        # (the C-level max of its list), and for good when it is at the cursor
-        quick_gpu = bool(count) and not constrained
-        if constrained and n and t.homogeneous[rows[0]] and need.type_ok(t)[t.gpu_type[rows[0]]]:
-            # a class is of one GPU type, and its nodes' GPUs are all of it: the kind may use every one of
-            # them, so no per-node mask to look up
-            constrained = False
-        ok_list = need.gpu_ok_list
-        per = share or WHOLE_GPU_MILLI
-        one_whole = count == 1 and not share
-        plain_indices = t.indices_are_positions
-        starts = self.decisions.starts
-        ids = t.ids
-        # jobs of one shape that found no member from the same cursor, since the last placement: the members
-        # are as they were, so the next job of that shape would scan the same ones in vain
-        failed: dict[tuple, tuple[bool, int]] = {}
-        for idx, job in enumerate(jobs):
-            if quota < 1 or start >= n or misses >= MAX_MISSES:
-                left.extend(jobs[idx:])
-                break
-            d = job.demand
-            c, m, dk = d.cpu_milli, d.memory_mib, d.disk_mib
-            bid = job.bid_per_hour
-            shape = (c, m, dk, bid, start)
-            seen_before = failed.get(shape)
-            if seen_before is not None:
-                short, start = seen_before
-                misses += short
-                left.append(job)
-                continue
-            if bid is not None:
-                bid += 1e-9
-                per_cpu = c / 1000.0
-            i = start
-            seen = 0
-            short = False  # some member lacked room (not just an ask above the bid)
-            pos: list[int] | None = None
-            while i < n:
-                r = rows[i]
-                if quick_gpu and max(gpu[r]) < per:  # no GPU for the kind here any more (see below)
-                    if i == start:
-                        start += 1
-                    else:
-                        short = True
-                        seen += 1
-                        if seen >= FLOW_SCAN_ROWS:
-                            break
-                    i += 1
-                    continue
-                if cpu[r] < c or mem[r] < m or (dk > 0 and disk[r] < dk):
-                    short = True
-                    seen += 1
-                    if seen >= FLOW_SCAN_ROWS:
-                        break
-                    i += 1
-                    continue
-                if bid is not None and count * pg[r] + per_cpu * pc[r] > bid:
-                    seen += 1
-                    if seen >= FLOW_SCAN_ROWS:
-                        break
-                    i += 1
-                    continue
-                if count:
-                    # choose_gpus's own first steps inlined for the common cases: this runs once per member tried
-                    row = gpu[r]
-                    if constrained:
-                        pos = choose_gpus(row, ok_list(t, r), count, share)
-                    elif max(row) < per:
-                        pos = None
-                    elif one_whole:
-                        p = row.index(WHOLE_GPU_MILLI)
-                        row[p] = 0
-                        pos = [p]
-                    else:
-                        pos = choose_gpus(row, None, count, share)
-                    if pos is None:  # no GPUs for the kind here any more: for good, not just for this job
-                        if i == start:
-                            start += 1
-                        else:
-                            short = True
-                            seen += 1
-                            if seen >= FLOW_SCAN_ROWS:
-                                break
-                        i += 1
-                        continue
-                else:
-                    pos = []
-                cpu[r] -= c
-                mem[r] -= m
-                disk[r] -= dk
-                dirty.add(r)
-                break
-            if pos is None:
-                # a bid below these members' asks says nothing about the next job: only lack of room counts
-                misses += short
-                left.append(job)
-                failed[shape] = (short, start)
-                continue
-            quota -= 1
-            misses = 0
-            if failed:
-                failed.clear()
-            if not pos:
-                gpus: tuple[int, ...] = ()
-            elif plain_indices:
-                gpus = (pos[0],) if len(pos) == 1 else tuple(sorted(pos))
+        batch = [(need, plan) for need, plan in zip(active, plans, strict=True) if plan and self.left[id(need.kind)]]
+        if not batch:
+            return
+        cpu, mem, disk, gpu = f.arrays()
+        K = len(batch)
+        jobs = [self.left[id(need.kind)] for need, _ in batch]
+        all_jobs = [j for js in jobs for j in js]
+        m = len(all_jobs)
+        demands = list(map(_demand_of, all_jobs))
+        j_cpu = np.fromiter(map(_cpu, demands), np.int64, m)
+        j_mem = np.fromiter(map(_mem, demands), np.int64, m)
+        j_disk = np.fromiter(map(_disk, demands), np.int64, m)
+        j_bid = np.array([math.inf if b is None else b for b in map(_bid, all_jobs)], np.float64)
+        k_jobs = np.zeros(K + 1, np.int64)
+        k_jobs[1:] = np.cumsum([len(js) for js in jobs])
+        kinds = [need.kind for need, _ in batch]
+        k_count = np.array([k.gpu_count for k in kinds], np.int64)
+        k_share = np.array([k.gpu_share_milli for k in kinds], np.int64)
+        k_gang = np.array([k.gang_size for k in kinds], np.int64)
+        k_constrained = np.array([need.constrained_gpus for need, _ in batch], np.bool_)
+        k_min_vram = np.array([k.min_vram_mib for k in kinds], np.int64) * k_constrained
+        model_ok = np.stack([need.model_ok for need, _ in batch])
+        p_class: list[int] = []
+        p_quota: list[int] = []
+        p_slot: list[int] = []
+        k_plans = np.zeros(K + 1, np.int64)
+        slots: dict[tuple, int] = {}
+        for i, (need, plan) in enumerate(batch):
+            k = need.kind
+            gpu_need = (k.gpu_count, k.gpu_share_milli, k.gpu_models, k.min_vram_mib) if k.gpu_count else None
+            for _, c, quota in plan:
+                p_class.append(c)
+                p_quota.append(quota)
+                p_slot.append(-1 if gpu_need is None else slots.setdefault((c, gpu_need), len(slots)))
+            k_plans[i + 1] = len(p_class)
+        cursors = np.array([nc.gpu_cursor.get(key, 0) for key in slots], np.int64)
+        tasks = int((np.diff(k_jobs) * k_gang).sum())
+        out_job = np.empty(tasks, np.int64)
+        out_row = np.empty(tasks, np.int64)
+        out_gpus = np.empty((tasks, max(t.G, 1)), np.int64)
+        out_task = np.empty(tasks, np.int64)
+        n_out = pack_kernel.pack_kinds(
+            cpu, mem, disk, gpu, t.price_gpu, t.price_cpu, t.gpu_model, t.gpu_vram, t.homogeneous,
+            nc.rows, nc.bounds, k_count, k_share, k_gang, k_constrained, k_min_vram, model_ok, k_jobs,
+            j_cpu, j_mem, j_disk, j_bid, k_plans, np.array(p_class, np.int64), np.array(p_quota, np.int64),
+            np.array(p_slot, np.int64), cursors, FLOW_SCAN_ROWS, MAX_MISSES, out_job, out_row, out_gpus, out_task,
+        )  # fmt: skip
+        for key, v in zip(slots, cursors.tolist(), strict=True):
+            nc.gpu_cursor[key] = v
+        if not n_out:
+            return
+        counts = k_count[np.searchsorted(k_jobs, out_job[:n_out], side="right") - 1]
+        placed = self._started(all_jobs, out_job[:n_out], out_row[:n_out], out_gpus[:n_out], out_task[:n_out], counts)
+        flags = placed.tolist()
+        for i, k in enumerate(kinds):
+            lo, hi = int(k_jobs[i]), int(k_jobs[i + 1])
+            if any(flags[lo:hi]):
+                self.left[id(k)] = [j for j, p in zip(jobs[i], flags[lo:hi], strict=True) if not p]
+
+    def _started(
+        self,
+        jobs: list[Job],
+        job_of: np.ndarray,
+        rows: np.ndarray,
+        positions: np.ndarray,
+        tasks: np.ndarray,
+        counts: np.ndarray | int,
+    ) -> np.ndarray:
+        """Placements made in the arrays by compiled code, as decisions: the Python lists brought up to date,
+        one `Start` per placement (task `tasks[i]` of `jobs[job_of[i]]` on row `rows[i]`, the GPUs at its
+        first `counts[i]` positions, or `counts` for all). Returns, per job, whether it started."""
+        t = self.t
+        self.free.absorb(rows)
+        n = len(job_of)
+        counts = np.full(n, counts, np.int64) if isinstance(counts, int) else counts
+        placed_jobs = list(map(jobs.__getitem__, job_of.tolist()))
+        gpus: list[tuple[int, ...]] = [()] * n
+        for count in np.unique(counts[counts > 0]).tolist():
+            sel = np.flatnonzero(counts == count)
+            if t.indices_are_positions:
+                chosen = np.sort(positions[sel, :count], axis=1)
+                for i, g in zip(sel.tolist(), zip(*chosen.T.tolist()), strict=True):
+                    gpus[i] = g
             else:
-                gpus = t.gpu_indices(r, pos)
-            starts.append(Start(job.id, ids[r], gpus, share, 0))
-        return left, start
+                for i, r, g in zip(sel.tolist(), rows[sel].tolist(), positions[sel, :count].tolist(), strict=True):
+                    gpus[i] = t.gpu_indices(r, g)
+        self.decisions.starts.extend(
+            map(
+                Start,
+                map(_id, placed_jobs),
+                map(t.ids.__getitem__, rows.tolist()),
+                gpus,
+                map(_share, map(_demand_of, placed_jobs)),
+                tasks.tolist(),
+            )
+        )
+        placed = np.zeros(len(jobs), np.bool_)
+        placed[job_of] = True
+        return placed
 
     # ---- the spill: every node that could still fit, cheapest first ----
     def _spill(self, need: Need, nc: NodeClasses) -> None:
@@ -715,88 +665,34 @@ class _Round:
     def _spill_rows(self, need: Need, jobs: list[Job], rows_a: np.ndarray) -> list[Job]:
         """Every job, in queue order, onto the first of `rows_a` that fits it; returns those not placed.
 
-        Single tasks find their node with a vectorised test over the rows (first a window after the rows
-        already full for the kind, then the rest); gangs scan node by node (`_spill_rows_scan`).
+        Single tasks go through the compiled loop (`pack_kernel.spill_rows`); gangs scan node by node
+        (`_spill_rows_scan`).
         """
         k = need.kind
         if k.gang_size > 1:
             return self._spill_rows_scan(need, jobs, rows_a)
         t = self.t
         f = self.free
-        cpu, mem, disk, _ = f.arrays()
-        rc, rm, rd = cpu[rows_a], mem[rows_a], disk[rows_a]  # copies, kept up to date below
-        count, share = k.gpu_count, k.gpu_share_milli
-        per = share or WHOLE_GPU_MILLI
-        if count:
-            gfit = self._gpu_fit(need, rows_a)  # kept up to date below
-        pg, pc = t.price_gpu[rows_a], t.price_cpu[rows_a]
-        n = len(rows_a)
-        min_c = min(x.demand.cpu_milli for x in jobs)
-        lo = 0  # rows before it cannot take any job of the kind any more
-        left: list[Job] = []
-        failed: list[tuple[int, int, int, float]] = []
-        hint: dict[tuple[int, int, int, float], int] = {}  # job shape -> the row its last job took
-        for job in jobs:
-            d = job.demand
-            c, m, dk = d.cpu_milli, d.memory_mib, d.disk_mib
-            bid = job.bid_per_hour
-            lim = math.inf if bid is None else bid
-            if any(c >= fc and m >= fm and dk >= fd and lim <= fl for fc, fm, fd, fl in failed):
-                left.append(job)
-                continue
-            while lo < n and (rc[lo] < min_c or (count and gfit[lo] < count)):
-                lo += 1
-            # rows before the one the last job of this shape took did not fit that shape then, and rows only
-            # lose room: the first fit is there or after, and most often it is that row again
-            shape = (c, m, dk, lim)
-            h = max(hint.get(shape, 0), lo)
-            i = -1
-            if (
-                h < n
-                and rc[h] >= c
-                and rm[h] >= m
-                and rd[h] >= dk
-                and (not count or gfit[h] >= count)
-                and (bid is None or count * pg[h] + c / 1000.0 * pc[h] <= bid + 1e-9)
-            ):
-                windows: tuple[tuple[int, int], ...] = ()
-                i = h
-            else:
-                windows = ((h, min(h + SPILL_WINDOW, n)), (h + SPILL_WINDOW, n))
-            for a, b in windows:
-                if a >= b:
-                    break
-                fit = (rc[a:b] >= c) & (rm[a:b] >= m)
-                if dk > 0:
-                    fit &= rd[a:b] >= dk
-                if count:
-                    fit &= gfit[a:b] >= count
-                if bid is not None:
-                    fit &= count * pg[a:b] + c / 1000.0 * pc[a:b] <= bid + 1e-9
-                j = int(fit.argmax())
-                if fit[j]:
-                    i = a + j
-                    break
-            if i < 0:
-                left.append(job)
-                failed.append((c, m, dk, lim))
-                continue
-            hint[shape] = i
-            r = int(rows_a[i])
-            pos = f.take(r, d, need.gpu_ok_list(t, r))
-            if pos is None:  # cannot happen: the row was tested exactly
-                left.append(job)
-                continue
-            rc[i] -= c
-            rm[i] -= m
-            rd[i] -= dk
-            if count:
-                mask = need.gpu_ok_list(t, r)
-                gfit[i] = sum(1 for p, g in enumerate(f.gpu[r]) if g >= per and (mask is None or mask[p]))
-                if share and count == 1:
-                    gfit[i] = min(gfit[i], 1)  # as `_gpu_fit` counts it
-            self._commit(job, [(r, pos)])
-        return left
+        cpu, mem, disk, gpu = f.arrays()
+        count = k.gpu_count
+        gfit = self._gpu_fit(need, rows_a).astype(np.int64) if count else np.zeros(len(rows_a), np.int64)
+        m = len(jobs)
+        demands = list(map(_demand_of, jobs))
+        out_job = np.empty(m, np.int64)
+        out_row = np.empty(m, np.int64)
+        out_gpus = np.empty((m, max(t.G, 1)), np.int64)
+        n_out = pack_kernel.spill_rows(
+            cpu, mem, disk, gpu, rows_a, gfit, t.price_gpu[rows_a], t.price_cpu[rows_a], t.gpu_model, t.gpu_vram,
+            need.model_ok, need.constrained_gpus, k.min_vram_mib if need.constrained_gpus else 0, count,
+            k.gpu_share_milli, np.fromiter(map(_cpu, demands), np.int64, m),
+            np.fromiter(map(_mem, demands), np.int64, m), np.fromiter(map(_disk, demands), np.int64, m),
+            np.array([math.inf if b is None else b for b in map(_bid, jobs)], np.float64),
+            out_job, out_row, out_gpus,
+        )  # fmt: skip
+        if not n_out:
+            return jobs
+        placed = self._started(jobs, out_job[:n_out], out_row[:n_out], out_gpus[:n_out], np.zeros(n_out, np.int64), count)
+        return [j for j, p in zip(jobs, placed.tolist(), strict=True) if not p]
 
     def _spill_rows_scan(self, need: Need, jobs: list[Job], rows_a: np.ndarray) -> list[Job]:
         """`_spill_rows` for gangs: node by node, a gang's tasks may share a node."""
@@ -986,8 +882,7 @@ class _Round:
             before = len(self.decisions.starts)
             active = [need for need in level if self.left[id(need.kind)]]
             plans = self._plan(active, nc)
-            for need, plan in zip(active, plans, strict=True):
-                self._pack_planned(need, plan, nc)
+            self._pack_level(active, plans, nc)
             fresh = len(self.decisions.starts) == before
             if fresh:
                 break

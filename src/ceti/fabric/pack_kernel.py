@@ -1,0 +1,542 @@
+"""The flow's packing of single-task jobs onto the classes it chose, compiled (numba).
+
+The rule is the one `schedule._Round` documents for the flow's packing; this module only runs it over arrays
+instead of Python objects, for a whole run of kinds in one call: at 100k jobs the loop runs once per placed
+job, and in Python it was a fifth of the round. Decisions are bit for bit those of the rule (same order, same
+float comparisons): the tests compare both on hand-worked cases and the round's decision hashes.
+
+State arrays are changed in place; `Free.absorb` brings the Python side up to date afterwards.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+WHOLE = 1000  # milli-GPU of one whole GPU (model.WHOLE_GPU_MILLI; a literal so numba folds it)
+
+
+@njit(cache=True, nogil=True)
+def _usable(model_ok: np.ndarray, k: int, model: int, vram: int, min_vram: int) -> bool:
+    if model < 0 or not model_ok[k, model]:
+        return False
+    return min_vram == 0 or vram >= min_vram
+
+
+@njit(cache=True, nogil=True)
+def _choose(
+    row: np.ndarray,
+    masked: bool,
+    model_ok: np.ndarray,
+    k: int,
+    models: np.ndarray,
+    vrams: np.ndarray,
+    min_vram: int,
+    count: int,
+    share: int,
+    out: np.ndarray,
+) -> bool:
+    """`packing.choose_gpus` on one node's row: fills `out[:count]` and takes the GPUs, or returns False."""
+    G = row.shape[0]
+    if share:
+        if count == 1:
+            best = -1
+            best_free = WHOLE + 1
+            for p in range(G):
+                f = row[p]
+                if share <= f < best_free and (
+                    not masked or _usable(model_ok, k, models[p], vrams[p], min_vram)
+                ):
+                    best = p
+                    best_free = f
+            if best < 0:
+                return False
+            row[best] -= share
+            out[0] = best
+            return True
+        # the `count` fitting GPUs with least free milli, ties to the lower position
+        n = 0
+        for p in range(G):
+            if row[p] >= share and (not masked or _usable(model_ok, k, models[p], vrams[p], min_vram)):
+                n += 1
+        if n < count:
+            return False
+        taken = np.zeros(G, np.bool_)
+        for i in range(count):
+            best = -1
+            for p in range(G):
+                if taken[p] or row[p] < share:
+                    continue
+                if masked and not _usable(model_ok, k, models[p], vrams[p], min_vram):
+                    continue
+                if best < 0 or row[p] < row[best]:
+                    best = p
+            taken[best] = True
+            out[i] = best
+        for i in range(count):
+            row[out[i]] -= share
+        return True
+    n = 0
+    for p in range(G):  # the first `count` whole free GPUs
+        if row[p] >= WHOLE and (not masked or _usable(model_ok, k, models[p], vrams[p], min_vram)):
+            out[n] = p
+            n += 1
+            if n == count:
+                break
+    if n < count:
+        return False
+    for i in range(count):
+        row[out[i]] -= WHOLE
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _place_gang(
+    cpu: np.ndarray,
+    mem: np.ndarray,
+    disk: np.ndarray,
+    gpu: np.ndarray,
+    price_gpu: np.ndarray,
+    price_cpu: np.ndarray,
+    gpu_model: np.ndarray,
+    gpu_vram: np.ndarray,
+    model_ok: np.ndarray,
+    k: int,
+    masked: bool,
+    min_vram: int,
+    count: int,
+    share: int,
+    gang: int,
+    rows: np.ndarray,
+    start: int,
+    scan_rows: int,
+    jc: int,
+    jm: int,
+    jd: int,
+    jb: float,
+    g_rows: np.ndarray,
+    g_pos: np.ndarray,
+) -> tuple[bool, int]:
+    """`schedule._Round._place_job` for one gang on `rows[start:]`: all its tasks (in `g_rows`, `g_pos`) or none."""
+    n = rows.shape[0]
+    i = start
+    seen = 0
+    placed = 0
+    has_bid = jb != np.inf
+    per_cpu = jc / 1000.0
+    while i < n:
+        r = rows[i]
+        if (
+            cpu[r] < jc
+            or mem[r] < jm
+            or (jd > 0 and disk[r] < jd)
+            or (has_bid and (count * price_gpu[r] + per_cpu * price_cpu[r]) * gang > jb + 1e-9)
+        ):
+            seen += 1
+            if seen >= scan_rows:
+                break
+            i += 1
+            continue
+        if count:
+            ok = _choose(
+                gpu[r], masked, model_ok, k, gpu_model[r], gpu_vram[r], min_vram, count, share, g_pos[placed]
+            )
+            if not ok and placed > 0 and g_rows[placed - 1] == r:
+                i += 1  # full with this gang's own tasks, which a miss gives back: not for good
+                continue
+            if not ok:  # no GPUs for the kind here any more: for good, not just for this job
+                if i == start:
+                    start += 1
+                else:
+                    seen += 1
+                    if seen >= scan_rows:
+                        break
+                i += 1
+                continue
+        cpu[r] -= jc
+        mem[r] -= jm
+        disk[r] -= jd
+        g_rows[placed] = r
+        placed += 1  # the same node may take more tasks of the gang: stay on it
+        if placed == gang:
+            return True, start
+    per = share if share else WHOLE
+    for t in range(placed):
+        r = g_rows[t]
+        cpu[r] += jc
+        mem[r] += jm
+        disk[r] += jd
+        for g in range(count):
+            gpu[r, g_pos[t, g]] += per
+    return False, start
+
+
+@njit(cache=True, nogil=True)
+def pack_kinds(
+    cpu: np.ndarray,
+    mem: np.ndarray,
+    disk: np.ndarray,
+    gpu: np.ndarray,
+    price_gpu: np.ndarray,
+    price_cpu: np.ndarray,
+    gpu_model: np.ndarray,
+    gpu_vram: np.ndarray,
+    homogeneous: np.ndarray,
+    class_rows: np.ndarray,
+    class_bounds: np.ndarray,
+    k_count: np.ndarray,
+    k_share: np.ndarray,
+    k_gang: np.ndarray,
+    k_constrained: np.ndarray,
+    k_min_vram: np.ndarray,
+    model_ok: np.ndarray,
+    k_jobs: np.ndarray,
+    j_cpu: np.ndarray,
+    j_mem: np.ndarray,
+    j_disk: np.ndarray,
+    j_bid: np.ndarray,
+    k_plans: np.ndarray,
+    p_class: np.ndarray,
+    p_quota: np.ndarray,
+    p_slot: np.ndarray,
+    cursors: np.ndarray,
+    scan_rows: int,
+    max_misses: int,
+    out_job: np.ndarray,
+    out_row: np.ndarray,
+    out_gpus: np.ndarray,
+    out_task: np.ndarray,
+) -> int:
+    """Kinds in order, each over its plan's classes in order, jobs in queue order; returns placements made.
+
+    Kind i's jobs are `k_jobs[i]:k_jobs[i+1]` of the job columns (a bid of inf: no bid), its plan entries
+    `k_plans[i]:k_plans[i+1]` (class, tasks the flow sent there, cursor slot or -1). Placement j is task
+    `out_task[j]` of job `out_job[j]` on row `out_row[j]`, GPUs `out_gpus[j, :count]` in the order taken.
+    A gang reads its class's cursor but does not move it: it may pass a member only its own (rolled back)
+    tasks filled.
+    """
+    n_out = 0
+    G = gpu.shape[1]
+    left = np.empty(j_cpu.shape[0], np.int64)
+    nxt = np.empty(j_cpu.shape[0], np.int64)
+    pos = np.empty(max(G, 1), np.int64)
+    g_rows = np.empty(max(k_gang.max(), 1) if k_gang.shape[0] else 1, np.int64)
+    g_pos = np.empty((g_rows.shape[0], max(G, 1)), np.int64)
+    # failed job shapes since the last placement in this class: (cpu, mem, disk, bid, start) -> (short, start)
+    f_c = np.empty(j_cpu.shape[0], np.int64)
+    f_m = np.empty(j_cpu.shape[0], np.int64)
+    f_d = np.empty(j_cpu.shape[0], np.int64)
+    f_b = np.empty(j_cpu.shape[0], np.float64)
+    f_s = np.empty(j_cpu.shape[0], np.int64)
+    f_next = np.empty(j_cpu.shape[0], np.int64)
+    f_short = np.empty(j_cpu.shape[0], np.bool_)
+    for k in range(k_count.shape[0]):
+        n_left = 0
+        for j in range(k_jobs[k], k_jobs[k + 1]):
+            left[n_left] = j
+            n_left += 1
+        count = k_count[k]
+        share = k_share[k]
+        min_vram = k_min_vram[k]
+        per = share if share else WHOLE
+        gang = k_gang[k]
+        for e in range(k_plans[k], k_plans[k + 1]):
+            if n_left == 0:
+                break
+            c = p_class[e]
+            quota = p_quota[e]
+            slot = p_slot[e]
+            lo = class_bounds[c]
+            n = class_bounds[c + 1] - lo
+            start = cursors[slot] if slot >= 0 else 0
+            constrained = k_constrained[k]
+            quick_gpu = count > 0 and not constrained
+            if constrained and n > 0 and homogeneous[class_rows[lo]]:
+                # a class is of one GPU type: if the kind may use its first member's GPUs it may use them all
+                r0 = class_rows[lo]
+                for p in range(G):
+                    if _usable(model_ok, k, gpu_model[r0, p], gpu_vram[r0, p], min_vram):
+                        constrained = False
+                        break
+            misses = 0
+            n_next = 0
+            if gang > 1:
+                rows = class_rows[lo : lo + n]
+                for idx in range(n_left):
+                    job = left[idx]
+                    if quota < gang or start >= n or misses >= max_misses:
+                        for rest in range(idx, n_left):
+                            nxt[n_next] = left[rest]
+                            n_next += 1
+                        break
+                    ok, start = _place_gang(
+                        cpu, mem, disk, gpu, price_gpu, price_cpu, gpu_model, gpu_vram, model_ok, k,
+                        k_constrained[k], min_vram, count, share, gang, rows, start, scan_rows,
+                        j_cpu[job], j_mem[job], j_disk[job], j_bid[job], g_rows, g_pos,
+                    )  # fmt: skip
+                    if not ok:
+                        misses += 1
+                        nxt[n_next] = job
+                        n_next += 1
+                        continue
+                    quota -= gang
+                    misses = 0
+                    for t in range(gang):
+                        out_job[n_out] = job
+                        out_row[n_out] = g_rows[t]
+                        out_task[n_out] = t
+                        for g in range(count):
+                            out_gpus[n_out, g] = g_pos[t, g]
+                        n_out += 1
+                for idx in range(n_next):
+                    left[idx] = nxt[idx]
+                n_left = n_next
+                continue
+            n_failed = 0
+            for idx in range(n_left):
+                job = left[idx]
+                if quota < 1 or start >= n or misses >= max_misses:
+                    for rest in range(idx, n_left):
+                        nxt[n_next] = left[rest]
+                        n_next += 1
+                    break
+                jc = j_cpu[job]
+                jm = j_mem[job]
+                jd = j_disk[job]
+                jb = j_bid[job]
+                seen_before = -1
+                for q in range(n_failed):
+                    if f_c[q] == jc and f_m[q] == jm and f_d[q] == jd and f_b[q] == jb and f_s[q] == start:
+                        seen_before = q
+                        break
+                if seen_before >= 0:
+                    if f_short[seen_before]:
+                        misses += 1
+                    start = f_next[seen_before]
+                    nxt[n_next] = job
+                    n_next += 1
+                    continue
+                has_bid = jb != np.inf
+                bid = jb + 1e-9
+                per_cpu = jc / 1000.0
+                key_start = start
+                i = start
+                seen = 0
+                short = False  # some member lacked room (not just an ask above the bid)
+                placed_row = -1
+                while i < n:
+                    r = class_rows[lo + i]
+                    if quick_gpu:
+                        top = -1
+                        for p in range(G):
+                            top = max(top, gpu[r, p])
+                        if top < per:  # no GPU for the kind here any more
+                            if i == start:
+                                start += 1
+                            else:
+                                short = True
+                                seen += 1
+                                if seen >= scan_rows:
+                                    break
+                            i += 1
+                            continue
+                    if cpu[r] < jc or mem[r] < jm or (jd > 0 and disk[r] < jd):
+                        short = True
+                        seen += 1
+                        if seen >= scan_rows:
+                            break
+                        i += 1
+                        continue
+                    if has_bid and count * price_gpu[r] + per_cpu * price_cpu[r] > bid:
+                        seen += 1
+                        if seen >= scan_rows:
+                            break
+                        i += 1
+                        continue
+                    if count:
+                        ok = _choose(
+                            gpu[r],
+                            constrained,
+                            model_ok,
+                            k,
+                            gpu_model[r],
+                            gpu_vram[r],
+                            min_vram,
+                            count,
+                            share,
+                            pos,
+                        )
+                        if not ok:  # no GPUs for the kind here any more: for good, not just for this job
+                            if i == start:
+                                start += 1
+                            else:
+                                short = True
+                                seen += 1
+                                if seen >= scan_rows:
+                                    break
+                            i += 1
+                            continue
+                    cpu[r] -= jc
+                    mem[r] -= jm
+                    disk[r] -= jd
+                    placed_row = r
+                    break
+                if placed_row < 0:
+                    # a bid below these members' asks says nothing about the next job: only lack of room counts
+                    if short:
+                        misses += 1
+                    nxt[n_next] = job
+                    n_next += 1
+                    f_c[n_failed] = jc
+                    f_m[n_failed] = jm
+                    f_d[n_failed] = jd
+                    f_b[n_failed] = jb
+                    f_s[n_failed] = key_start
+                    f_next[n_failed] = start
+                    f_short[n_failed] = short
+                    n_failed += 1
+                    continue
+                quota -= 1
+                misses = 0
+                n_failed = 0
+                out_job[n_out] = job
+                out_row[n_out] = placed_row
+                out_task[n_out] = 0
+                for g in range(count):
+                    out_gpus[n_out, g] = pos[g]
+                n_out += 1
+            if slot >= 0:
+                cursors[slot] = start
+            for idx in range(n_next):
+                left[idx] = nxt[idx]
+            n_left = n_next
+    return n_out
+
+
+@njit(cache=True, nogil=True)
+def spill_rows(
+    cpu: np.ndarray,
+    mem: np.ndarray,
+    disk: np.ndarray,
+    gpu: np.ndarray,
+    rows: np.ndarray,
+    gfit: np.ndarray,
+    price_gpu: np.ndarray,
+    price_cpu: np.ndarray,
+    gpu_model: np.ndarray,
+    gpu_vram: np.ndarray,
+    model_ok: np.ndarray,
+    masked: bool,
+    min_vram: int,
+    count: int,
+    share: int,
+    j_cpu: np.ndarray,
+    j_mem: np.ndarray,
+    j_disk: np.ndarray,
+    j_bid: np.ndarray,
+    out_job: np.ndarray,
+    out_row: np.ndarray,
+    out_gpus: np.ndarray,
+) -> int:
+    """The spill for single tasks: every job in order onto the first of `rows` that fits it now.
+
+    `gfit` is, per row, how many GPUs could take one more of the kind's per-GPU milli (kept up to date here;
+    a share on one GPU counts at most 1). Rows before `lo` cannot take any job of the kind any more; a job
+    of a shape that already found a row starts there (rows only lose room); a job no smaller and no cheaper
+    than one that found nothing finds nothing. Returns placements made (`out_*` as in `pack_kinds`).
+    """
+    n = rows.shape[0]
+    m = j_cpu.shape[0]
+    rc = cpu[rows]
+    rm = mem[rows]
+    rd = disk[rows]
+    per = share if share else WHOLE
+    min_c = j_cpu.min() if m else 0
+    model_2d = model_ok.reshape(1, -1)
+    pos = np.empty(max(gpu.shape[1], 1), np.int64)
+    f_c = np.empty(m, np.int64)
+    f_m = np.empty(m, np.int64)
+    f_d = np.empty(m, np.int64)
+    f_b = np.empty(m, np.float64)
+    n_failed = 0
+    h_c = np.empty(m, np.int64)
+    h_m = np.empty(m, np.int64)
+    h_d = np.empty(m, np.int64)
+    h_b = np.empty(m, np.float64)
+    h_row = np.empty(m, np.int64)
+    n_hint = 0
+    lo = 0
+    n_out = 0
+    for job in range(m):
+        c = j_cpu[job]
+        mm = j_mem[job]
+        dk = j_disk[job]
+        lim = j_bid[job]
+        dominated = False
+        for q in range(n_failed):
+            if c >= f_c[q] and mm >= f_m[q] and dk >= f_d[q] and lim <= f_b[q]:
+                dominated = True
+                break
+        if dominated:
+            continue
+        while lo < n and (rc[lo] < min_c or (count > 0 and gfit[lo] < count)):
+            lo += 1
+        hint = -1
+        h = 0
+        for q in range(n_hint):
+            if h_c[q] == c and h_m[q] == mm and h_d[q] == dk and h_b[q] == lim:
+                hint = q
+                h = h_row[q]
+                break
+        h = max(h, lo)
+        has_bid = lim != np.inf
+        found = -1
+        for i in range(h, n):
+            if rc[i] < c or rm[i] < mm or (dk > 0 and rd[i] < dk) or (count > 0 and gfit[i] < count):
+                continue
+            if has_bid and not (count * price_gpu[i] + c / 1000.0 * price_cpu[i] <= lim + 1e-9):
+                continue
+            found = i
+            break
+        if found < 0:
+            f_c[n_failed] = c
+            f_m[n_failed] = mm
+            f_d[n_failed] = dk
+            f_b[n_failed] = lim
+            n_failed += 1
+            continue
+        if hint < 0:
+            hint = n_hint
+            h_c[hint] = c
+            h_m[hint] = mm
+            h_d[hint] = dk
+            h_b[hint] = lim
+            n_hint += 1
+        h_row[hint] = found
+        r = rows[found]
+        if count and not _choose(
+            gpu[r], masked, model_2d, 0, gpu_model[r], gpu_vram[r], min_vram, count, share, pos
+        ):
+            continue  # cannot happen: the row was tested exactly
+        cpu[r] -= c
+        mem[r] -= mm
+        disk[r] -= dk
+        rc[found] -= c
+        rm[found] -= mm
+        rd[found] -= dk
+        if count:
+            fit = 0
+            for p in range(gpu.shape[1]):
+                if gpu[r, p] >= per and (
+                    not masked or _usable(model_2d, 0, gpu_model[r, p], gpu_vram[r, p], min_vram)
+                ):
+                    fit += 1
+            if share and count == 1 and fit > 1:
+                fit = 1
+            gfit[found] = fit
+        out_job[n_out] = job
+        out_row[n_out] = r
+        for g in range(count):
+            out_gpus[n_out, g] = pos[g]
+        n_out += 1
+    return n_out
