@@ -110,6 +110,7 @@ def _place_gang(
     rows: np.ndarray,
     start: int,
     scan_rows: int,
+    dead: np.ndarray,
     jc: int,
     jm: int,
     jd: int,
@@ -117,15 +118,24 @@ def _place_gang(
     g_rows: np.ndarray,
     g_pos: np.ndarray,
 ) -> tuple[bool, int]:
-    """`schedule._Round._place_job` for one gang on `rows[start:]`: all its tasks (in `g_rows`, `g_pos`) or none."""
+    """One gang on `rows[start:]`: all its tasks (rows in `g_rows`, GPU positions in `g_pos`) or none.
+
+    Looks at up to `scan_rows` members that lack room (after the front ones with no GPUs for the kind, which
+    move the returned start on for good). With `dead` (a flag per node, else empty), rows found without such
+    GPUs are flagged and skipped instead of counted. A bid of inf is none.
+    """
     n = rows.shape[0]
     i = start
     seen = 0
     placed = 0
     has_bid = jb != np.inf
     per_cpu = jc / 1000.0
+    use_dead = dead.shape[0] > 0
     while i < n:
         r = rows[i]
+        if use_dead and dead[r]:
+            i += 1
+            continue
         if (
             cpu[r] < jc
             or mem[r] < jm
@@ -147,6 +157,8 @@ def _place_gang(
             if not ok:  # no GPUs for the kind here any more: for good, not just for this job
                 if i == start:
                     start += 1
+                elif use_dead:
+                    dead[r] = True
                 else:
                     seen += 1
                     if seen >= scan_rows:
@@ -222,6 +234,7 @@ def pack_kinds(
     pos = np.empty(max(G, 1), np.int64)
     g_rows = np.empty(max(k_gang.max(), 1) if k_gang.shape[0] else 1, np.int64)
     g_pos = np.empty((g_rows.shape[0], max(G, 1)), np.int64)
+    no_dead = np.zeros(0, np.bool_)
     # failed job shapes since the last placement in this class: (cpu, mem, disk, bid, start) -> (short, start)
     f_c = np.empty(j_cpu.shape[0], np.int64)
     f_m = np.empty(j_cpu.shape[0], np.int64)
@@ -271,7 +284,7 @@ def pack_kinds(
                         break
                     ok, start = _place_gang(
                         cpu, mem, disk, gpu, price_gpu, price_cpu, gpu_model, gpu_vram, model_ok, k,
-                        k_constrained[k], min_vram, count, share, gang, rows, start, scan_rows,
+                        k_constrained[k], min_vram, count, share, gang, rows, start, scan_rows, no_dead,
                         j_cpu[job], j_mem[job], j_disk[job], j_bid[job], g_rows, g_pos,
                     )  # fmt: skip
                     if not ok:
@@ -540,3 +553,34 @@ def spill_rows(
             out_gpus[n_out, g] = pos[g]
         n_out += 1
     return n_out
+
+
+@njit(cache=True, nogil=True)
+def spill_gang(
+    cpu: np.ndarray,
+    mem: np.ndarray,
+    disk: np.ndarray,
+    gpu: np.ndarray,
+    gpu_model: np.ndarray,
+    gpu_vram: np.ndarray,
+    model_ok: np.ndarray,
+    masked: bool,
+    min_vram: int,
+    count: int,
+    share: int,
+    gang: int,
+    rows: np.ndarray,
+    start: int,
+    dead: np.ndarray,
+    jc: int,
+    jm: int,
+    jd: int,
+    g_rows: np.ndarray,
+    g_pos: np.ndarray,
+) -> tuple[bool, int]:
+    """The spill for one gang: every one of `rows` from `start` (already within its bid), no scan limit."""
+    no_price = np.empty(0, np.float64)  # read only for a bid
+    return _place_gang(
+        cpu, mem, disk, gpu, no_price, no_price, gpu_model, gpu_vram, model_ok.reshape(1, -1), 0, masked,
+        min_vram, count, share, gang, rows, start, rows.shape[0] + 1, dead, jc, jm, jd, np.inf, g_rows, g_pos,
+    )  # fmt: skip

@@ -27,7 +27,7 @@ from ceti.fabric import flow, pack_kernel
 from ceti.fabric.classes import JobKind, Need, NodeClasses, NodeTable, job_kinds, node_classes
 from ceti.fabric.decisions import Decisions, Start, Unschedulable, Wait
 from ceti.fabric.model import WHOLE_GPU_MILLI, Demand, Job, Node, Snapshot
-from ceti.fabric.packing import Free, choose_gpus
+from ceti.fabric.packing import Free
 from ceti.fabric.preemption import Preemptor
 
 MIN_ARCS_PER_KIND = 8  # the flow sees a kind's cheapest node classes: enough to hold its tasks twice over,
@@ -255,74 +255,6 @@ class _Round:
         ids = t.ids
         for task, (r, pos) in enumerate(placed):
             starts.append(Start(job.id, ids[r], t.gpu_indices(r, pos) if pos else (), share, task))
-
-    def _place_job(
-        self,
-        job: Job,
-        need: Need,
-        rows: list[int],
-        start: int,
-        limit: int | None,
-        dead: set[int] | None = None,
-        priced: bool = False,
-    ) -> tuple[list[tuple[int, list[int]]] | None, int]:
-        """Try the job's tasks on `rows[start:]`; returns (placements or None, new start).
-
-        Rows at the front that no longer have the GPUs the kind needs are skipped for good (the new start).
-        A row that only the gang's own tasks filled is passed without that, as a miss gives those tasks back.
-        """
-        f = self.free
-        t = self.t
-        d = job.demand
-        gang = need.kind.gang_size
-        placed: list[tuple[int, list[int]]] = []
-        i = start
-        n = len(rows)
-        seen = 0
-        constrained = need.constrained_gpus
-        bid = job.bid_per_hour is not None and not priced  # priced: the rows are already within the bid
-        c, m, dk = d.cpu_milli, d.memory_mib, d.disk_mib
-        k, share = d.gpu_count, d.gpu_share_milli
-        cpu, mem, disk, gpu = f.cpu, f.mem, f.disk, f.gpu
-        while i < n:
-            r = rows[i]
-            if dead is not None and r in dead:
-                i += 1
-                continue
-            if cpu[r] < c or mem[r] < m or (dk > 0 and disk[r] < dk) or (bid and not self.price_ok(job, r)):
-                seen += 1
-                if limit is not None and seen >= limit:
-                    break
-                i += 1
-                continue
-            if k:
-                pos = choose_gpus(gpu[r], need.gpu_ok_list(t, r) if constrained else None, k, share)
-                if pos is None and placed and placed[-1][0] == r:
-                    i += 1  # full with this gang's own tasks, which a miss gives back: not for good
-                    continue
-                if pos is None:  # no GPUs for the kind here any more: for good, not just for this job
-                    if i == start:
-                        start += 1
-                    elif dead is not None:
-                        dead.add(r)
-                    else:
-                        seen += 1
-                        if limit is not None and seen >= limit:
-                            break
-                    i += 1
-                    continue
-            else:
-                pos = []
-            cpu[r] -= c
-            mem[r] -= m
-            disk[r] -= dk
-            f.dirty.add(r)
-            placed.append((r, pos))  # the same node may take more tasks of the gang: stay on it
-            if len(placed) == gang:
-                return placed, start
-        for r, pos in placed:
-            f.give(r, d, pos)
-        return None, start
 
     # ---- the flow between classes ----
     def _plan(self, level: list[Need], nc: NodeClasses) -> list[list[tuple[int, int, int]]]:
@@ -695,28 +627,30 @@ class _Round:
         return [j for j, p in zip(jobs, placed.tolist(), strict=True) if not p]
 
     def _spill_rows_scan(self, need: Need, jobs: list[Job], rows_a: np.ndarray) -> list[Job]:
-        """`_spill_rows` for gangs: node by node, a gang's tasks may share a node."""
+        """`_spill_rows` for gangs: node by node, a gang's tasks may share a node (`pack_kernel.spill_gang`)."""
         k = need.kind
         t = self.t
-        # a bid job only looks at the nodes it can afford: one filtered array (and cursor) per (CPUs, bid). The
-        # rows reach the node-by-node scan as a list grown on demand: most gangs are placed in the first rows,
-        # and the candidates can be every node with room
+        cpu, mem, disk, gpu = self.free.arrays()
+        # a bid job only looks at the nodes it can afford: one filtered array (and cursor) per (CPUs, bid)
         lists: dict[tuple[int, float], list] = {}
         left: list[Job] = []
         failed: list[tuple[int, int, int, float]] = []
-        dead: set[int] = set()
+        dead = np.zeros(t.n, np.bool_)  # nodes seen without the GPUs the kind asks for
+        gang = k.gang_size
+        g_rows = np.empty(gang, np.int64)
+        g_pos = np.empty((gang, max(t.G, 1)), np.int64)
+        min_vram = k.min_vram_mib if need.constrained_gpus else 0
         for job in jobs:
             d = job.demand
             if job.bid_per_hour is None:
-                cursor = lists.get((0, math.inf)) or lists.setdefault((0, math.inf), [[], 0, rows_a])
+                cursor = lists.get((0, math.inf)) or lists.setdefault((0, math.inf), [0, rows_a])
             else:
                 key = (d.cpu_milli, job.bid_per_hour)
                 cursor = lists.get(key)
                 if cursor is None:
                     price = k.gpu_count * t.price_gpu[rows_a] + d.cpu_milli / 1000.0 * t.price_cpu[rows_a]
-                    cursor = lists[key] = [[], 0, rows_a[price * k.gang_size <= job.bid_per_hour + 1e-9]]
-            rows, _, source = cursor
-            if cursor[1] >= len(source):
+                    cursor = lists[key] = [0, rows_a[price * gang <= job.bid_per_hour + 1e-9]]
+            if cursor[0] >= len(cursor[1]):
                 left.append(job)
                 continue
             lim = math.inf if job.bid_per_hour is None else job.bid_per_hour
@@ -726,21 +660,16 @@ class _Round:
             ):
                 left.append(job)
                 continue
-            grow = GANG_SCAN_ROWS
-            while True:
-                if len(rows) < min(cursor[1] + grow, len(source)):
-                    rows.extend(source[len(rows) : cursor[1] + grow].tolist())
-                # a miss on a prefix changes nothing but the cursor and the dead rows, which a scan of the
-                # whole list would have passed the same way: scanning on from there is that scan
-                placed, cursor[1] = self._place_job(job, need, rows, cursor[1], None, dead, priced=True)
-                if placed is not None or len(rows) >= len(source):
-                    break
-                grow *= 4
-            if placed is None:
+            ok, cursor[0] = pack_kernel.spill_gang(
+                cpu, mem, disk, gpu, t.gpu_model, t.gpu_vram, need.model_ok, need.constrained_gpus, min_vram,
+                k.gpu_count, k.gpu_share_milli, gang, cursor[1], cursor[0], dead, d.cpu_milli, d.memory_mib,
+                d.disk_mib, g_rows, g_pos,
+            )  # fmt: skip
+            if not ok:
                 left.append(job)
                 failed.append((d.cpu_milli, d.memory_mib, d.disk_mib, lim))
             else:
-                self._commit(job, placed)
+                self._started([job], np.zeros(gang, np.int64), g_rows, g_pos, np.arange(gang), k.gpu_count)
         return left
 
     def _with_room(self, need: Need, jobs: list[Job], rows: np.ndarray) -> np.ndarray:
