@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ceti.cli.sim import app
-from ceti.sim.inflation import RunResult, arrival_order
+from ceti.fabric.placement.state import ClusterState
+from ceti.sim.inflation import RunResult, arrival_order, renamed_cluster
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "alibaba-openb-2023"
 
@@ -37,6 +38,30 @@ def test_reading_at_100_percent_averages_the_arrivals_that_round_to_it() -> None
     run = RunResult("x", 0, 100, arrived, used, 5, 0)
     assert run.alloc_ratio_at(100) == 92.0  # mean of 91, 92, 93
     assert run.unallocated_gpus_at(100) == pytest.approx(8.0)
+
+
+def test_each_seed_names_the_nodes_as_the_go_simulator_does() -> None:
+    """The Go simulator prefixes node i (in name order) with "%04d-" of a random permutation before the run, so
+    the smallest-name tie-break is a random node order, fixed for a run and new per seed."""
+    names = [f"node-{i:02d}" for i in range(12)]
+    cluster = ClusterState.build(
+        names=names,
+        cpu_milli=[1000 * (i + 1) for i in range(12)],
+        memory_mib=[4096] * 12,
+        gpu_models=["T4" if i % 2 else "" for i in range(12)],
+        gpu_free_milli=[[1000] * (i % 3) if i % 2 else [] for i in range(12)],
+    )
+    a, b = renamed_cluster(cluster, 42), renamed_cluster(cluster, 43)
+    assert renamed_cluster(cluster, 42).names == a.names and a.names != b.names
+    assert sorted(int(n[:4]) for n in a.names) == list(range(12))
+    for renamed in (a, b):
+        assert renamed.names == sorted(renamed.names)  # rows follow the new names: the tie-break's order
+        for i, name in enumerate(renamed.names):
+            j = names.index(name[5:])
+            assert renamed.cpu_capacity[i] == cluster.cpu_capacity[j]
+            assert renamed.gpu_count[i] == cluster.gpu_count[j]
+            assert renamed.models[renamed.model_idx[i]] == cluster.models[cluster.model_idx[j]]
+    assert [n[5:] for n in a.names] != names  # the trace's order is not the tie-break's any more
 
 
 @pytest.fixture()

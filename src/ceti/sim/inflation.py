@@ -33,6 +33,23 @@ def cluster_from_nodes(nodes: Sequence[TraceNode]) -> ClusterState:
     )
 
 
+def renamed_cluster(cluster: ClusterState, seed: int) -> ClusterState:
+    """The cluster as one run of the Go simulator names it: `syncClusterResourceList` prefixes the i-th node
+    (in name order) with "%04d-" of the i-th entry of a random permutation before creating it, so "the
+    smallest name" of `selectHost`'s tie-break is a random node order, fixed for the run and new per seed.
+    Policies that give many nodes one score (gpu-packing and gpu-clustering for CPU-only tasks) fill the
+    cluster in that order, not in trace-name order."""
+    prefix = np.random.default_rng([seed, 11]).permutation(cluster.size)
+    return ClusterState.build(
+        names=[f"{int(p):04d}-{name}" for p, name in zip(prefix, cluster.names, strict=True)],
+        cpu_milli=cluster.cpu_capacity.tolist(),
+        memory_mib=cluster.memory_capacity.tolist(),
+        gpu_models=[cluster.models[int(m)] for m in cluster.model_idx],
+        gpu_free_milli=[[1000] * int(c) for c in cluster.gpu_count],
+        models=cluster.models,  # the same model index, so the requests' model masks still apply
+    )
+
+
 def target_workload(pods: Sequence[TracePod], coverage: float = 0.95) -> TargetWorkload:
     return TargetWorkload.from_tasks(
         ((p.cpu_milli, p.gpu_milli, p.gpu_count, p.gpu_spec) for p in pods), coverage
@@ -156,7 +173,7 @@ def run_inflation(
             inflation=inflation,
             stop_at_percent=stop_at_percent,
         )
-    state = setup.cluster.copy_empty()
+    state = renamed_cluster(setup.cluster, seed)
     capacity = state.total_gpu_milli()
     order = arrival_order(len(setup.pods), setup.gpu_milli, capacity, inflation, seed)
     policy = make_policy(policy_name, setup.workload)
@@ -197,8 +214,9 @@ def run_live(
     """The same arrivals through the live scheduling round (`fabric.schedule`, as the server calls it): every
     `batch` arrivals are one round's pending jobs, on the nodes with what earlier rounds placed running. A pod
     its round does not start fails, as a pod that fits nowhere does for the policies (no queue, no retries);
-    all pods are of one priority and none is interruptible, so nothing is pre-empted."""
-    state = setup.cluster.copy_empty()
+    all pods are of one priority and none is interruptible, so nothing is pre-empted. The nodes are named as
+    for the policies (`renamed_cluster`), so the round's ties by node id fall the same way."""
+    state = renamed_cluster(setup.cluster, seed)
     nodes = fabric_nodes(state)
     row = {n: i for i, n in enumerate(state.names)}
     capacity = state.total_gpu_milli()
