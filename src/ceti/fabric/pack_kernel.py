@@ -584,3 +584,139 @@ def spill_gang(
         cpu, mem, disk, gpu, no_price, no_price, gpu_model, gpu_vram, model_ok.reshape(1, -1), 0, masked,
         min_vram, count, share, gang, rows, start, rows.shape[0] + 1, dead, jc, jm, jd, np.inf, g_rows, g_pos,
     )  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def plan_arcs(
+    supply: np.ndarray,
+    k_cpu: np.ndarray,
+    k_mem: np.ndarray,
+    k_least_cpu: np.ndarray,
+    k_top_bid: np.ndarray,
+    k_count: np.ndarray,
+    k_share: np.ndarray,
+    k_horizon: np.ndarray,
+    k_ok: np.ndarray,
+    k_speed: np.ndarray,
+    ok_rows: np.ndarray,
+    speed_rows: np.ndarray,
+    cpu_mean: np.ndarray,
+    mem_mean: np.ndarray,
+    count: np.ndarray,
+    whole: np.ndarray,
+    partial_min: np.ndarray,
+    price_gpu: np.ndarray,
+    price_cpu: np.ndarray,
+    price_gpu_min: np.ndarray,
+    price_cpu_min: np.ndarray,
+    reliability: np.ndarray,
+    max_pg: float,
+    max_pc: float,
+    min_arcs: int,
+    max_arcs: int,
+    max_cost: int,
+    cost_scale: float,
+    arc_kind: np.ndarray,
+    arc_class: np.ndarray,
+    arc_cap: np.ndarray,
+    arc_cost: np.ndarray,
+) -> int:
+    """The flow's arcs for every kind of a level (`schedule._Round._plan` documents the rule and `arc_cost`
+    the cost); kinds with no supply or pinned to nodes (k_ok -1) get none. Returns the number of arcs, kind by
+    kind: all of a kind's candidate classes in class order where there are at most `min_arcs`, else its
+    cheapest first (ties to the lower class)."""
+    C = cpu_mean.shape[0]
+    n_arcs = 0
+    cap = np.empty(C, np.int64)
+    cand = np.empty(C, np.int64)
+    cost = np.empty(C, np.float64)
+    finish = np.empty(C, np.float64)
+    for j in range(supply.shape[0]):
+        if supply[j] == 0 or k_ok[j] < 0:
+            continue
+        cpu = k_cpu[j]
+        mem = k_mem[j]
+        gpus = k_count[j]
+        share = k_share[j]
+        top_bid = k_top_bid[j]
+        ok = ok_rows[k_ok[j]]
+        n = 0
+        for c in range(C):
+            if not ok[c]:
+                continue
+            per = 1 << 20
+            # CPU and memory by the class mean: the min would starve coarse classes; packing checks exactly
+            if cpu > 0:
+                per = min(per, int(cpu_mean[c] / cpu))
+            if mem > 0:
+                per = min(per, int(mem_mean[c] / mem))
+            if gpus:
+                if share and gpus == 1:
+                    g = whole[c] * (WHOLE // share) + partial_min[c] // share
+                elif share:
+                    g = (whole[c] + (1 if partial_min[c] >= share else 0)) // gpus
+                else:
+                    g = whole[c] // gpus
+                per = min(per, g)
+            if top_bid < np.inf and not (
+                gpus * price_gpu_min[c] + k_least_cpu[j] / 1000.0 * price_cpu_min[c] <= top_bid + 1e-9
+            ):
+                continue
+            room = max(per, 0) * count[c]
+            if room > 0:
+                cap[n] = room
+                cand[n] = c
+                n += 1
+        if n == 0:
+            continue
+        norm = gpus * max_pg + (cpu / 1000.0) * max_pc
+        h = k_horizon[j]
+        top = -np.inf
+        for i in range(n):
+            f = min(max(reliability[cand[i]], 0.05), 1.0)
+            if h != 1.0:
+                f = h * np.log(f)
+                top = max(top, f)
+            finish[i] = f
+        speed = speed_rows[k_speed[j]]
+        for i in range(n):
+            c = cand[i]
+            f = finish[i]
+            if h != 1.0:
+                f = min(max(np.exp(f - top), 0.05), 1.0)
+            eff = max(speed[c] * f, 0.1)
+            price = 0.0 if top_bid < np.inf else gpus * price_gpu[c] + (cpu / 1000.0) * price_cpu[c]
+            rel_price = price / norm if norm > 0 else 0.0
+            x = cost_scale * (1.0 + rel_price) / eff
+            if gpus and share:
+                x += (0.0 if partial_min[c] >= share else 400.0) + 20.0 * whole[c]
+            elif gpus:
+                x += 40.0 * max(whole[c] - gpus, 0)
+            else:
+                x += 400.0 * whole[c]
+            cost[i] = int(min(x, max_cost))
+        keep = n
+        if n <= min_arcs:
+            order = np.arange(n)  # few enough: all of them, in class order
+        else:
+            order = np.argsort(cost[:n], kind="mergesort")
+            # the cheapest classes until they could hold twice the kind's tasks
+            need = 2 * supply[j]
+            total = 0
+            enough = n
+            for i in range(n):
+                total += cap[order[i]]
+                if total >= need:
+                    enough = i + 1
+                    break
+            else:
+                enough = n + 1
+            keep = min(max(enough, min_arcs), max_arcs, n)
+        for i in range(keep):
+            o = order[i]
+            arc_kind[n_arcs] = j
+            arc_class[n_arcs] = cand[o] if gpus else cand[o] + C  # CPU-only work: the CPU capacity node
+            arc_cap[n_arcs] = min(cap[o], supply[j])
+            arc_cost[n_arcs] = int(cost[o])
+            n_arcs += 1
+    return n_arcs

@@ -258,85 +258,83 @@ class _Round:
 
     # ---- the flow between classes ----
     def _plan(self, level: list[Need], nc: NodeClasses) -> list[list[tuple[int, int, int]]]:
-        """Per kind: (cost, node class, tasks) chosen by the min-cost flow."""
+        """Per kind: (cost, node class, tasks) chosen by the min-cost flow.
+
+        A kind's arcs go to the classes in its places whose GPUs it may use, that could hold one of its tasks
+        (CPU and memory by the class mean: the min would starve coarse classes; packing checks exactly) and,
+        where every job of the kind bids, whose cheapest asks are within its highest bid; the cheapest of them
+        (`arc_cost`) until they could hold twice its tasks, within MIN/MAX_ARCS_PER_KIND. Where every job of
+        the kind bids, a bid is the price it accepts, so the classes it affords are as good to it and speed,
+        reliability and fit decide (sending such jobs to the cheapest classes first took those from the jobs
+        that could afford nothing else, per_task). Compiled: `pack_kernel.plan_arcs`.
+        """
         C = nc.size
+        J = len(level)
         plans: list[list[tuple[int, int, int]]] = [[] for _ in level]
         if C == 0:
             return plans
-        arcs_j: list[np.ndarray] = []
-        arcs_c: list[np.ndarray] = []
-        arcs_cap: list[np.ndarray] = []
-        arcs_cost: list[np.ndarray] = []
-        supply = np.zeros(len(level), np.int64)
-        size = np.ones(len(level), np.int64)
+        supply = np.zeros(J, np.int64)
+        size = np.ones(J, np.int64)
+        k_cpu = np.zeros(J)
+        k_mem = np.zeros(J)
+        k_least = np.zeros(J)
+        k_bid = np.zeros(J)
+        k_horizon = np.ones(J)
+        k_ok = np.full(J, -1, np.int64)
+        k_speed = np.zeros(J, np.int64)
+        oks: dict[int, int] = {}
+        ok_rows: list[np.ndarray] = []
+        speeds: dict[int, int] = {}
+        speed_rows: list[np.ndarray] = []
         for j, need in enumerate(level):
             k = need.kind
             jobs = self.left[id(k)]
             supply[j] = len(jobs) * k.gang_size
             if not supply[j] or k.node_ids:
                 continue  # kinds pinned to node ids go straight to the exact pass
-            cpu, mem, least_cpu, top_bid = self._ask(k, jobs)
-            per = np.full(C, 1 << 20, np.int64)
-            # CPU and memory by the class mean: the min would starve coarse classes; packing checks exactly
-            if cpu > 0:
-                per = np.minimum(per, (nc.cpu_mean / cpu).astype(np.int64))
-            if mem > 0:
-                per = np.minimum(per, (nc.mem_mean / mem).astype(np.int64))
-            ok = self._class_ok(need, nc)
+            ask = self._ask(k, jobs)
+            k_cpu[j], k_mem[j], k_least[j], k_bid[j] = ask
+            cpu = ask[0]
+            k_horizon[j] = k.horizon_h
             if k.gpu_count:
-                s = k.gpu_share_milli
-                per = np.minimum(per, self._class_gpu_copies(k.gpu_count, s, nc))
-                size[j] = k.gpu_count * -(-(s or WHOLE_GPU_MILLI) // 100)
+                size[j] = k.gpu_count * -(-(k.gpu_share_milli or WHOLE_GPU_MILLI) // 100)
             else:
                 size[j] = max(1, -(-int(cpu) // 1000))
-            if top_bid < math.inf:
-                # no job of the kind affords a member of a class whose cheapest asks are above its highest bid
-                ok = ok & (
-                    k.gpu_count * nc.price_gpu_min + least_cpu / 1000.0 * nc.price_cpu_min <= top_bid + 1e-9
-                )
-            cap = np.where(ok, np.maximum(per, 0), 0) * nc.count
-            cand = np.flatnonzero(cap > 0)
-            if len(cand) == 0:
-                continue
-            if top_bid < math.inf:
-                # every job of the kind bids: a bid is the price a job accepts, so the classes it affords (the
-                # arcs above) are as good to it and speed, reliability and fit decide; sending such jobs to the
-                # cheapest classes first took those from the jobs that could afford nothing else (per_task)
-                price = np.zeros(len(cand))
-            else:
-                price = k.gpu_count * nc.price_gpu[cand] + (cpu / 1000.0) * nc.price_cpu[cand]
-            norm = k.gpu_count * self.max_pg + (cpu / 1000.0) * self.max_pc
-            cost = arc_cost(
-                k,
-                price,
-                norm,
-                self._class_speed(need, nc)[cand],
-                nc.reliability[cand],
-                nc.whole[cand],
-                nc.partial_min[cand],
-            )
-            if len(cand) > MIN_ARCS_PER_KIND:
-                # the cheapest classes until they could hold twice the kind's tasks
-                o = np.argsort(cost)
-                enough = int(np.searchsorted(np.cumsum(cap[cand[o]]), 2 * supply[j])) + 1
-                keep = o[: min(max(enough, MIN_ARCS_PER_KIND), MAX_ARCS_PER_KIND)]
-                cand, cost = cand[keep], cost[keep]
-            arcs_j.append(np.full(len(cand), j, np.int64))
-            arcs_c.append(cand if k.gpu_count else cand + C)  # CPU-only work uses the CPU capacity node
-            arcs_cap.append(np.minimum(cap[cand], supply[j]))
-            arcs_cost.append(cost)
-        if not arcs_j:
+            ok = self._class_ok(need, nc)
+            k_ok[j] = oks.get(id(ok), -1)
+            if k_ok[j] < 0:
+                k_ok[j] = oks[id(ok)] = len(ok_rows)
+                ok_rows.append(ok)
+            speed = self._class_speed(need, nc)
+            k_speed[j] = speeds.get(id(speed), -1)
+            if k_speed[j] < 0:
+                k_speed[j] = speeds[id(speed)] = len(speed_rows)
+                speed_rows.append(speed)
+        if not ok_rows:
             return plans
+        kinds = [need.kind for need in level]
+        most = int(np.minimum(np.where(k_ok >= 0, C, 0), MAX_ARCS_PER_KIND).sum())
+        aj = np.empty(most, np.int64)
+        ac = np.empty(most, np.int64)
+        acap = np.empty(most, np.int64)
+        acost = np.empty(most, np.int64)
+        n = pack_kernel.plan_arcs(
+            supply, k_cpu, k_mem, k_least, k_bid, np.array([k.gpu_count for k in kinds], np.int64),
+            np.array([k.gpu_share_milli for k in kinds], np.int64), k_horizon, k_ok, k_speed, np.stack(ok_rows),
+            np.stack(speed_rows), nc.cpu_mean, nc.mem_mean, nc.count, nc.whole, nc.partial_min, nc.price_gpu,
+            nc.price_cpu, nc.price_gpu_min, nc.price_cpu_min, nc.reliability, self.max_pg, self.max_pc,
+            MIN_ARCS_PER_KIND, MAX_ARCS_PER_KIND, flow.MAX_ARC_COST, _COST_SCALE, aj, ac, acap, acost,
+        )  # fmt: skip
+        if not n:
+            return plans
+        aj, ac, acost = aj[:n], ac[:n], acost[:n]
         room = np.concatenate(
             [
                 nc.count * (nc.whole * 10 + nc.partial_min // 100),
                 (nc.count * np.maximum(nc.cpu_mean, 0) // 1000).astype(np.int64),
             ]
         )
-        aj = np.concatenate(arcs_j)
-        ac = np.concatenate(arcs_c)
-        acost = np.concatenate(arcs_cost)
-        sent = flow.solve(supply, size, aj, ac, np.concatenate(arcs_cap), acost, room)
+        sent = flow.solve(supply, size, aj, ac, acap[:n], acost, room)
         for a in np.flatnonzero(sent > 0).tolist():
             plans[int(aj[a])].append((int(acost[a]), int(ac[a]) % C, int(sent[a])))
         for p in plans:
