@@ -427,22 +427,56 @@ def pack_kinds(
 
 
 @njit(cache=True, nogil=True)
-def spill_rows(
+def _gpu_fit(
+    gpu: np.ndarray,
+    r: int,
+    masked: bool,
+    model_ok: np.ndarray,
+    k: int,
+    gpu_model: np.ndarray,
+    gpu_vram: np.ndarray,
+    min_vram: int,
+    count: int,
+    share: int,
+) -> int:
+    """How many of row r's GPUs could take one more of the kind's per-GPU milli, counted up to `count` (only
+    whether a task fits is read)."""
+    per = share if share else WHOLE
+    fit = 0
+    for p in range(gpu.shape[1]):
+        if gpu[r, p] >= per and (
+            not masked or _usable(model_ok, k, gpu_model[r, p], gpu_vram[r, p], min_vram)
+        ):
+            fit += 1
+            if fit == count:
+                break
+    return fit
+
+
+@njit(cache=True, nogil=True)
+def _first_fit(
     cpu: np.ndarray,
     mem: np.ndarray,
     disk: np.ndarray,
     gpu: np.ndarray,
     rows: np.ndarray,
-    gfit: np.ndarray,
     price_gpu: np.ndarray,
     price_cpu: np.ndarray,
     gpu_model: np.ndarray,
     gpu_vram: np.ndarray,
     model_ok: np.ndarray,
+    k: int,
     masked: bool,
     min_vram: int,
     count: int,
     share: int,
+    whole: np.ndarray,
+    most: np.ndarray,
+    homogeneous: np.ndarray,
+    node_type: np.ndarray,
+    types: np.ndarray,
+    left: np.ndarray,
+    n_left: int,
     j_cpu: np.ndarray,
     j_mem: np.ndarray,
     j_disk: np.ndarray,
@@ -450,37 +484,62 @@ def spill_rows(
     out_job: np.ndarray,
     out_row: np.ndarray,
     out_gpus: np.ndarray,
-) -> int:
-    """The spill for single tasks: every job in order onto the first of `rows` that fits it now.
+    n_out: int,
+) -> tuple[int, int]:
+    """The spill for single tasks: the jobs `left[:n_left]`, in order, each onto the first of `rows` that fits
+    it now; the jobs not placed stay in `left`, in order. Returns (jobs left, placements made so far).
 
-    `gfit` is, per row, how many GPUs could take one more of the kind's per-GPU milli (kept up to date here;
-    a share on one GPU counts at most 1). Rows before `lo` cannot take any job of the kind any more; a job
-    of a shape that already found a row starts there (rows only lose room); a job no smaller and no cheaper
-    than one that found nothing finds nothing. Returns placements made (`out_*` as in `pack_kinds`).
+    Rows before `lo` cannot take any job of the kind any more; a job of a shape that already found a row
+    starts there (rows only lose room); a job no smaller and no cheaper than one that found nothing finds
+    nothing. `out_*` as in `pack_kinds`.
     """
-    n = rows.shape[0]
-    m = j_cpu.shape[0]
+    # the rows with room for the smallest of the jobs (rows only lose room, so no other row takes one)
+    min_c = j_cpu[left[0]] if n_left else 0
+    min_m = j_mem[left[0]] if n_left else 0
+    min_d = j_disk[left[0]] if n_left else 0
+    for q in range(n_left):
+        min_c = min(min_c, j_cpu[left[q]])
+        min_m = min(min_m, j_mem[left[q]])
+        min_d = min(min_d, j_disk[left[q]])
+    room = np.empty(rows.shape[0], np.int64)
+    gfit = np.zeros(rows.shape[0], np.int64)
+    n = 0
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        if cpu[r] < min_c or mem[r] < min_m or (min_d > 0 and disk[r] < min_d):
+            continue
+        if count:
+            if share and count > 1 or (masked and not homogeneous[r]):
+                fit = _gpu_fit(gpu, r, masked, model_ok, k, gpu_model, gpu_vram, min_vram, count, share)
+            elif masked and not types[node_type[r]]:
+                fit = 0
+            else:  # from the per-node summaries: one read, not one per GPU
+                fit = min(whole[r], count) if not share else (1 if most[r] >= share else 0)
+            if fit < count:
+                continue
+            gfit[n] = fit
+        room[n] = r
+        n += 1
+    rows = room[:n]
     rc = cpu[rows]
     rm = mem[rows]
     rd = disk[rows]
-    per = share if share else WHOLE
-    min_c = j_cpu.min() if m else 0
-    model_2d = model_ok.reshape(1, -1)
     pos = np.empty(max(gpu.shape[1], 1), np.int64)
-    f_c = np.empty(m, np.int64)
-    f_m = np.empty(m, np.int64)
-    f_d = np.empty(m, np.int64)
-    f_b = np.empty(m, np.float64)
+    f_c = np.empty(n_left, np.int64)
+    f_m = np.empty(n_left, np.int64)
+    f_d = np.empty(n_left, np.int64)
+    f_b = np.empty(n_left, np.float64)
     n_failed = 0
-    h_c = np.empty(m, np.int64)
-    h_m = np.empty(m, np.int64)
-    h_d = np.empty(m, np.int64)
-    h_b = np.empty(m, np.float64)
-    h_row = np.empty(m, np.int64)
+    h_c = np.empty(n_left, np.int64)
+    h_m = np.empty(n_left, np.int64)
+    h_d = np.empty(n_left, np.int64)
+    h_b = np.empty(n_left, np.float64)
+    h_row = np.empty(n_left, np.int64)
     n_hint = 0
     lo = 0
-    n_out = 0
-    for job in range(m):
+    n_next = 0
+    for idx in range(n_left):
+        job = left[idx]
         c = j_cpu[job]
         mm = j_mem[job]
         dk = j_disk[job]
@@ -491,6 +550,8 @@ def spill_rows(
                 dominated = True
                 break
         if dominated:
+            left[n_next] = job
+            n_next += 1
             continue
         while lo < n and (rc[lo] < min_c or (count > 0 and gfit[lo] < count)):
             lo += 1
@@ -507,7 +568,8 @@ def spill_rows(
         for i in range(h, n):
             if rc[i] < c or rm[i] < mm or (dk > 0 and rd[i] < dk) or (count > 0 and gfit[i] < count):
                 continue
-            if has_bid and not (count * price_gpu[i] + c / 1000.0 * price_cpu[i] <= lim + 1e-9):
+            r = rows[i]
+            if has_bid and not (count * price_gpu[r] + c / 1000.0 * price_cpu[r] <= lim + 1e-9):
                 continue
             found = i
             break
@@ -517,6 +579,8 @@ def spill_rows(
             f_d[n_failed] = dk
             f_b[n_failed] = lim
             n_failed += 1
+            left[n_next] = job
+            n_next += 1
             continue
         if hint < 0:
             hint = n_hint
@@ -528,9 +592,11 @@ def spill_rows(
         h_row[hint] = found
         r = rows[found]
         if count and not _choose(
-            gpu[r], masked, model_2d, 0, gpu_model[r], gpu_vram[r], min_vram, count, share, pos
+            gpu[r], masked, model_ok, k, gpu_model[r], gpu_vram[r], min_vram, count, share, pos
         ):
-            continue  # cannot happen: the row was tested exactly
+            left[n_next] = job  # cannot happen: the row was tested exactly
+            n_next += 1
+            continue
         cpu[r] -= c
         mem[r] -= mm
         disk[r] -= dk
@@ -538,20 +604,58 @@ def spill_rows(
         rm[found] -= mm
         rd[found] -= dk
         if count:
-            fit = 0
+            gfit[found] = _gpu_fit(gpu, r, masked, model_ok, k, gpu_model, gpu_vram, min_vram, count, share)
+            w = 0
+            top = -1
             for p in range(gpu.shape[1]):
-                if gpu[r, p] >= per and (
-                    not masked or _usable(model_2d, 0, gpu_model[r, p], gpu_vram[r, p], min_vram)
-                ):
-                    fit += 1
-            if share and count == 1 and fit > 1:
-                fit = 1
-            gfit[found] = fit
+                w += gpu[r, p] >= WHOLE
+                top = max(top, gpu[r, p])
+            whole[r] = w
+            most[r] = top
         out_job[n_out] = job
         out_row[n_out] = r
         for g in range(count):
             out_gpus[n_out, g] = pos[g]
         n_out += 1
+    return n_next, n_out
+
+
+@njit(cache=True, nogil=True)
+def spill_rows(
+    cpu: np.ndarray,
+    mem: np.ndarray,
+    disk: np.ndarray,
+    gpu: np.ndarray,
+    rows: np.ndarray,
+    price_gpu: np.ndarray,
+    price_cpu: np.ndarray,
+    gpu_model: np.ndarray,
+    gpu_vram: np.ndarray,
+    model_ok: np.ndarray,
+    masked: bool,
+    min_vram: int,
+    count: int,
+    share: int,
+    whole: np.ndarray,
+    most: np.ndarray,
+    homogeneous: np.ndarray,
+    node_type: np.ndarray,
+    types: np.ndarray,
+    j_cpu: np.ndarray,
+    j_mem: np.ndarray,
+    j_disk: np.ndarray,
+    j_bid: np.ndarray,
+    out_job: np.ndarray,
+    out_row: np.ndarray,
+    out_gpus: np.ndarray,
+) -> int:
+    """`_first_fit` for one kind's jobs (all of the job columns) on `rows`; returns placements made."""
+    left = np.arange(j_cpu.shape[0])
+    _, n_out = _first_fit(
+        cpu, mem, disk, gpu, rows, price_gpu, price_cpu, gpu_model, gpu_vram, model_ok.reshape(1, -1), 0, masked,
+        min_vram, count, share, whole, most, homogeneous, node_type, types, left, left.shape[0], j_cpu, j_mem,
+        j_disk, j_bid, out_job, out_row, out_gpus, 0,
+    )  # fmt: skip
     return n_out
 
 
@@ -584,6 +688,56 @@ def spill_gang(
         cpu, mem, disk, gpu, no_price, no_price, gpu_model, gpu_vram, model_ok.reshape(1, -1), 0, masked,
         min_vram, count, share, gang, rows, start, rows.shape[0] + 1, dead, jc, jm, jd, np.inf, g_rows, g_pos,
     )  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def _arc_costs(
+    cand: np.ndarray,
+    n: int,
+    gpus: int,
+    share: int,
+    cpu: float,
+    priced: bool,
+    horizon: float,
+    speed: np.ndarray,
+    whole: np.ndarray,
+    partial_min: np.ndarray,
+    price_gpu: np.ndarray,
+    price_cpu: np.ndarray,
+    reliability: np.ndarray,
+    max_pg: float,
+    max_pc: float,
+    max_cost: int,
+    cost_scale: float,
+    finish: np.ndarray,
+    cost: np.ndarray,
+) -> None:
+    """`schedule.arc_cost` of one task on each of the classes `cand[:n]`, into `cost[:n]` (`finish`: scratch).
+    Unpriced (every job of the kind bids): the ask does not count."""
+    norm = gpus * max_pg + (cpu / 1000.0) * max_pc
+    top = -np.inf
+    for i in range(n):
+        f = min(max(reliability[cand[i]], 0.05), 1.0)
+        if horizon != 1.0:
+            f = horizon * np.log(f)
+            top = max(top, f)
+        finish[i] = f
+    for i in range(n):
+        c = cand[i]
+        f = finish[i]
+        if horizon != 1.0:
+            f = min(max(np.exp(f - top), 0.05), 1.0)
+        eff = max(speed[c] * f, 0.1)
+        price = gpus * price_gpu[c] + (cpu / 1000.0) * price_cpu[c] if priced else 0.0
+        rel_price = price / norm if norm > 0 else 0.0
+        x = cost_scale * (1.0 + rel_price) / eff
+        if gpus and share:
+            x += (0.0 if partial_min[c] >= share else 400.0) + 20.0 * whole[c]
+        elif gpus:
+            x += 40.0 * max(whole[c] - gpus, 0)
+        else:
+            x += 400.0 * whole[c]
+        cost[i] = int(min(x, max_cost))
 
 
 @njit(cache=True, nogil=True)
@@ -669,32 +823,10 @@ def plan_arcs(
                 n += 1
         if n == 0:
             continue
-        norm = gpus * max_pg + (cpu / 1000.0) * max_pc
-        h = k_horizon[j]
-        top = -np.inf
-        for i in range(n):
-            f = min(max(reliability[cand[i]], 0.05), 1.0)
-            if h != 1.0:
-                f = h * np.log(f)
-                top = max(top, f)
-            finish[i] = f
-        speed = speed_rows[k_speed[j]]
-        for i in range(n):
-            c = cand[i]
-            f = finish[i]
-            if h != 1.0:
-                f = min(max(np.exp(f - top), 0.05), 1.0)
-            eff = max(speed[c] * f, 0.1)
-            price = 0.0 if top_bid < np.inf else gpus * price_gpu[c] + (cpu / 1000.0) * price_cpu[c]
-            rel_price = price / norm if norm > 0 else 0.0
-            x = cost_scale * (1.0 + rel_price) / eff
-            if gpus and share:
-                x += (0.0 if partial_min[c] >= share else 400.0) + 20.0 * whole[c]
-            elif gpus:
-                x += 40.0 * max(whole[c] - gpus, 0)
-            else:
-                x += 400.0 * whole[c]
-            cost[i] = int(min(x, max_cost))
+        _arc_costs(
+            cand, n, gpus, share, cpu, top_bid == np.inf, k_horizon[j], speed_rows[k_speed[j]], whole, partial_min,
+            price_gpu, price_cpu, reliability, max_pg, max_pc, max_cost, cost_scale, finish, cost,
+        )  # fmt: skip
         keep = n
         if n <= min_arcs:
             order = np.arange(n)  # few enough: all of them, in class order
@@ -720,3 +852,137 @@ def plan_arcs(
             arc_cost[n_arcs] = int(cost[o])
             n_arcs += 1
     return n_arcs
+
+
+@njit(cache=True, nogil=True)
+def spill_kinds(
+    cpu: np.ndarray,
+    mem: np.ndarray,
+    disk: np.ndarray,
+    gpu: np.ndarray,
+    whole_free: np.ndarray,
+    most_free: np.ndarray,
+    homogeneous: np.ndarray,
+    node_type: np.ndarray,
+    price_gpu: np.ndarray,
+    price_cpu: np.ndarray,
+    gpu_model: np.ndarray,
+    gpu_vram: np.ndarray,
+    class_rows: np.ndarray,
+    class_bounds: np.ndarray,
+    count: np.ndarray,
+    region: np.ndarray,
+    gpu_type: np.ndarray,
+    cpu_max: np.ndarray,
+    mem_max: np.ndarray,
+    whole: np.ndarray,
+    partial_min: np.ndarray,
+    partial_max: np.ndarray,
+    class_price_gpu: np.ndarray,
+    class_price_cpu: np.ndarray,
+    reliability: np.ndarray,
+    k_count: np.ndarray,
+    k_share: np.ndarray,
+    k_constrained: np.ndarray,
+    k_min_vram: np.ndarray,
+    model_ok: np.ndarray,
+    k_place: np.ndarray,
+    place_rows: np.ndarray,
+    k_type: np.ndarray,
+    type_rows: np.ndarray,
+    k_speed: np.ndarray,
+    speed_rows: np.ndarray,
+    k_horizon: np.ndarray,
+    k_priced: np.ndarray,
+    k_jobs: np.ndarray,
+    j_cpu: np.ndarray,
+    j_mem: np.ndarray,
+    j_disk: np.ndarray,
+    j_bid: np.ndarray,
+    max_pg: float,
+    max_pc: float,
+    max_cost: int,
+    cost_scale: float,
+    chunk_rows: int,
+    budget: np.ndarray,
+    out_job: np.ndarray,
+    out_row: np.ndarray,
+    out_gpus: np.ndarray,
+) -> int:
+    """The spill for a run of single-task kinds, in order: each kind's jobs onto every node that could still
+    fit them, node classes cheapest first (`arc_cost`, priced by the kind's first job's CPUs; ties to the
+    lower class), in chunks of classes a few times what the jobs need (a kind with a few jobs left reads a
+    few classes, not every node that could take it; chunks are disjoint, so a job meets each in the same
+    state as in one long scan). A chunk of more rows than `budget[0]` has left ends the kind's spill; the
+    rows read are taken from it. `whole_free` and `most_free` are per node its whole free GPUs and the most
+    milli free on one GPU (`Free.gpu_summary`, kept up to date here). Returns placements made (`out_*` as in
+    `pack_kinds`)."""
+    C = count.shape[0]
+    left = np.empty(j_cpu.shape[0], np.int64)
+    cand = np.empty(C, np.int64)
+    cost = np.empty(C, np.float64)
+    finish = np.empty(C, np.float64)
+    n_out = 0
+    for k in range(k_count.shape[0]):
+        n_left = 0
+        for j in range(k_jobs[k], k_jobs[k + 1]):
+            left[n_left] = j
+            n_left += 1
+        if n_left == 0:
+            continue
+        gpus = k_count[k]
+        share = k_share[k]
+        min_cpu = j_cpu[left[0]]
+        min_mem = j_mem[left[0]]
+        for q in range(n_left):
+            min_cpu = min(min_cpu, j_cpu[left[q]])
+            min_mem = min(min_mem, j_mem[left[q]])
+        places = place_rows[k_place[k]]
+        types = type_rows[k_type[k]]
+        n = 0
+        for c in range(C):
+            if not places[region[c]] or cpu_max[c] < min_cpu or mem_max[c] < min_mem:
+                continue
+            if gpus:
+                if k_constrained[k] and not types[gpu_type[c]]:
+                    continue
+                if share:
+                    if not (whole[c] >= 1 or partial_max[c] >= share):
+                        continue
+                elif whole[c] < gpus:
+                    continue
+            cand[n] = c
+            n += 1
+        if n == 0:
+            continue
+        _arc_costs(
+            cand, n, gpus, share, float(j_cpu[left[0]]), k_priced[k], k_horizon[k], speed_rows[k_speed[k]], whole,
+            partial_min, class_price_gpu, class_price_cpu, reliability, max_pg, max_pc, max_cost, cost_scale,
+            finish, cost,
+        )  # fmt: skip
+        order = np.argsort(cost[:n], kind="mergesort")
+        ranked = cand[:n][order]
+        ends = np.cumsum(count[ranked])
+        want = chunk_rows + 8 * n_left
+        lo = 0
+        while n_left > 0 and lo < n:
+            hi = min(int(np.searchsorted(ends, ends[lo] - count[ranked[lo]] + want)) + 1, n)
+            n_rows = ends[hi - 1] - (ends[lo - 1] if lo else 0)
+            if n_rows > budget[0]:
+                break
+            budget[0] -= n_rows
+            rows = np.empty(n_rows, np.int64)
+            w = 0
+            for i in range(lo, hi):
+                c = ranked[i]
+                for x in range(class_bounds[c], class_bounds[c + 1]):
+                    rows[w] = class_rows[x]
+                    w += 1
+            n_left, n_out = _first_fit(
+                cpu, mem, disk, gpu, rows, price_gpu, price_cpu, gpu_model, gpu_vram, model_ok, k,
+                k_constrained[k], k_min_vram[k], gpus, share, whole_free, most_free, homogeneous, node_type, types,
+                left, n_left, j_cpu, j_mem, j_disk, j_bid, out_job, out_row, out_gpus, n_out,
+            )  # fmt: skip
+            lo = hi
+            want *= 4
+    return n_out

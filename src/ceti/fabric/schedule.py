@@ -282,10 +282,7 @@ class _Round:
         k_horizon = np.ones(J)
         k_ok = np.full(J, -1, np.int64)
         k_speed = np.zeros(J, np.int64)
-        oks: dict[int, int] = {}
-        ok_rows: list[np.ndarray] = []
-        speeds: dict[int, int] = {}
-        speed_rows: list[np.ndarray] = []
+        arcs_of: list[int] = []  # the kinds that get arcs
         for j, need in enumerate(level):
             k = need.kind
             jobs = self.left[id(k)]
@@ -294,24 +291,16 @@ class _Round:
                 continue  # kinds pinned to node ids go straight to the exact pass
             ask = self._ask(k, jobs)
             k_cpu[j], k_mem[j], k_least[j], k_bid[j] = ask
-            cpu = ask[0]
             k_horizon[j] = k.horizon_h
             if k.gpu_count:
                 size[j] = k.gpu_count * -(-(k.gpu_share_milli or WHOLE_GPU_MILLI) // 100)
             else:
-                size[j] = max(1, -(-int(cpu) // 1000))
-            ok = self._class_ok(need, nc)
-            k_ok[j] = oks.get(id(ok), -1)
-            if k_ok[j] < 0:
-                k_ok[j] = oks[id(ok)] = len(ok_rows)
-                ok_rows.append(ok)
-            speed = self._class_speed(need, nc)
-            k_speed[j] = speeds.get(id(speed), -1)
-            if k_speed[j] < 0:
-                k_speed[j] = speeds[id(speed)] = len(speed_rows)
-                speed_rows.append(speed)
-        if not ok_rows:
+                size[j] = max(1, -(-int(ask[0]) // 1000))
+            arcs_of.append(j)
+        if not arcs_of:
             return plans
+        ok_rows, k_ok[arcs_of] = _distinct([self._class_ok(level[j], nc) for j in arcs_of])
+        speed_rows, k_speed[arcs_of] = _distinct([self._class_speed(level[j], nc) for j in arcs_of])
         kinds = [need.kind for need in level]
         most = int(np.minimum(np.where(k_ok >= 0, C, 0), MAX_ARCS_PER_KIND).sum())
         aj = np.empty(most, np.int64)
@@ -320,8 +309,8 @@ class _Round:
         acost = np.empty(most, np.int64)
         n = pack_kernel.plan_arcs(
             supply, k_cpu, k_mem, k_least, k_bid, np.array([k.gpu_count for k in kinds], np.int64),
-            np.array([k.gpu_share_milli for k in kinds], np.int64), k_horizon, k_ok, k_speed, np.stack(ok_rows),
-            np.stack(speed_rows), nc.cpu_mean, nc.mem_mean, nc.count, nc.whole, nc.partial_min, nc.price_gpu,
+            np.array([k.gpu_share_milli for k in kinds], np.int64), k_horizon, k_ok, k_speed, ok_rows,
+            speed_rows, nc.cpu_mean, nc.mem_mean, nc.count, nc.whole, nc.partial_min, nc.price_gpu,
             nc.price_cpu, nc.price_gpu_min, nc.price_cpu_min, nc.reliability, self.max_pg, self.max_pc,
             MIN_ARCS_PER_KIND, MAX_ARCS_PER_KIND, flow.MAX_ARC_COST, _COST_SCALE, aj, ac, acap, acost,
         )  # fmt: skip
@@ -405,7 +394,9 @@ class _Round:
             nc, ("speed", k.speed_by_model), lambda: need.class_speed(self.t, nc.gpu_type, nc.sample)
         )
 
-    def _pack_level(self, active: list[Need], plans: list[list[tuple[int, int, int]]], nc: NodeClasses) -> None:
+    def _pack_level(
+        self, active: list[Need], plans: list[list[tuple[int, int, int]]], nc: NodeClasses
+    ) -> None:
         """Each kind's jobs onto the classes the flow chose, cheapest class first, kinds in level order.
 
         Per class, jobs in queue order; a job looks at up to FLOW_SCAN_ROWS members from the class's cursor
@@ -421,28 +412,19 @@ class _Round:
         """
         t = self.t
         f = self.free
-        batch = [(need, plan) for need, plan in zip(active, plans, strict=True) if plan and self.left[id(need.kind)]]
+        batch = [
+            (need, plan)
+            for need, plan in zip(active, plans, strict=True)
+            if plan and self.left[id(need.kind)]
+        ]
         if not batch:
             return
         cpu, mem, disk, gpu = f.arrays()
         K = len(batch)
-        jobs = [self.left[id(need.kind)] for need, _ in batch]
-        all_jobs = [j for js in jobs for j in js]
-        m = len(all_jobs)
-        demands = list(map(_demand_of, all_jobs))
-        j_cpu = np.fromiter(map(_cpu, demands), np.int64, m)
-        j_mem = np.fromiter(map(_mem, demands), np.int64, m)
-        j_disk = np.fromiter(map(_disk, demands), np.int64, m)
-        j_bid = np.array([math.inf if b is None else b for b in map(_bid, all_jobs)], np.float64)
-        k_jobs = np.zeros(K + 1, np.int64)
-        k_jobs[1:] = np.cumsum([len(js) for js in jobs])
+        jobs, all_jobs, k_jobs, j_cpu, j_mem, j_disk, j_bid = self._job_columns([need for need, _ in batch])
         kinds = [need.kind for need, _ in batch]
-        k_count = np.array([k.gpu_count for k in kinds], np.int64)
-        k_share = np.array([k.gpu_share_milli for k in kinds], np.int64)
+        k_count, k_share, k_constrained, k_min_vram, model_ok = _gpu_asks([need for need, _ in batch])
         k_gang = np.array([k.gang_size for k in kinds], np.int64)
-        k_constrained = np.array([need.constrained_gpus for need, _ in batch], np.bool_)
-        k_min_vram = np.array([k.min_vram_mib for k in kinds], np.int64) * k_constrained
-        model_ok = np.stack([need.model_ok for need, _ in batch])
         p_class: list[int] = []
         p_quota: list[int] = []
         p_slot: list[int] = []
@@ -473,7 +455,36 @@ class _Round:
         if not n_out:
             return
         counts = k_count[np.searchsorted(k_jobs, out_job[:n_out], side="right") - 1]
-        placed = self._started(all_jobs, out_job[:n_out], out_row[:n_out], out_gpus[:n_out], out_task[:n_out], counts)
+        placed = self._started(
+            all_jobs, out_job[:n_out], out_row[:n_out], out_gpus[:n_out], out_task[:n_out], counts
+        )
+        self._keep_left(kinds, jobs, k_jobs, placed)
+
+    def _job_columns(
+        self, needs: list[Need]
+    ) -> tuple[list[list[Job]], list[Job], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The kinds' jobs not placed yet as columns for compiled code: per kind its list, all of them in
+        one list, each kind's first index (and the end), CPU, memory, disk, and bid (inf: none)."""
+        jobs = [self.left[id(need.kind)] for need in needs]
+        all_jobs = [j for js in jobs for j in js]
+        m = len(all_jobs)
+        demands = list(map(_demand_of, all_jobs))
+        k_jobs = np.zeros(len(needs) + 1, np.int64)
+        k_jobs[1:] = np.cumsum([len(js) for js in jobs])
+        return (
+            jobs,
+            all_jobs,
+            k_jobs,
+            np.fromiter(map(_cpu, demands), np.int64, m),
+            np.fromiter(map(_mem, demands), np.int64, m),
+            np.fromiter(map(_disk, demands), np.int64, m),
+            np.array([math.inf if b is None else b for b in map(_bid, all_jobs)], np.float64),
+        )
+
+    def _keep_left(
+        self, kinds: list[JobKind], jobs: list[list[Job]], k_jobs: np.ndarray, placed: np.ndarray
+    ) -> None:
+        """Drop the jobs that started (`placed`, over the kinds' columns) from the kinds' lists."""
         flags = placed.tolist()
         for i, k in enumerate(kinds):
             lo, hi = int(k_jobs[i]), int(k_jobs[i + 1])
@@ -505,7 +516,9 @@ class _Round:
                 for i, g in zip(sel.tolist(), zip(*chosen.T.tolist()), strict=True):
                     gpus[i] = g
             else:
-                for i, r, g in zip(sel.tolist(), rows[sel].tolist(), positions[sel, :count].tolist(), strict=True):
+                for i, r, g in zip(
+                    sel.tolist(), rows[sel].tolist(), positions[sel, :count].tolist(), strict=True
+                ):
                     gpus[i] = t.gpu_indices(r, g)
         self.decisions.starts.extend(
             map(
@@ -522,6 +535,60 @@ class _Round:
         return placed
 
     # ---- the spill: every node that could still fit, cheapest first ----
+    def _spill_level(self, level: list[Need], nc: NodeClasses) -> None:
+        """Jobs the flow left, kind by kind in level order: runs of single-task kinds through the compiled
+        spill (`pack_kernel.spill_kinds`), gangs and kinds pinned to nodes through `_spill`."""
+        batch: list[Need] = []
+        for need in level:
+            if not self.left[id(need.kind)]:
+                continue
+            if need.node_rows is None and need.kind.gang_size == 1:
+                batch.append(need)
+                continue
+            if batch:
+                self._spill_singles(batch, nc)
+                batch = []
+            self._spill(need, nc)
+        if batch:
+            self._spill_singles(batch, nc)
+
+    def _spill_singles(self, needs: list[Need], nc: NodeClasses) -> None:
+        """`_spill` for a run of single-task kinds not pinned to nodes, in one compiled call."""
+        if nc.size == 0:
+            return
+        t = self.t
+        cpu, mem, disk, gpu = self.free.arrays()
+        jobs, all_jobs, k_jobs, j_cpu, j_mem, j_disk, j_bid = self._job_columns(needs)
+        kinds = [need.kind for need in needs]
+        k_count, k_share, k_constrained, k_min_vram, model_ok = _gpu_asks(needs)
+        places, k_place = _distinct([need.region_ok for need in needs])
+        any_type = np.ones(len(t.type_first_row), np.bool_)  # not read for a kind that may use any GPU
+        types, k_type = _distinct([need.type_ok(t) if need.constrained_gpus else any_type for need in needs])
+        speeds, k_speed = _distinct([self._class_speed(need, nc) for need in needs])
+        budget = np.array([self.spill_budget], np.int64)
+        m = len(all_jobs)
+        out_job = np.empty(m, np.int64)
+        out_row = np.empty(m, np.int64)
+        out_gpus = np.empty((m, max(t.G, 1)), np.int64)
+        whole, most = self.free.gpu_summary()
+        n_out = pack_kernel.spill_kinds(
+            cpu, mem, disk, gpu, whole, most, t.homogeneous, t.gpu_type, t.price_gpu, t.price_cpu, t.gpu_model, t.gpu_vram, nc.rows, nc.bounds, nc.count,
+            nc.region, nc.gpu_type, nc.cpu_max, nc.mem_max, nc.whole, nc.partial_min, nc.partial_max,
+            nc.price_gpu, nc.price_cpu, nc.reliability, k_count, k_share, k_constrained, k_min_vram, model_ok,
+            k_place, places, k_type, types, k_speed, speeds, np.array([k.horizon_h for k in kinds]),
+            np.array([any(j.bid_per_hour is None for j in js) for js in jobs], np.bool_), k_jobs, j_cpu, j_mem,
+            j_disk, j_bid, self.max_pg, self.max_pc, flow.MAX_ARC_COST, _COST_SCALE, SPILL_CHUNK_ROWS, budget,
+            out_job, out_row, out_gpus,
+        )  # fmt: skip
+        self.spill_budget = int(budget[0])
+        if not n_out:
+            return
+        counts = k_count[np.searchsorted(k_jobs, out_job[:n_out], side="right") - 1]
+        placed = self._started(
+            all_jobs, out_job[:n_out], out_row[:n_out], out_gpus[:n_out], np.zeros(n_out, np.int64), counts
+        )
+        self._keep_left(kinds, jobs, k_jobs, placed)
+
     def _spill(self, need: Need, nc: NodeClasses) -> None:
         k = need.kind
         jobs = self.left[id(k)]
@@ -605,23 +672,25 @@ class _Round:
         f = self.free
         cpu, mem, disk, gpu = f.arrays()
         count = k.gpu_count
-        gfit = self._gpu_fit(need, rows_a).astype(np.int64) if count else np.zeros(len(rows_a), np.int64)
         m = len(jobs)
         demands = list(map(_demand_of, jobs))
         out_job = np.empty(m, np.int64)
         out_row = np.empty(m, np.int64)
         out_gpus = np.empty((m, max(t.G, 1)), np.int64)
+        any_type = np.ones(len(t.type_first_row), np.bool_)
         n_out = pack_kernel.spill_rows(
-            cpu, mem, disk, gpu, rows_a, gfit, t.price_gpu[rows_a], t.price_cpu[rows_a], t.gpu_model, t.gpu_vram,
-            need.model_ok, need.constrained_gpus, k.min_vram_mib if need.constrained_gpus else 0, count,
-            k.gpu_share_milli, np.fromiter(map(_cpu, demands), np.int64, m),
-            np.fromiter(map(_mem, demands), np.int64, m), np.fromiter(map(_disk, demands), np.int64, m),
-            np.array([math.inf if b is None else b for b in map(_bid, jobs)], np.float64),
-            out_job, out_row, out_gpus,
+            cpu, mem, disk, gpu, rows_a, t.price_gpu, t.price_cpu, t.gpu_model, t.gpu_vram, need.model_ok,
+            need.constrained_gpus, k.min_vram_mib if need.constrained_gpus else 0, count, k.gpu_share_milli,
+            *f.gpu_summary(), t.homogeneous, t.gpu_type, need.type_ok(t) if need.constrained_gpus else any_type,
+            np.fromiter(map(_cpu, demands), np.int64, m), np.fromiter(map(_mem, demands), np.int64, m),
+            np.fromiter(map(_disk, demands), np.int64, m),
+            np.array([math.inf if b is None else b for b in map(_bid, jobs)], np.float64), out_job, out_row, out_gpus,
         )  # fmt: skip
         if not n_out:
             return jobs
-        placed = self._started(jobs, out_job[:n_out], out_row[:n_out], out_gpus[:n_out], np.zeros(n_out, np.int64), count)
+        placed = self._started(
+            jobs, out_job[:n_out], out_row[:n_out], out_gpus[:n_out], np.zeros(n_out, np.int64), count
+        )
         return [j for j, p in zip(jobs, placed.tolist(), strict=True) if not p]
 
     def _spill_rows_scan(self, need: Need, jobs: list[Job], rows_a: np.ndarray) -> list[Job]:
@@ -816,8 +885,7 @@ class _Round:
         if not fresh and any(self.left[id(need.kind)] for need in level):
             # classes of the room left now: their bounds rule out most kinds at once in the spill
             nc = node_classes(t, *self.free.arrays(), by_reliability=self.by_reliability)
-        for need in level:
-            self._spill(need, nc)
+        self._spill_level(level, nc)
 
     def _usable_gpus(self, need: Need, rows: np.ndarray) -> np.ndarray:
         """GPUs per row the kind may use; shared by kinds that ask for the same models and VRAM when `rows` are
@@ -887,6 +955,35 @@ class _Round:
                     why = f"waiting for free capacity: no eligible node has room for {_shape(d, k.gang_size)} now"
                 reasons[rkey] = why
                 dec.waiting.append(Wait(j.id, why))
+
+
+def _gpu_asks(needs: list[Need]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the kinds ask of the GPUs, as columns: count, share, whether constrained to models or VRAM, the
+    VRAM (0 unless constrained), and per kind the models it may use (a row per kind)."""
+    kinds = [need.kind for need in needs]
+    constrained = np.array([need.constrained_gpus for need in needs], np.bool_)
+    return (
+        np.array([k.gpu_count for k in kinds], np.int64),
+        np.array([k.gpu_share_milli for k in kinds], np.int64),
+        constrained,
+        np.array([k.min_vram_mib for k in kinds], np.int64) * constrained,
+        np.stack([need.model_ok for need in needs]),
+    )
+
+
+def _distinct(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays of one length that kinds share (the same objects, from caches), one row each, and each kind's
+    row."""
+    rows: dict[int, int] = {}
+    uniq: list[np.ndarray] = []
+    index = np.empty(len(arrays), np.int64)
+    for i, a in enumerate(arrays):
+        r = rows.get(id(a))
+        if r is None:
+            r = rows[id(a)] = len(uniq)
+            uniq.append(a)
+        index[i] = r
+    return np.stack(uniq), index
 
 
 def never_fits_reason(nodes: Sequence[Node], d: Demand, gang_size: int = 1) -> str | None:
