@@ -248,8 +248,8 @@ def test_the_flow_plans_no_bid_kind_onto_a_class_it_cannot_afford(monkeypatch: p
     planned: list[set[str]] = []
     real_plan = module._Round._plan
 
-    def spy(self, level, nc):  # type: ignore[no-untyped-def]
-        plans = real_plan(self, level, nc)
+    def spy(self, level, nc, cols):  # type: ignore[no-untyped-def]
+        plans = real_plan(self, level, nc, cols)
         for plan in plans:
             planned.append({self.t.ids[r] for _, c, _ in plan for r in nc.members(c)})
         return plans

@@ -62,12 +62,26 @@ def choose_gpus(free: list[int], ok: list[bool] | None, count: int, share: int) 
     return chosen
 
 
+class _GpuRows(dict):
+    """Per node, its GPUs' free milli by position as a list, made from the matrix when first read: a round
+    reads the GPUs of a few thousand nodes in Python (pre-emption, gangs, per-task placement), and lists for
+    all 100k would cost more to make and free than the round spends on them."""
+
+    def __init__(self, matrix: np.ndarray) -> None:
+        super().__init__()
+        self.matrix = matrix
+
+    def __missing__(self, r: int) -> list[int]:
+        row = self[r] = self.matrix[r].tolist()
+        return row
+
+
 class Free:
-    """The room left on every node, as lists (cpu, memory, disk, and per-GPU milli by position)."""
+    """The room left on every node, as lists (cpu, memory, disk, and per-GPU milli by position) for Python
+    code and NumPy columns for vectorised and compiled code; `arrays` and `absorb` bring one up to the other."""
 
     def __init__(self, t: NodeTable, running: Sequence[Allocation]) -> None:
         self.t = t
-        n = t.n
         cpu = t.cpu_total.copy()
         mem = t.mem_total.copy()
         disk = t.disk_total.copy()
@@ -77,7 +91,7 @@ class Free:
         self.cpu: list[int] = cpu.tolist()
         self.mem: list[int] = mem.tolist()
         self.disk: list[int] = disk.tolist()
-        self.gpu: list[list[int]] = gpu.tolist() if n else []
+        self.gpu = _GpuRows(gpu)  # changed in place by Python code, which then marks the node dirty
         self._arrays = (cpu, mem, disk, gpu)
         self.dirty: set[int] = set()
         self._gpu_summary: tuple[np.ndarray, np.ndarray] | None = None
@@ -91,7 +105,9 @@ class Free:
             cpu[rows] = [self.cpu[r] for r in rl]
             mem[rows] = [self.mem[r] for r in rl]
             disk[rows] = [self.disk[r] for r in rl]
-            gpu[rows] = [self.gpu[r] for r in rl]
+            read = [r for r in rl if r in self.gpu]  # a node whose GPUs were never read kept them
+            if read:
+                gpu[read] = [self.gpu[r] for r in read]
             self.dirty.clear()
             if self._gpu_summary is not None:
                 whole, most = self._gpu_summary
@@ -109,14 +125,14 @@ class Free:
             self.cpu[:] = cpu.tolist()
             self.mem[:] = mem.tolist()
             self.disk[:] = disk.tolist()
-            self.gpu[:] = gpu.tolist()
+            self.gpu.clear()
         else:
             rl = rows.tolist()
             for lst, arr in ((self.cpu, cpu), (self.mem, mem), (self.disk, disk)):
                 for r, v in zip(rl, arr[rows].tolist(), strict=True):
                     lst[r] = v
-            for r, g in zip(rl, gpu[rows].tolist(), strict=True):
-                self.gpu[r] = g
+            for r in rl:
+                self.gpu.pop(r, None)
         if self._gpu_summary is not None:
             whole, most = self._gpu_summary
             g = gpu[rows]

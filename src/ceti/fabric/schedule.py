@@ -19,6 +19,7 @@ import gc
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from operator import attrgetter
 
 import numpy as np
@@ -222,7 +223,8 @@ class _Round:
         self.max_pg = float(t.price_gpu.max(initial=0.0))
         self.max_pc = float(t.price_cpu.max(initial=0.0))
         self.left: dict[int, list[Job]] = {}  # id(kind) -> jobs not placed yet, in queue order
-        self._shape_cache: dict[int, tuple[int, float, float, int, float]] = {}  # id(kind) -> (jobs, `_ask`)
+        self.pending = snapshot.pending
+        self._job_cols: tuple[dict[int, int], np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self.needs: dict[int, Need] = {}  # id(kind) -> its constraints as lookups
         self._usable_cache: dict[tuple, np.ndarray] = {}
         self._cls_of: NodeClasses | None = None
@@ -257,7 +259,9 @@ class _Round:
             starts.append(Start(job.id, ids[r], t.gpu_indices(r, pos) if pos else (), share, task))
 
     # ---- the flow between classes ----
-    def _plan(self, level: list[Need], nc: NodeClasses) -> list[list[tuple[int, int, int]]]:
+    def _plan(
+        self, level: list[Need], nc: NodeClasses, cols: _JobColumns
+    ) -> list[list[tuple[int, int, int]]]:
         """Per kind: (cost, node class, tasks) chosen by the min-cost flow.
 
         A kind's arcs go to the classes in its places whose GPUs it may use, that could hold one of its tasks
@@ -282,23 +286,31 @@ class _Round:
         k_horizon = np.ones(J)
         k_ok = np.full(J, -1, np.int64)
         k_speed = np.zeros(J, np.int64)
-        arcs_of: list[int] = []  # the kinds that get arcs
+        arcs_of: list[int] = []
         for j, need in enumerate(level):
             k = need.kind
-            jobs = self.left[id(k)]
-            supply[j] = len(jobs) * k.gang_size
-            if not supply[j] or k.node_ids:
-                continue  # kinds pinned to node ids go straight to the exact pass
-            ask = self._ask(k, jobs)
-            k_cpu[j], k_mem[j], k_least[j], k_bid[j] = ask
+            supply[j] = len(self.left[id(k)]) * k.gang_size
+            if supply[j] and not k.node_ids:  # kinds pinned to node ids go straight to the exact pass
+                arcs_of.append(j)
+        if not arcs_of:
+            return plans
+        # what the kinds' jobs not placed yet ask: mean CPU and memory, least CPU, and the highest bid per task
+        # (inf when one has none)
+        sub = cols.subset(arcs_of)
+        k_jobs, j_cpu, j_mem, j_bid = sub.k_jobs, sub.cpu, sub.mem, sub.bid
+        starts, n_jobs = k_jobs[:-1], np.diff(k_jobs)
+        gang = np.array([level[j].kind.gang_size for j in arcs_of], np.int64)
+        k_cpu[arcs_of] = np.add.reduceat(j_cpu, starts) / n_jobs
+        k_mem[arcs_of] = np.add.reduceat(j_mem, starts) / n_jobs
+        k_least[arcs_of] = np.minimum.reduceat(j_cpu, starts)
+        k_bid[arcs_of] = np.maximum(np.maximum.reduceat(j_bid / np.repeat(gang, n_jobs), starts), 0.0)
+        for j in arcs_of:
+            k = level[j].kind
             k_horizon[j] = k.horizon_h
             if k.gpu_count:
                 size[j] = k.gpu_count * -(-(k.gpu_share_milli or WHOLE_GPU_MILLI) // 100)
             else:
-                size[j] = max(1, -(-int(ask[0]) // 1000))
-            arcs_of.append(j)
-        if not arcs_of:
-            return plans
+                size[j] = max(1, -(-int(k_cpu[j]) // 1000))
         ok_rows, k_ok[arcs_of] = _distinct([self._class_ok(level[j], nc) for j in arcs_of])
         speed_rows, k_speed[arcs_of] = _distinct([self._class_speed(level[j], nc) for j in arcs_of])
         kinds = [need.kind for need in level]
@@ -329,25 +341,6 @@ class _Round:
         for p in plans:
             p.sort()
         return plans
-
-    def _ask(self, k: JobKind, jobs: list[Job]) -> tuple[float, float, int, float]:
-        """What the kind's jobs not placed yet ask: mean CPU, mean memory, least CPU, and the highest bid per
-        task (inf when one has none). Kept until the kind places a job (its list only shrinks)."""
-        got = self._shape_cache.get(id(k))
-        if got is None or got[0] != len(jobs):
-            n = len(jobs)
-            demands = list(map(_demand_of, jobs))
-            cpus = list(map(_cpu, demands))
-            bids = list(map(_bid, jobs))
-            top_bid = math.inf if None in bids else max(0.0, max(b / k.gang_size for b in bids))
-            got = self._shape_cache[id(k)] = (
-                n,
-                sum(cpus) / n,
-                sum(map(_mem, demands)) / n,
-                min(cpus),
-                top_bid,
-            )
-        return got[1:]
 
     # ---- per node classes, shared by the kinds that ask the same (thousands of kinds, a few distinct asks) ----
     def _per_classes(self, nc: NodeClasses, key: tuple, make: Callable[[], np.ndarray]) -> np.ndarray:
@@ -395,7 +388,7 @@ class _Round:
         )
 
     def _pack_level(
-        self, active: list[Need], plans: list[list[tuple[int, int, int]]], nc: NodeClasses
+        self, active: list[Need], plans: list[list[tuple[int, int, int]]], nc: NodeClasses, cols: _JobColumns
     ) -> None:
         """Each kind's jobs onto the classes the flow chose, cheapest class first, kinds in level order.
 
@@ -404,24 +397,25 @@ class _Round:
         while classes are packed, so every kind asking the same may skip them); members at the cursor that no
         longer have the kind's GPUs move it on for good; MAX_MISSES jobs in a row that lack room close the
         class for the kind (a later flow round re-plans; a job that only could not afford the members is no
-        miss). Gangs are all or nothing (`_place_job`'s rule). Class by class rather than job by job: the
-        classes are disjoint, so a job meets each class in the same state either way.
+        miss). Gangs are all or nothing, their tasks on one node or several. Class by class rather than job by
+        job: the classes are disjoint, so a job meets each class in the same state either way.
 
         The loop runs once per placed job, so it is compiled (`pack_kernel`) and called once per flow round:
-        this method turns the kinds into columns and the placements back into decisions.
+        this method turns the kinds into columns and the placements back into decisions. `cols`: the jobs of
+        `active`, which no one placed since.
         """
         t = self.t
         f = self.free
-        batch = [
-            (need, plan)
-            for need, plan in zip(active, plans, strict=True)
-            if plan and self.left[id(need.kind)]
-        ]
-        if not batch:
+        which = [i for i, plan in enumerate(plans) if plan]
+        if not which:
             return
+        batch = [(active[i], plans[i]) for i in which]
         cpu, mem, disk, gpu = f.arrays()
         K = len(batch)
-        jobs, all_jobs, k_jobs, j_cpu, j_mem, j_disk, j_bid = self._job_columns([need for need, _ in batch])
+        sub = cols.subset(which)
+        jobs, all_jobs, k_jobs, j_cpu, j_mem, j_disk, j_bid = (
+            sub.jobs, sub.all_jobs, sub.k_jobs, sub.cpu, sub.mem, sub.disk, sub.bid
+        )  # fmt: skip
         kinds = [need.kind for need, _ in batch]
         k_count, k_share, k_constrained, k_min_vram, model_ok = _gpu_asks([need for need, _ in batch])
         k_gang = np.array([k.gang_size for k in kinds], np.int64)
@@ -460,26 +454,27 @@ class _Round:
         )
         self._keep_left(kinds, jobs, k_jobs, placed)
 
-    def _job_columns(
-        self, needs: list[Need]
-    ) -> tuple[list[list[Job]], list[Job], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The kinds' jobs not placed yet as columns for compiled code: per kind its list, all of them in
-        one list, each kind's first index (and the end), CPU, memory, disk, and bid (inf: none)."""
+    def _job_columns(self, needs: list[Need]) -> _JobColumns:
+        """The kinds' jobs not placed yet as columns for compiled code."""
+        if self._job_cols is None:
+            # every pending job's numbers, read once a round; a kind's jobs left are then a gather
+            pending = self.pending
+            n = len(pending)
+            demands = list(map(_demand_of, pending))
+            self._job_cols = (
+                dict(zip(map(id, pending), range(n), strict=True)),
+                np.fromiter(map(_cpu, demands), np.int64, n),
+                np.fromiter(map(_mem, demands), np.int64, n),
+                np.fromiter(map(_disk, demands), np.int64, n),
+                np.array([math.inf if b is None else b for b in map(_bid, pending)], np.float64),
+            )
+        index, cpu, mem, disk, bid = self._job_cols
         jobs = [self.left[id(need.kind)] for need in needs]
         all_jobs = [j for js in jobs for j in js]
-        m = len(all_jobs)
-        demands = list(map(_demand_of, all_jobs))
+        at = np.fromiter(map(index.__getitem__, map(id, all_jobs)), np.int64, len(all_jobs))
         k_jobs = np.zeros(len(needs) + 1, np.int64)
         k_jobs[1:] = np.cumsum([len(js) for js in jobs])
-        return (
-            jobs,
-            all_jobs,
-            k_jobs,
-            np.fromiter(map(_cpu, demands), np.int64, m),
-            np.fromiter(map(_mem, demands), np.int64, m),
-            np.fromiter(map(_disk, demands), np.int64, m),
-            np.array([math.inf if b is None else b for b in map(_bid, all_jobs)], np.float64),
-        )
+        return _JobColumns(jobs, all_jobs, k_jobs, cpu[at], mem[at], disk[at], bid[at])
 
     def _keep_left(
         self, kinds: list[JobKind], jobs: list[list[Job]], k_jobs: np.ndarray, placed: np.ndarray
@@ -558,7 +553,10 @@ class _Round:
             return
         t = self.t
         cpu, mem, disk, gpu = self.free.arrays()
-        jobs, all_jobs, k_jobs, j_cpu, j_mem, j_disk, j_bid = self._job_columns(needs)
+        cols = self._job_columns(needs)
+        jobs, all_jobs, k_jobs, j_cpu, j_mem, j_disk, j_bid = (
+            cols.jobs, cols.all_jobs, cols.k_jobs, cols.cpu, cols.mem, cols.disk, cols.bid
+        )  # fmt: skip
         kinds = [need.kind for need in needs]
         k_count, k_share, k_constrained, k_min_vram, model_ok = _gpu_asks(needs)
         places, k_place = _distinct([need.region_ok for need in needs])
@@ -877,8 +875,9 @@ class _Round:
             nc = node_classes(t, *self.free.arrays(), by_reliability=self.by_reliability)
             before = len(self.decisions.starts)
             active = [need for need in level if self.left[id(need.kind)]]
-            plans = self._plan(active, nc)
-            self._pack_level(active, plans, nc)
+            cols = self._job_columns(active)
+            plans = self._plan(active, nc, cols)
+            self._pack_level(active, plans, nc, cols)
             fresh = len(self.decisions.starts) == before
             if fresh:
                 break
@@ -955,6 +954,32 @@ class _Round:
                     why = f"waiting for free capacity: no eligible node has room for {_shape(d, k.gang_size)} now"
                 reasons[rkey] = why
                 dec.waiting.append(Wait(j.id, why))
+
+
+@dataclass(slots=True)
+class _JobColumns:
+    """Kinds' jobs as columns for compiled code: per kind its list, all of them in one list, each kind's first
+    index (and the end), CPU, memory, disk, and bid (inf: none)."""
+
+    jobs: list[list[Job]]
+    all_jobs: list[Job]
+    k_jobs: np.ndarray
+    cpu: np.ndarray
+    mem: np.ndarray
+    disk: np.ndarray
+    bid: np.ndarray
+
+    def subset(self, which: list[int]) -> _JobColumns:
+        """The columns of the kinds at positions `which` (ascending)."""
+        if len(which) == len(self.jobs):
+            return self
+        lo, n = self.k_jobs[which], np.diff(self.k_jobs)[which]
+        k_jobs = np.zeros(len(which) + 1, np.int64)
+        k_jobs[1:] = np.cumsum(n)
+        at = np.repeat(lo - k_jobs[:-1], n) + np.arange(int(k_jobs[-1]))
+        jobs = [self.jobs[i] for i in which]
+        all_jobs = [j for js in jobs for j in js]
+        return _JobColumns(jobs, all_jobs, k_jobs, self.cpu[at], self.mem[at], self.disk[at], self.bid[at])
 
 
 def _gpu_asks(needs: list[Need]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
