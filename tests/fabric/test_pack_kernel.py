@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ceti.fabric import flow, pack_kernel
+from ceti.fabric import flow, kernels
 from ceti.fabric.classes import JobKind
 from ceti.fabric.packing import choose_gpus
 from ceti.fabric.schedule import _COST_SCALE, MAX_ARCS_PER_KIND, MIN_ARCS_PER_KIND, arc_cost
@@ -38,7 +38,7 @@ def test_plan_arcs_cost_each_class_as_arc_cost_does(
     speed = rng.uniform(0.5, 3, C)
     cpu, mem = 4_000.0, 16_384.0
     arcs = [np.empty(C, np.int64) for _ in range(4)]
-    n = pack_kernel.plan_arcs(
+    n = kernels.plan_arcs(
         np.array([100], np.int64), np.array([cpu]), np.array([mem]), np.array([cpu]), np.array([bid]),
         np.array([gpus], np.int64), np.array([share], np.int64), np.array([horizon]), np.zeros(1, np.int64),
         np.zeros(1, np.int64), np.ones((1, C), np.bool_), speed[None, :], cls["cpu_mean"], cls["mem_mean"],
@@ -97,7 +97,7 @@ def test_the_compiled_gpu_choice_is_choose_gpus(count: int, share: int) -> None:
         expected = row.tolist()
         want = choose_gpus(expected, mask, count, share)
         out = np.empty(8, np.int64)
-        got = pack_kernel._choose(
+        got = kernels._choose(
             row, masked, model_ok, 0, models, np.zeros(8, np.int64), 0, count, share, out
         )
         assert got == (want is not None)

@@ -18,7 +18,8 @@ from operator import attrgetter, lt
 
 import numpy as np
 
-from ceti.fabric.model import WHOLE_GPU_MILLI, Job, Node
+from ceti.fabric.kernels import node_features
+from ceti.fabric.model import Job, Node
 
 # Bucket edges of the free shape that makes two nodes "look alike" to a job.
 PARTIAL_GPU_BUCKET_MILLI = 250
@@ -213,8 +214,15 @@ class JobKind:
     def node_ask(self) -> tuple:
         """What every task of the kind asks of a node, apart from CPU, memory and disk: kinds that differ only
         in priority, gang size, speed profile or horizon share it."""
-        return (self.gpu_count, self.gpu_share_milli, self.gpu_models, self.min_vram_mib, self.regions,
-                self.node_ids, self.features)
+        return (
+            self.gpu_count,
+            self.gpu_share_milli,
+            self.gpu_models,
+            self.min_vram_mib,
+            self.regions,
+            self.node_ids,
+            self.features,
+        )
 
     def speed(self, model: str) -> float:
         for m, s in self.speed_by_model:
@@ -439,16 +447,15 @@ def node_classes(
     """Group schedulable nodes that still have room, vectorised. `by_reliability`: never mix nodes of different
     reliability bands (rounds where some job has a duration to weigh reliability against)."""
     rows = np.flatnonzero(t.schedulable & (cpu_free >= 0) & (mem_free >= 0) & (disk_free >= 0))
-    free = gpu_free[rows]
-    whole = (free >= WHOLE_GPU_MILLI).sum(axis=1)
-    # the best partly used GPU (padding slots hold -1, full ones 0: neither counts)
-    part = np.where(free < WHOLE_GPU_MILLI, free, 0).max(axis=1, initial=0)
+    # one compiled pass: free GPUs, the bucketed key, and (the same currency as the flow's arc cost) the
+    # price of reliable work, (1 + relative ask) / reliability
+    whole, part, gpu_sum, band, bucket_key, eff_price = node_features(
+        rows, cpu_free, mem_free, gpu_free, t.gpu_type, t.region, t.reliability, t.price_gpu, t.price_cpu,
+        np.asarray(FAILURE_EDGES, np.float64), by_reliability, np.asarray(CPU_EDGES_MILLI, np.int64),
+        np.asarray(MEMORY_EDGES_MIB, np.int64), len(t.region_names), PARTIAL_GPU_BUCKET_MILLI,
+    )  # fmt: skip
     cpu = cpu_free[rows]
     mem = mem_free[rows]
-    if by_reliability:
-        band = np.searchsorted(FAILURE_EDGES, 1.0 - t.reliability[rows], side="left")
-    else:
-        band = np.zeros(len(rows), np.int64)
     key = None
     if len(rows) <= EXACT_CLASS_ROWS:
         # small enough: classes on the exact free shape, so the flow's capacities are exact
@@ -461,21 +468,7 @@ def node_classes(
         if int(inv.max(initial=-1)) + 1 <= MAX_EXACT_CLASSES:
             key = inv.astype(np.int64)
     if key is None:
-        key = t.gpu_type[rows]
-        for v, width in (
-            (t.region[rows], max(len(t.region_names), 1)),
-            (band, len(FAILURE_EDGES) + 1),
-            (np.minimum(whole, 63), 64),
-            (part // PARTIAL_GPU_BUCKET_MILLI, 4),
-            (np.searchsorted(CPU_EDGES_MILLI, cpu, side="right"), 3),
-            (np.searchsorted(MEMORY_EDGES_MIB, mem, side="right"), 3),
-        ):
-            key = key * width + v
-    # the same currency as the flow's arc cost: (1 + relative ask) per unit of reliable work
-    pg, pc = t.price_gpu[rows], t.price_cpu[rows]
-    rel_ask = pg / max(float(pg.max(initial=0.0)), 1e-12) + pc / max(float(pc.max(initial=0.0)), 1e-12)
-    eff_price = (1.0 + rel_ask) / np.clip(t.reliability[rows], 0.05, 1.0)
-    gpu_sum = np.maximum(free, 0).sum(axis=1)
+        key = bucket_key
     # by class, then price, then least free GPU milli, then least free CPU, then row: lexsort is stable and
     # `rows` ascend, so the row needs no key, and GPU milli and CPU share one where their product fits
     most_cpu = int(cpu.max(initial=0)) + 1

@@ -24,7 +24,7 @@ from operator import attrgetter
 
 import numpy as np
 
-from ceti.fabric import flow, pack_kernel
+from ceti.fabric import flow, kernels
 from ceti.fabric.classes import JobKind, Need, NodeClasses, NodeTable, job_kinds, node_classes
 from ceti.fabric.decisions import Decisions, Start, Unschedulable, Wait
 from ceti.fabric.model import WHOLE_GPU_MILLI, Demand, Job, Node, Snapshot
@@ -270,7 +270,7 @@ class _Round:
         (`arc_cost`) until they could hold twice its tasks, within MIN/MAX_ARCS_PER_KIND. Where every job of
         the kind bids, a bid is the price it accepts, so the classes it affords are as good to it and speed,
         reliability and fit decide (sending such jobs to the cheapest classes first took those from the jobs
-        that could afford nothing else, per_task). Compiled: `pack_kernel.plan_arcs`.
+        that could afford nothing else, per_task). Compiled: `kernels.plan_arcs`.
         """
         C = nc.size
         J = len(level)
@@ -319,7 +319,7 @@ class _Round:
         ac = np.empty(most, np.int64)
         acap = np.empty(most, np.int64)
         acost = np.empty(most, np.int64)
-        n = pack_kernel.plan_arcs(
+        n = kernels.plan_arcs(
             supply, k_cpu, k_mem, k_least, k_bid, np.array([k.gpu_count for k in kinds], np.int64),
             np.array([k.gpu_share_milli for k in kinds], np.int64), k_horizon, k_ok, k_speed, ok_rows,
             speed_rows, nc.cpu_mean, nc.mem_mean, nc.count, nc.whole, nc.partial_min, nc.price_gpu,
@@ -400,7 +400,7 @@ class _Round:
         miss). Gangs are all or nothing, their tasks on one node or several. Class by class rather than job by
         job: the classes are disjoint, so a job meets each class in the same state either way.
 
-        The loop runs once per placed job, so it is compiled (`pack_kernel`) and called once per flow round:
+        The loop runs once per placed job, so it is compiled (`kernels`) and called once per flow round:
         this method turns the kinds into columns and the placements back into decisions. `cols`: the jobs of
         `active`, which no one placed since.
         """
@@ -438,7 +438,7 @@ class _Round:
         out_row = np.empty(tasks, np.int64)
         out_gpus = np.empty((tasks, max(t.G, 1)), np.int64)
         out_task = np.empty(tasks, np.int64)
-        n_out = pack_kernel.pack_kinds(
+        n_out = kernels.pack_kinds(
             cpu, mem, disk, gpu, t.price_gpu, t.price_cpu, t.gpu_model, t.gpu_vram, t.homogeneous,
             nc.rows, nc.bounds, k_count, k_share, k_gang, k_constrained, k_min_vram, model_ok, k_jobs,
             j_cpu, j_mem, j_disk, j_bid, k_plans, np.array(p_class, np.int64), np.array(p_quota, np.int64),
@@ -532,7 +532,7 @@ class _Round:
     # ---- the spill: every node that could still fit, cheapest first ----
     def _spill_level(self, level: list[Need], nc: NodeClasses) -> None:
         """Jobs the flow left, kind by kind in level order: runs of single-task kinds through the compiled
-        spill (`pack_kernel.spill_kinds`), gangs and kinds pinned to nodes through `_spill`."""
+        spill (`kernels.spill_kinds`), gangs and kinds pinned to nodes through `_spill`."""
         batch: list[Need] = []
         for need in level:
             if not self.left[id(need.kind)]:
@@ -569,7 +569,7 @@ class _Round:
         out_row = np.empty(m, np.int64)
         out_gpus = np.empty((m, max(t.G, 1)), np.int64)
         whole, most = self.free.gpu_summary()
-        n_out = pack_kernel.spill_kinds(
+        n_out = kernels.spill_kinds(
             cpu, mem, disk, gpu, whole, most, t.homogeneous, t.gpu_type, t.price_gpu, t.price_cpu, t.gpu_model, t.gpu_vram, nc.rows, nc.bounds, nc.count,
             nc.region, nc.gpu_type, nc.cpu_max, nc.mem_max, nc.whole, nc.partial_min, nc.partial_max,
             nc.price_gpu, nc.price_cpu, nc.reliability, k_count, k_share, k_constrained, k_min_vram, model_ok,
@@ -660,7 +660,7 @@ class _Round:
     def _spill_rows(self, need: Need, jobs: list[Job], rows_a: np.ndarray) -> list[Job]:
         """Every job, in queue order, onto the first of `rows_a` that fits it; returns those not placed.
 
-        Single tasks go through the compiled loop (`pack_kernel.spill_rows`); gangs scan node by node
+        Single tasks go through the compiled loop (`kernels.spill_rows`); gangs scan node by node
         (`_spill_rows_scan`).
         """
         k = need.kind
@@ -676,7 +676,7 @@ class _Round:
         out_row = np.empty(m, np.int64)
         out_gpus = np.empty((m, max(t.G, 1)), np.int64)
         any_type = np.ones(len(t.type_first_row), np.bool_)
-        n_out = pack_kernel.spill_rows(
+        n_out = kernels.spill_rows(
             cpu, mem, disk, gpu, rows_a, t.price_gpu, t.price_cpu, t.gpu_model, t.gpu_vram, need.model_ok,
             need.constrained_gpus, k.min_vram_mib if need.constrained_gpus else 0, count, k.gpu_share_milli,
             *f.gpu_summary(), t.homogeneous, t.gpu_type, need.type_ok(t) if need.constrained_gpus else any_type,
@@ -692,7 +692,7 @@ class _Round:
         return [j for j, p in zip(jobs, placed.tolist(), strict=True) if not p]
 
     def _spill_rows_scan(self, need: Need, jobs: list[Job], rows_a: np.ndarray) -> list[Job]:
-        """`_spill_rows` for gangs: node by node, a gang's tasks may share a node (`pack_kernel.spill_gang`)."""
+        """`_spill_rows` for gangs: node by node, a gang's tasks may share a node (`kernels.spill_gang`)."""
         k = need.kind
         t = self.t
         cpu, mem, disk, gpu = self.free.arrays()
@@ -725,7 +725,7 @@ class _Round:
             ):
                 left.append(job)
                 continue
-            ok, cursor[0] = pack_kernel.spill_gang(
+            ok, cursor[0] = kernels.spill_gang(
                 cpu, mem, disk, gpu, t.gpu_model, t.gpu_vram, need.model_ok, need.constrained_gpus, min_vram,
                 k.gpu_count, k.gpu_share_milli, gang, cursor[1], cursor[0], dead, d.cpu_milli, d.memory_mib,
                 d.disk_mib, g_rows, g_pos,

@@ -1,9 +1,13 @@
-"""The flow's packing of single-task jobs onto the classes it chose, compiled (numba).
+"""The scheduling round's inner loops, compiled (numba): the flow's arcs (`plan_arcs`), its packing onto
+the classes it chose (`pack_kinds`), the spill (`spill_kinds`, `spill_rows`, `spill_gang`) and the per-node
+features node classes group by (`node_features`).
 
-The rule is the one `schedule._Round` documents for the flow's packing; this module only runs it over arrays
-instead of Python objects, for a whole run of kinds in one call: at 100k jobs the loop runs once per placed
-job, and in Python it was a fifth of the round. Decisions are bit for bit those of the rule (same order, same
-float comparisons): the tests compare both on hand-worked cases and the round's decision hashes.
+The rules are the ones `schedule._Round` and `classes.node_classes` document; this module only runs them over
+arrays instead of Python objects, a whole level's kinds per call: at 100k jobs these loops run once per
+placed job or once per node and class, and in Python they were most of the round. Decisions are bit for bit
+those of the rules written in Python before them (same order, same float operations): the tests hold the
+arc costs to `schedule.arc_cost` and the GPU choice to `packing.choose_gpus`, and every rule test of the
+round runs through them.
 
 State arrays are changed in place; `Free.absorb` brings the Python side up to date afterwards.
 """
@@ -986,3 +990,82 @@ def spill_kinds(
             lo = hi
             want *= 4
     return n_out
+
+
+@njit(cache=True, nogil=True)
+def node_features(
+    rows: np.ndarray,
+    cpu_free: np.ndarray,
+    mem_free: np.ndarray,
+    gpu_free: np.ndarray,
+    gpu_type: np.ndarray,
+    region: np.ndarray,
+    reliability: np.ndarray,
+    price_gpu: np.ndarray,
+    price_cpu: np.ndarray,
+    failure_edges: np.ndarray,
+    by_reliability: bool,
+    cpu_edges: np.ndarray,
+    mem_edges: np.ndarray,
+    n_regions: int,
+    partial_bucket: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per row what `classes.node_classes` groups and orders by, in one pass: whole free GPUs, the most milli
+    free on a partly used GPU, free GPU milli, reliability band, the bucketed class key, and the price of
+    reliable work (1 + ask relative to the dearest row) / reliability."""
+    n = rows.shape[0]
+    whole = np.zeros(n, np.int64)
+    part = np.zeros(n, np.int64)
+    gpu_sum = np.zeros(n, np.int64)
+    band = np.zeros(n, np.int64)
+    key = np.empty(n, np.int64)
+    eff = np.empty(n, np.float64)
+    top_pg = 0.0
+    top_pc = 0.0
+    for i in range(n):
+        r = rows[i]
+        top_pg = max(top_pg, price_gpu[r])
+        top_pc = max(top_pc, price_cpu[r])
+    top_pg = max(top_pg, 1e-12)
+    top_pc = max(top_pc, 1e-12)
+    for i in range(n):
+        r = rows[i]
+        w = 0
+        p = 0
+        total = 0
+        for g in range(gpu_free.shape[1]):
+            f = gpu_free[r, g]
+            if f >= WHOLE:
+                w += 1
+            elif f > p:
+                p = f
+            if f > 0:
+                total += f
+        whole[i] = w
+        part[i] = p
+        gpu_sum[i] = total
+        if by_reliability:
+            x = 1.0 - reliability[r]
+            b = 0
+            for e in failure_edges:
+                if e < x:
+                    b += 1
+            band[i] = b
+        cpu_b = 0
+        for e in cpu_edges:
+            if e <= cpu_free[r]:
+                cpu_b += 1
+        mem_b = 0
+        for e in mem_edges:
+            if e <= mem_free[r]:
+                mem_b += 1
+        k = gpu_type[r]
+        k = k * max(n_regions, 1) + region[r]
+        k = k * (failure_edges.shape[0] + 1) + band[i]
+        k = k * 64 + min(w, 63)
+        k = k * 4 + p // partial_bucket
+        k = k * 3 + cpu_b
+        key[i] = k * 3 + mem_b
+        rel_ask = price_gpu[r] / top_pg + price_cpu[r] / top_pc
+        eff[i] = (1.0 + rel_ask) / min(max(reliability[r], 0.05), 1.0)
+    return whole, part, gpu_sum, band, key, eff
