@@ -745,6 +745,37 @@ def _arc_costs(
 
 
 @njit(cache=True, nogil=True)
+def _cheapest(
+    cost: np.ndarray, cap: np.ndarray, n: int, need: int, min_arcs: int, max_arcs: int
+) -> tuple[np.ndarray, int]:
+    """The candidates (of `n`) cheapest first, ties to the lower position, until their `cap` holds `need`,
+    within [min_arcs, max_arcs]: (order, how many). Sorts only a prefix: most kinds need a few classes of
+    a thousand."""
+    comp = cost[:n].astype(np.int64) * n + np.arange(n)  # costs are whole numbers: one distinct key each
+    k = min(max(4 * min_arcs, 32), n)
+    while True:
+        if k < n:
+            top = np.partition(comp, k - 1)[k - 1]
+            sel = comp[comp <= top]
+        else:
+            sel = comp.copy()
+        sel.sort()
+        order = sel % n
+        total = 0
+        enough = -1
+        for i in range(k):
+            total += cap[order[i]]
+            if total >= need:
+                enough = i + 1
+                break
+        if enough > 0:
+            return order, min(max(enough, min_arcs), max_arcs, n)
+        if k >= min(max_arcs, n):
+            return order, min(max_arcs, n)
+        k = min(4 * k, n)
+
+
+@njit(cache=True, nogil=True)
 def plan_arcs(
     supply: np.ndarray,
     k_cpu: np.ndarray,
@@ -803,19 +834,22 @@ def plan_arcs(
             if not ok[c]:
                 continue
             per = 1 << 20
+            if gpus:  # first the integer tests that rule most full classes out
+                if share and gpus == 1:
+                    per = min(per, whole[c] * (WHOLE // share) + partial_min[c] // share)
+                elif share:
+                    per = min(per, (whole[c] + (1 if partial_min[c] >= share else 0)) // gpus)
+                else:
+                    per = min(per, whole[c] // gpus)
+                if per <= 0:
+                    continue
             # CPU and memory by the class mean: the min would starve coarse classes; packing checks exactly
             if cpu > 0:
                 per = min(per, int(cpu_mean[c] / cpu))
             if mem > 0:
                 per = min(per, int(mem_mean[c] / mem))
-            if gpus:
-                if share and gpus == 1:
-                    g = whole[c] * (WHOLE // share) + partial_min[c] // share
-                elif share:
-                    g = (whole[c] + (1 if partial_min[c] >= share else 0)) // gpus
-                else:
-                    g = whole[c] // gpus
-                per = min(per, g)
+            if per <= 0:
+                continue
             if top_bid < np.inf and not (
                 gpus * price_gpu_min[c] + k_least_cpu[j] / 1000.0 * price_cpu_min[c] <= top_bid + 1e-9
             ):
@@ -835,19 +869,7 @@ def plan_arcs(
         if n <= min_arcs:
             order = np.arange(n)  # few enough: all of them, in class order
         else:
-            order = np.argsort(cost[:n], kind="mergesort")
-            # the cheapest classes until they could hold twice the kind's tasks
-            need = 2 * supply[j]
-            total = 0
-            enough = n
-            for i in range(n):
-                total += cap[order[i]]
-                if total >= need:
-                    enough = i + 1
-                    break
-            else:
-                enough = n + 1
-            keep = min(max(enough, min_arcs), max_arcs, n)
+            order, keep = _cheapest(cost, cap, n, 2 * supply[j], min_arcs, max_arcs)
         for i in range(keep):
             o = order[i]
             arc_kind[n_arcs] = j
@@ -964,13 +986,22 @@ def spill_kinds(
             partial_min, class_price_gpu, class_price_cpu, reliability, max_pg, max_pc, max_cost, cost_scale,
             finish, cost,
         )  # fmt: skip
-        order = np.argsort(cost[:n], kind="mergesort")
-        ranked = cand[:n][order]
-        ends = np.cumsum(count[ranked])
+        # the candidates cheapest first (ties to the lower class), sorted only as far as the chunks read
+        comp = cost[:n].astype(np.int64) * n + np.arange(n)  # whole-number costs: one distinct key each
+        k_sorted = 0
+        ranked = cand[:0]
+        ends = np.zeros(0, np.int64)
         want = chunk_rows + 8 * n_left
         lo = 0
         while n_left > 0 and lo < n:
-            hi = min(int(np.searchsorted(ends, ends[lo] - count[ranked[lo]] + want)) + 1, n)
+            target = (ends[lo - 1] if lo else 0) + want
+            while k_sorted < n and (k_sorted == 0 or ends[k_sorted - 1] < target):
+                k_sorted = min(max(4 * k_sorted, 64), n)
+                sel = np.partition(comp, k_sorted - 1)[:k_sorted] if k_sorted < n else comp.copy()
+                sel.sort()
+                ranked = cand[sel % n]
+                ends = np.cumsum(count[ranked])
+            hi = min(int(np.searchsorted(ends, target)) + 1, n)
             n_rows = ends[hi - 1] - (ends[lo - 1] if lo else 0)
             if n_rows > budget[0]:
                 break
