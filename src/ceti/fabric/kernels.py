@@ -119,6 +119,7 @@ def _place_gang(
     jm: int,
     jd: int,
     jb: float,
+    hide: bool,
     g_rows: np.ndarray,
     g_pos: np.ndarray,
 ) -> tuple[bool, int]:
@@ -126,7 +127,8 @@ def _place_gang(
 
     Looks at up to `scan_rows` members that lack room (after the front ones with no GPUs for the kind, which
     move the returned start on for good). With `dead` (a flag per node, else empty), rows found without such
-    GPUs are flagged and skipped instead of counted. A bid of inf is none.
+    GPUs are flagged and skipped instead of counted. A bid of inf is none; with `hide`, rows above the bid
+    are not there at all (as if `rows` held only those within it).
     """
     n = rows.shape[0]
     i = start
@@ -138,6 +140,11 @@ def _place_gang(
     while i < n:
         r = rows[i]
         if use_dead and dead[r]:
+            i += 1
+            continue
+        if hide and has_bid and (count * price_gpu[r] + per_cpu * price_cpu[r]) * gang > jb + 1e-9:
+            if i == start:
+                start += 1
             i += 1
             continue
         if (
@@ -289,7 +296,7 @@ def pack_kinds(
                     ok, start = _place_gang(
                         cpu, mem, disk, gpu, price_gpu, price_cpu, gpu_model, gpu_vram, model_ok, k,
                         k_constrained[k], min_vram, count, share, gang, rows, start, scan_rows, no_dead,
-                        j_cpu[job], j_mem[job], j_disk[job], j_bid[job], g_rows, g_pos,
+                        j_cpu[job], j_mem[job], j_disk[job], j_bid[job], False, g_rows, g_pos,
                     )  # fmt: skip
                     if not ok:
                         misses += 1
@@ -458,6 +465,76 @@ def _gpu_fit(
 
 
 @njit(cache=True, nogil=True)
+def _summarize(gpu: np.ndarray, r: int, whole: np.ndarray, most: np.ndarray) -> None:
+    """Row r's entry of the per-node GPU summaries (`Free.gpu_summary`): whole free GPUs, most free milli."""
+    w = 0
+    top = -1
+    for p in range(gpu.shape[1]):
+        if gpu[r, p] >= WHOLE:
+            w += 1
+        top = max(top, gpu[r, p])
+    whole[r] = w
+    most[r] = top
+
+
+@njit(cache=True, nogil=True)
+def _with_room(
+    cpu: np.ndarray,
+    mem: np.ndarray,
+    disk: np.ndarray,
+    gpu: np.ndarray,
+    rows: np.ndarray,
+    gpu_model: np.ndarray,
+    gpu_vram: np.ndarray,
+    model_ok: np.ndarray,
+    k: int,
+    masked: bool,
+    min_vram: int,
+    count: int,
+    share: int,
+    whole: np.ndarray,
+    most: np.ndarray,
+    homogeneous: np.ndarray,
+    node_type: np.ndarray,
+    types: np.ndarray,
+    left: np.ndarray,
+    n_left: int,
+    j_cpu: np.ndarray,
+    j_mem: np.ndarray,
+    j_disk: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows with room for the smallest of the jobs `left[:n_left]` (rows only lose room, so no other row
+    takes one), and per row its GPUs that fit a task (counted up to `count`)."""
+    min_c = j_cpu[left[0]] if n_left else 0
+    min_m = j_mem[left[0]] if n_left else 0
+    min_d = j_disk[left[0]] if n_left else 0
+    for q in range(n_left):
+        min_c = min(min_c, j_cpu[left[q]])
+        min_m = min(min_m, j_mem[left[q]])
+        min_d = min(min_d, j_disk[left[q]])
+    room = np.empty(rows.shape[0], np.int64)
+    gfit = np.zeros(rows.shape[0], np.int64)
+    n = 0
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        if cpu[r] < min_c or mem[r] < min_m or (min_d > 0 and disk[r] < min_d):
+            continue
+        if count:
+            if share and count > 1 or (masked and not homogeneous[r]):
+                fit = _gpu_fit(gpu, r, masked, model_ok, k, gpu_model, gpu_vram, min_vram, count, share)
+            elif masked and not types[node_type[r]]:
+                fit = 0
+            else:  # from the per-node summaries: one read, not one per GPU
+                fit = min(whole[r], count) if not share else (1 if most[r] >= share else 0)
+            if fit < count:
+                continue
+            gfit[n] = fit
+        room[n] = r
+        n += 1
+    return room[:n], gfit[:n]
+
+
+@njit(cache=True, nogil=True)
 def _first_fit(
     cpu: np.ndarray,
     mem: np.ndarray,
@@ -497,34 +574,14 @@ def _first_fit(
     starts there (rows only lose room); a job no smaller and no cheaper than one that found nothing finds
     nothing. `out_*` as in `pack_kinds`.
     """
-    # the rows with room for the smallest of the jobs (rows only lose room, so no other row takes one)
+    rows, gfit = _with_room(
+        cpu, mem, disk, gpu, rows, gpu_model, gpu_vram, model_ok, k, masked, min_vram, count, share, whole, most,
+        homogeneous, node_type, types, left, n_left, j_cpu, j_mem, j_disk,
+    )  # fmt: skip
+    n = rows.shape[0]
     min_c = j_cpu[left[0]] if n_left else 0
-    min_m = j_mem[left[0]] if n_left else 0
-    min_d = j_disk[left[0]] if n_left else 0
     for q in range(n_left):
         min_c = min(min_c, j_cpu[left[q]])
-        min_m = min(min_m, j_mem[left[q]])
-        min_d = min(min_d, j_disk[left[q]])
-    room = np.empty(rows.shape[0], np.int64)
-    gfit = np.zeros(rows.shape[0], np.int64)
-    n = 0
-    for i in range(rows.shape[0]):
-        r = rows[i]
-        if cpu[r] < min_c or mem[r] < min_m or (min_d > 0 and disk[r] < min_d):
-            continue
-        if count:
-            if share and count > 1 or (masked and not homogeneous[r]):
-                fit = _gpu_fit(gpu, r, masked, model_ok, k, gpu_model, gpu_vram, min_vram, count, share)
-            elif masked and not types[node_type[r]]:
-                fit = 0
-            else:  # from the per-node summaries: one read, not one per GPU
-                fit = min(whole[r], count) if not share else (1 if most[r] >= share else 0)
-            if fit < count:
-                continue
-            gfit[n] = fit
-        room[n] = r
-        n += 1
-    rows = room[:n]
     rc = cpu[rows]
     rm = mem[rows]
     rd = disk[rows]
@@ -609,13 +666,7 @@ def _first_fit(
         rd[found] -= dk
         if count:
             gfit[found] = _gpu_fit(gpu, r, masked, model_ok, k, gpu_model, gpu_vram, min_vram, count, share)
-            w = 0
-            top = -1
-            for p in range(gpu.shape[1]):
-                w += gpu[r, p] >= WHOLE
-                top = max(top, gpu[r, p])
-            whole[r] = w
-            most[r] = top
+            _summarize(gpu, r, whole, most)
         out_job[n_out] = job
         out_row[n_out] = r
         for g in range(count):
@@ -690,7 +741,7 @@ def spill_gang(
     no_price = np.empty(0, np.float64)  # read only for a bid
     return _place_gang(
         cpu, mem, disk, gpu, no_price, no_price, gpu_model, gpu_vram, model_ok.reshape(1, -1), 0, masked,
-        min_vram, count, share, gang, rows, start, rows.shape[0] + 1, dead, jc, jm, jd, np.inf, g_rows, g_pos,
+        min_vram, count, share, gang, rows, start, rows.shape[0] + 1, dead, jc, jm, jd, np.inf, False, g_rows, g_pos,
     )  # fmt: skip
 
 
@@ -881,6 +932,124 @@ def plan_arcs(
 
 
 @njit(cache=True, nogil=True)
+def _spill_gangs(
+    cpu: np.ndarray,
+    mem: np.ndarray,
+    disk: np.ndarray,
+    gpu: np.ndarray,
+    rows: np.ndarray,
+    price_gpu: np.ndarray,
+    price_cpu: np.ndarray,
+    gpu_model: np.ndarray,
+    gpu_vram: np.ndarray,
+    model_ok: np.ndarray,
+    k: int,
+    masked: bool,
+    min_vram: int,
+    count: int,
+    share: int,
+    gang: int,
+    whole: np.ndarray,
+    most: np.ndarray,
+    homogeneous: np.ndarray,
+    node_type: np.ndarray,
+    types: np.ndarray,
+    left: np.ndarray,
+    n_left: int,
+    j_cpu: np.ndarray,
+    j_mem: np.ndarray,
+    j_disk: np.ndarray,
+    j_bid: np.ndarray,
+    out_job: np.ndarray,
+    out_row: np.ndarray,
+    out_gpus: np.ndarray,
+    out_task: np.ndarray,
+    n_out: int,
+) -> tuple[int, int]:
+    """The spill for gangs: each job in order, node by node over the rows with room (its tasks may share a
+    node), no scan limit. A bid job sees only the rows it can afford, with one cursor per (CPUs, bid); rows
+    found without the kind's GPUs are passed by every later job. A job no smaller and no cheaper than one that
+    found nothing finds nothing. Returns (jobs left, in `left`; placements made so far)."""
+    rows, _ = _with_room(
+        cpu, mem, disk, gpu, rows, gpu_model, gpu_vram, model_ok, k, masked, min_vram, count, share, whole, most,
+        homogeneous, node_type, types, left, n_left, j_cpu, j_mem, j_disk,
+    )  # fmt: skip
+    n = rows.shape[0]
+    dead = np.zeros(cpu.shape[0], np.bool_)
+    g_rows = np.empty(gang, np.int64)
+    g_pos = np.empty((gang, max(gpu.shape[1], 1)), np.int64)
+    key_cpu = np.empty(n_left, np.int64)
+    key_bid = np.empty(n_left, np.float64)
+    key_at = np.empty(n_left, np.int64)
+    n_keys = 0
+    f_c = np.empty(n_left, np.int64)
+    f_m = np.empty(n_left, np.int64)
+    f_d = np.empty(n_left, np.int64)
+    f_b = np.empty(n_left, np.float64)
+    n_failed = 0
+    n_next = 0
+    for idx in range(n_left):
+        job = left[idx]
+        c = j_cpu[job]
+        lim = j_bid[job]
+        kc = c if lim != np.inf else 0
+        q = -1
+        for x in range(n_keys):
+            if key_cpu[x] == kc and key_bid[x] == lim:
+                q = x
+                break
+        if q < 0:
+            q = n_keys
+            key_cpu[q] = kc
+            key_bid[q] = lim
+            key_at[q] = 0
+            n_keys += 1
+        at = key_at[q]
+        if lim != np.inf:  # the cursor's row is one the job can afford
+            while (
+                at < n
+                and (count * price_gpu[rows[at]] + c / 1000.0 * price_cpu[rows[at]]) * gang > lim + 1e-9
+            ):
+                at += 1
+        key_at[q] = at
+        if at >= n:
+            left[n_next] = job
+            n_next += 1
+            continue
+        dominated = False
+        for x in range(n_failed):
+            if c >= f_c[x] and j_mem[job] >= f_m[x] and j_disk[job] >= f_d[x] and lim <= f_b[x]:
+                dominated = True
+                break
+        if dominated:
+            left[n_next] = job
+            n_next += 1
+            continue
+        ok, key_at[q] = _place_gang(
+            cpu, mem, disk, gpu, price_gpu, price_cpu, gpu_model, gpu_vram, model_ok, k, masked, min_vram,
+            count, share, gang, rows, at, n + 1, dead, c, j_mem[job], j_disk[job], lim, True, g_rows, g_pos,
+        )  # fmt: skip
+        if not ok:
+            f_c[n_failed] = c
+            f_m[n_failed] = j_mem[job]
+            f_d[n_failed] = j_disk[job]
+            f_b[n_failed] = lim
+            n_failed += 1
+            left[n_next] = job
+            n_next += 1
+            continue
+        for t in range(gang):
+            _summarize(gpu, g_rows[t], whole, most)
+            out_job[n_out] = job
+            out_row[n_out] = g_rows[t]
+            out_task[n_out] = t
+            for g in range(count):
+                out_gpus[n_out, g] = g_pos[t, g]
+            n_out += 1
+    return n_next, n_out
+
+
+@njit(cache=True, nogil=True)
 def spill_kinds(
     cpu: np.ndarray,
     mem: np.ndarray,
@@ -909,6 +1078,7 @@ def spill_kinds(
     reliability: np.ndarray,
     k_count: np.ndarray,
     k_share: np.ndarray,
+    k_gang: np.ndarray,
     k_constrained: np.ndarray,
     k_min_vram: np.ndarray,
     model_ok: np.ndarray,
@@ -934,13 +1104,15 @@ def spill_kinds(
     out_job: np.ndarray,
     out_row: np.ndarray,
     out_gpus: np.ndarray,
+    out_task: np.ndarray,
 ) -> int:
     """The spill for a run of single-task kinds, in order: each kind's jobs onto every node that could still
     fit them, node classes cheapest first (`arc_cost`, priced by the kind's first job's CPUs; ties to the
     lower class), in chunks of classes a few times what the jobs need (a kind with a few jobs left reads a
     few classes, not every node that could take it; chunks are disjoint, so a job meets each in the same
     state as in one long scan). A chunk of more rows than `budget[0]` has left ends the kind's spill; the
-    rows read are taken from it. `whole_free` and `most_free` are per node its whole free GPUs and the most
+    rows read are taken from it. A gang needs all its tasks in one chunk: one, of every candidate, where it
+    scans node by node (`_spill_gangs`). `whole_free` and `most_free` are per node its whole free GPUs and the most
     milli free on one GPU (`Free.gpu_summary`, kept up to date here). Returns placements made (`out_*` as in
     `pack_kinds`)."""
     C = count.shape[0]
@@ -958,6 +1130,7 @@ def spill_kinds(
             continue
         gpus = k_count[k]
         share = k_share[k]
+        gang = k_gang[k]
         min_cpu = j_cpu[left[0]]
         min_mem = j_mem[left[0]]
         for q in range(n_left):
@@ -994,7 +1167,8 @@ def spill_kinds(
         want = chunk_rows + 8 * n_left
         lo = 0
         while n_left > 0 and lo < n:
-            target = (ends[lo - 1] if lo else 0) + want
+            # a gang needs all its tasks in one chunk: one, of every candidate
+            target = (ends[lo - 1] if lo else 0) + want if gang == 1 else np.iinfo(np.int64).max
             while k_sorted < n and (k_sorted == 0 or ends[k_sorted - 1] < target):
                 k_sorted = min(max(4 * k_sorted, 64), n)
                 sel = np.partition(comp, k_sorted - 1)[:k_sorted] if k_sorted < n else comp.copy()
@@ -1006,6 +1180,7 @@ def spill_kinds(
             if n_rows > budget[0]:
                 break
             budget[0] -= n_rows
+            n_out_before = n_out
             rows = np.empty(n_rows, np.int64)
             w = 0
             for i in range(lo, hi):
@@ -1013,11 +1188,20 @@ def spill_kinds(
                 for x in range(class_bounds[c], class_bounds[c + 1]):
                     rows[w] = class_rows[x]
                     w += 1
-            n_left, n_out = _first_fit(
-                cpu, mem, disk, gpu, rows, price_gpu, price_cpu, gpu_model, gpu_vram, model_ok, k,
-                k_constrained[k], k_min_vram[k], gpus, share, whole_free, most_free, homogeneous, node_type, types,
-                left, n_left, j_cpu, j_mem, j_disk, j_bid, out_job, out_row, out_gpus, n_out,
-            )  # fmt: skip
+            if gang > 1:
+                n_left, n_out = _spill_gangs(
+                    cpu, mem, disk, gpu, rows, price_gpu, price_cpu, gpu_model, gpu_vram, model_ok, k,
+                    k_constrained[k], k_min_vram[k], gpus, share, gang, whole_free, most_free, homogeneous,
+                    node_type, types, left, n_left, j_cpu, j_mem, j_disk, j_bid, out_job, out_row, out_gpus,
+                    out_task, n_out,
+                )  # fmt: skip
+            else:
+                n_left, n_out = _first_fit(
+                    cpu, mem, disk, gpu, rows, price_gpu, price_cpu, gpu_model, gpu_vram, model_ok, k,
+                    k_constrained[k], k_min_vram[k], gpus, share, whole_free, most_free, homogeneous, node_type,
+                    types, left, n_left, j_cpu, j_mem, j_disk, j_bid, out_job, out_row, out_gpus, n_out,
+                )  # fmt: skip
+                out_task[n_out_before:n_out] = 0
             lo = hi
             want *= 4
     return n_out

@@ -531,61 +531,61 @@ class _Round:
 
     # ---- the spill: every node that could still fit, cheapest first ----
     def _spill_level(self, level: list[Need], nc: NodeClasses) -> None:
-        """Jobs the flow left, kind by kind in level order: runs of single-task kinds through the compiled
-        spill (`kernels.spill_kinds`), gangs and kinds pinned to nodes through `_spill`."""
+        """Jobs the flow left, kind by kind in level order: runs of kinds on node classes through the compiled
+        spill (`kernels.spill_kinds`), kinds pinned to nodes through `_spill`."""
         batch: list[Need] = []
         for need in level:
             if not self.left[id(need.kind)]:
                 continue
-            if need.node_rows is None and need.kind.gang_size == 1:
+            if need.node_rows is None:
                 batch.append(need)
                 continue
             if batch:
-                self._spill_singles(batch, nc)
+                self._spill_kinds(batch, nc)
                 batch = []
             self._spill(need, nc)
         if batch:
-            self._spill_singles(batch, nc)
+            self._spill_kinds(batch, nc)
 
-    def _spill_singles(self, needs: list[Need], nc: NodeClasses) -> None:
-        """`_spill` for a run of single-task kinds not pinned to nodes, in one compiled call."""
+    def _spill_kinds(self, needs: list[Need], nc: NodeClasses) -> None:
+        """`_spill` for a run of kinds not pinned to nodes, in one compiled call."""
         if nc.size == 0:
             return
         t = self.t
         cpu, mem, disk, gpu = self.free.arrays()
         cols = self._job_columns(needs)
-        jobs, all_jobs, k_jobs, j_cpu, j_mem, j_disk, j_bid = (
-            cols.jobs, cols.all_jobs, cols.k_jobs, cols.cpu, cols.mem, cols.disk, cols.bid
-        )  # fmt: skip
         kinds = [need.kind for need in needs]
         k_count, k_share, k_constrained, k_min_vram, model_ok = _gpu_asks(needs)
+        k_gang = np.array([k.gang_size for k in kinds], np.int64)
         places, k_place = _distinct([need.region_ok for need in needs])
         any_type = np.ones(len(t.type_first_row), np.bool_)  # not read for a kind that may use any GPU
         types, k_type = _distinct([need.type_ok(t) if need.constrained_gpus else any_type for need in needs])
         speeds, k_speed = _distinct([self._class_speed(need, nc) for need in needs])
         budget = np.array([self.spill_budget], np.int64)
-        m = len(all_jobs)
-        out_job = np.empty(m, np.int64)
-        out_row = np.empty(m, np.int64)
-        out_gpus = np.empty((m, max(t.G, 1)), np.int64)
+        tasks = int((np.diff(cols.k_jobs) * k_gang).sum())
+        out_job = np.empty(tasks, np.int64)
+        out_row = np.empty(tasks, np.int64)
+        out_gpus = np.empty((tasks, max(t.G, 1)), np.int64)
+        out_task = np.empty(tasks, np.int64)
         whole, most = self.free.gpu_summary()
         n_out = kernels.spill_kinds(
-            cpu, mem, disk, gpu, whole, most, t.homogeneous, t.gpu_type, t.price_gpu, t.price_cpu, t.gpu_model, t.gpu_vram, nc.rows, nc.bounds, nc.count,
-            nc.region, nc.gpu_type, nc.cpu_max, nc.mem_max, nc.whole, nc.partial_min, nc.partial_max,
-            nc.price_gpu, nc.price_cpu, nc.reliability, k_count, k_share, k_constrained, k_min_vram, model_ok,
-            k_place, places, k_type, types, k_speed, speeds, np.array([k.horizon_h for k in kinds]),
-            np.array([any(j.bid_per_hour is None for j in js) for js in jobs], np.bool_), k_jobs, j_cpu, j_mem,
-            j_disk, j_bid, self.max_pg, self.max_pc, flow.MAX_ARC_COST, _COST_SCALE, SPILL_CHUNK_ROWS, budget,
-            out_job, out_row, out_gpus,
+            cpu, mem, disk, gpu, whole, most, t.homogeneous, t.gpu_type, t.price_gpu, t.price_cpu, t.gpu_model,
+            t.gpu_vram, nc.rows, nc.bounds, nc.count, nc.region, nc.gpu_type, nc.cpu_max, nc.mem_max, nc.whole,
+            nc.partial_min, nc.partial_max, nc.price_gpu, nc.price_cpu, nc.reliability, k_count, k_share, k_gang,
+            k_constrained, k_min_vram, model_ok, k_place, places, k_type, types, k_speed, speeds,
+            np.array([k.horizon_h for k in kinds]),
+            np.array([any(j.bid_per_hour is None for j in js) for js in cols.jobs], np.bool_), cols.k_jobs,
+            cols.cpu, cols.mem, cols.disk, cols.bid, self.max_pg, self.max_pc, flow.MAX_ARC_COST, _COST_SCALE,
+            SPILL_CHUNK_ROWS, budget, out_job, out_row, out_gpus, out_task,
         )  # fmt: skip
         self.spill_budget = int(budget[0])
         if not n_out:
             return
-        counts = k_count[np.searchsorted(k_jobs, out_job[:n_out], side="right") - 1]
+        counts = k_count[np.searchsorted(cols.k_jobs, out_job[:n_out], side="right") - 1]
         placed = self._started(
-            all_jobs, out_job[:n_out], out_row[:n_out], out_gpus[:n_out], np.zeros(n_out, np.int64), counts
+            cols.all_jobs, out_job[:n_out], out_row[:n_out], out_gpus[:n_out], out_task[:n_out], counts
         )
-        self._keep_left(kinds, jobs, k_jobs, placed)
+        self._keep_left(kinds, cols.jobs, cols.k_jobs, placed)
 
     def _spill(self, need: Need, nc: NodeClasses) -> None:
         k = need.kind
