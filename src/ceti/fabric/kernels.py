@@ -937,7 +937,11 @@ def _spill_gangs(
     mem: np.ndarray,
     disk: np.ndarray,
     gpu: np.ndarray,
-    rows: np.ndarray,
+    ranked: np.ndarray,
+    class_rows: np.ndarray,
+    class_bounds: np.ndarray,
+    want: int,
+    budget: np.ndarray,
     price_gpu: np.ndarray,
     price_cpu: np.ndarray,
     gpu_model: np.ndarray,
@@ -966,15 +970,22 @@ def _spill_gangs(
     out_task: np.ndarray,
     n_out: int,
 ) -> tuple[int, int]:
-    """The spill for gangs: each job in order, node by node over the rows with room (its tasks may share a
-    node), no scan limit. A bid job sees only the rows it can afford, with one cursor per (CPUs, bid); rows
-    found without the kind's GPUs are passed by every later job. A job no smaller and no cheaper than one that
-    found nothing finds nothing. Returns (jobs left, in `left`; placements made so far)."""
-    rows, _ = _with_room(
-        cpu, mem, disk, gpu, rows, gpu_model, gpu_vram, model_ok, k, masked, min_vram, count, share, whole, most,
-        homogeneous, node_type, types, left, n_left, j_cpu, j_mem, j_disk,
-    )  # fmt: skip
-    n = rows.shape[0]
+    """The spill for gangs: each job in order, node by node over the candidate classes' rows with room,
+    cheapest class first (its tasks may share a node), no scan limit. A bid job sees only the rows it can
+    afford, with one cursor per (CPUs, bid); rows found without the kind's GPUs are passed by every later
+    job. A job no smaller and no cheaper than one that found nothing finds nothing.
+
+    The rows are read in growing prefixes of `ranked` (`want` rows, four times more each time, each taken
+    from `budget`), as far as a job needs: a job that misses on a prefix has changed only what a scan of
+    every row would have (the cursor, the rows without GPUs), so scanning on from its cursor over the longer
+    prefix is that scan. Returns (jobs left, in `left`; placements made so far)."""
+    total = 0
+    for i in range(ranked.shape[0]):
+        c = ranked[i]
+        total += class_bounds[c + 1] - class_bounds[c]
+    rows = np.empty(total, np.int64)  # the rows with room read so far, in order
+    n = 0
+    next_class = 0
     dead = np.zeros(cpu.shape[0], np.bool_)
     g_rows = np.empty(gang, np.int64)
     g_pos = np.empty((gang, max(gpu.shape[1], 1)), np.int64)
@@ -1004,37 +1015,71 @@ def _spill_gangs(
             key_bid[q] = lim
             key_at[q] = 0
             n_keys += 1
-        at = key_at[q]
-        if lim != np.inf:  # the cursor's row is one the job can afford
-            while (
-                at < n
-                and (count * price_gpu[rows[at]] + c / 1000.0 * price_cpu[rows[at]]) * gang > lim + 1e-9
-            ):
-                at += 1
-        key_at[q] = at
-        if at >= n:
-            left[n_next] = job
-            n_next += 1
-            continue
-        dominated = False
-        for x in range(n_failed):
-            if c >= f_c[x] and j_mem[job] >= f_m[x] and j_disk[job] >= f_d[x] and lim <= f_b[x]:
-                dominated = True
+        checked = False  # the dominance test: once, when the job first has rows to scan
+        scanned = False
+        placed = False
+        while True:
+            at = key_at[q]
+            if lim != np.inf:  # the cursor's row is one the job can afford
+                while (
+                    at < n
+                    and (count * price_gpu[rows[at]] + c / 1000.0 * price_cpu[rows[at]]) * gang > lim + 1e-9
+                ):
+                    at += 1
+            key_at[q] = at
+            if at < n:
+                if not checked:
+                    checked = True
+                    dominated = False
+                    for x in range(n_failed):
+                        if c >= f_c[x] and j_mem[job] >= f_m[x] and j_disk[job] >= f_d[x] and lim <= f_b[x]:
+                            dominated = True
+                            break
+                    if dominated:
+                        break
+                scanned = True
+                placed, key_at[q] = _place_gang(
+                    cpu, mem, disk, gpu, price_gpu, price_cpu, gpu_model, gpu_vram, model_ok, k, masked,
+                    min_vram, count, share, gang, rows[:n], at, n + 1, dead, c, j_mem[job], j_disk[job], lim,
+                    True, g_rows, g_pos,
+                )  # fmt: skip
+                if placed:
+                    break
+            # read the next classes, if the budget has them
+            if next_class >= ranked.shape[0]:
                 break
-        if dominated:
-            left[n_next] = job
-            n_next += 1
-            continue
-        ok, key_at[q] = _place_gang(
-            cpu, mem, disk, gpu, price_gpu, price_cpu, gpu_model, gpu_vram, model_ok, k, masked, min_vram,
-            count, share, gang, rows, at, n + 1, dead, c, j_mem[job], j_disk[job], lim, True, g_rows, g_pos,
-        )  # fmt: skip
-        if not ok:
-            f_c[n_failed] = c
-            f_m[n_failed] = j_mem[job]
-            f_d[n_failed] = j_disk[job]
-            f_b[n_failed] = lim
-            n_failed += 1
+            read = 0
+            stop = next_class
+            while stop < ranked.shape[0] and read < want:
+                cl = ranked[stop]
+                read += class_bounds[cl + 1] - class_bounds[cl]
+                stop += 1
+            if read > budget[0]:
+                next_class = ranked.shape[0]
+                break
+            budget[0] -= read
+            want *= 4
+            chunk = np.empty(read, np.int64)
+            w = 0
+            for i in range(next_class, stop):
+                cl = ranked[i]
+                for x in range(class_bounds[cl], class_bounds[cl + 1]):
+                    chunk[w] = class_rows[x]
+                    w += 1
+            next_class = stop
+            room, _ = _with_room(
+                cpu, mem, disk, gpu, chunk, gpu_model, gpu_vram, model_ok, k, masked, min_vram, count, share,
+                whole, most, homogeneous, node_type, types, left[idx:], n_left - idx, j_cpu, j_mem, j_disk,
+            )  # fmt: skip
+            rows[n : n + room.shape[0]] = room
+            n += room.shape[0]
+        if not placed:
+            if scanned:
+                f_c[n_failed] = c
+                f_m[n_failed] = j_mem[job]
+                f_d[n_failed] = j_disk[job]
+                f_b[n_failed] = lim
+                n_failed += 1
             left[n_next] = job
             n_next += 1
             continue
@@ -1111,8 +1156,8 @@ def spill_kinds(
     lower class), in chunks of classes a few times what the jobs need (a kind with a few jobs left reads a
     few classes, not every node that could take it; chunks are disjoint, so a job meets each in the same
     state as in one long scan). A chunk of more rows than `budget[0]` has left ends the kind's spill; the
-    rows read are taken from it. A gang needs all its tasks in one chunk: one, of every candidate, where it
-    scans node by node (`_spill_gangs`). `whole_free` and `most_free` are per node its whole free GPUs and the most
+    rows read are taken from it. Gangs scan node by node, in growing prefixes of the candidates
+    (`_spill_gangs`). `whole_free` and `most_free` are per node its whole free GPUs and the most
     milli free on one GPU (`Free.gpu_summary`, kept up to date here). Returns placements made (`out_*` as in
     `pack_kinds`)."""
     C = count.shape[0]
@@ -1161,14 +1206,22 @@ def spill_kinds(
         )  # fmt: skip
         # the candidates cheapest first (ties to the lower class), sorted only as far as the chunks read
         comp = cost[:n].astype(np.int64) * n + np.arange(n)  # whole-number costs: one distinct key each
+        want = chunk_rows + 8 * n_left * gang
+        if gang > 1:
+            comp.sort()
+            n_left, n_out = _spill_gangs(
+                cpu, mem, disk, gpu, cand[comp % n], class_rows, class_bounds, want, budget, price_gpu, price_cpu,
+                gpu_model, gpu_vram, model_ok, k, k_constrained[k], k_min_vram[k], gpus, share, gang, whole_free,
+                most_free, homogeneous, node_type, types, left, n_left, j_cpu, j_mem, j_disk, j_bid, out_job,
+                out_row, out_gpus, out_task, n_out,
+            )  # fmt: skip
+            continue
         k_sorted = 0
         ranked = cand[:0]
         ends = np.zeros(0, np.int64)
-        want = chunk_rows + 8 * n_left
         lo = 0
         while n_left > 0 and lo < n:
-            # a gang needs all its tasks in one chunk: one, of every candidate
-            target = (ends[lo - 1] if lo else 0) + want if gang == 1 else np.iinfo(np.int64).max
+            target = (ends[lo - 1] if lo else 0) + want
             while k_sorted < n and (k_sorted == 0 or ends[k_sorted - 1] < target):
                 k_sorted = min(max(4 * k_sorted, 64), n)
                 sel = np.partition(comp, k_sorted - 1)[:k_sorted] if k_sorted < n else comp.copy()
@@ -1188,20 +1241,12 @@ def spill_kinds(
                 for x in range(class_bounds[c], class_bounds[c + 1]):
                     rows[w] = class_rows[x]
                     w += 1
-            if gang > 1:
-                n_left, n_out = _spill_gangs(
-                    cpu, mem, disk, gpu, rows, price_gpu, price_cpu, gpu_model, gpu_vram, model_ok, k,
-                    k_constrained[k], k_min_vram[k], gpus, share, gang, whole_free, most_free, homogeneous,
-                    node_type, types, left, n_left, j_cpu, j_mem, j_disk, j_bid, out_job, out_row, out_gpus,
-                    out_task, n_out,
-                )  # fmt: skip
-            else:
-                n_left, n_out = _first_fit(
-                    cpu, mem, disk, gpu, rows, price_gpu, price_cpu, gpu_model, gpu_vram, model_ok, k,
-                    k_constrained[k], k_min_vram[k], gpus, share, whole_free, most_free, homogeneous, node_type,
-                    types, left, n_left, j_cpu, j_mem, j_disk, j_bid, out_job, out_row, out_gpus, n_out,
-                )  # fmt: skip
-                out_task[n_out_before:n_out] = 0
+            n_left, n_out = _first_fit(
+                cpu, mem, disk, gpu, rows, price_gpu, price_cpu, gpu_model, gpu_vram, model_ok, k,
+                k_constrained[k], k_min_vram[k], gpus, share, whole_free, most_free, homogeneous, node_type,
+                types, left, n_left, j_cpu, j_mem, j_disk, j_bid, out_job, out_row, out_gpus, n_out,
+            )  # fmt: skip
+            out_task[n_out_before:n_out] = 0
             lo = hi
             want *= 4
     return n_out
