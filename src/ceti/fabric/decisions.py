@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Start:
+class Start(NamedTuple):
+    """One task of a job starts on a node. A named tuple, not a dataclass: a 100k-job round makes about as
+    many, and a tuple is made in a third of the time."""
+
     job_id: str
     node_id: str
     gpu_indices: tuple[int, ...] = ()

@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from operator import attrgetter
 
 import numpy as np
@@ -50,6 +51,7 @@ _mem = attrgetter("memory_mib")
 _disk = attrgetter("disk_mib")
 _bid = attrgetter("bid_per_hour")
 _id = attrgetter("id")
+_new_start = partial(tuple.__new__, Start)  # a Start from its five fields, without the keyword parsing
 _share = attrgetter("gpu_share_milli")
 
 
@@ -517,12 +519,15 @@ class _Round:
                     gpus[i] = t.gpu_indices(r, g)
         self.decisions.starts.extend(
             map(
-                Start,
-                map(_id, placed_jobs),
-                map(t.ids.__getitem__, rows.tolist()),
-                gpus,
-                map(_share, map(_demand_of, placed_jobs)),
-                tasks.tolist(),
+                _new_start,
+                zip(
+                    map(_id, placed_jobs),
+                    map(t.ids.__getitem__, rows.tolist()),
+                    gpus,
+                    map(_share, map(_demand_of, placed_jobs)),
+                    tasks.tolist(),
+                    strict=True,
+                ),
             )
         )
         placed = np.zeros(len(jobs), np.bool_)
