@@ -535,6 +535,92 @@ def _with_room(
 
 
 @njit(cache=True, nogil=True)
+def _mirror(
+    r: int,
+    cpu: np.ndarray,
+    mem: np.ndarray,
+    disk: np.ndarray,
+    whole: np.ndarray,
+    most: np.ndarray,
+    mirror: np.ndarray,
+    pos_of: np.ndarray,
+) -> None:
+    """Copy node r's free room into the spill's class-ordered mirror (`spill_kinds`): per position of
+    `class_rows`, free CPU, memory, disk, whole free GPUs, most milli free on one GPU, whether its GPUs are
+    all of one type, and its GPU type; `pos_of[r]` is r's position (-1: in no class). An empty `pos_of`: none."""
+    if pos_of.shape[0] == 0:
+        return
+    x = pos_of[r]
+    if x >= 0:
+        mirror[x, 0] = cpu[r]
+        mirror[x, 1] = mem[r]
+        mirror[x, 2] = disk[r]
+        mirror[x, 3] = whole[r]
+        mirror[x, 4] = most[r]
+
+
+@njit(cache=True, nogil=True)
+def _room_rows(
+    ranked: np.ndarray,
+    lo: int,
+    hi: int,
+    class_bounds: np.ndarray,
+    class_rows: np.ndarray,
+    mirror: np.ndarray,
+    gpu: np.ndarray,
+    gpu_model: np.ndarray,
+    gpu_vram: np.ndarray,
+    model_ok: np.ndarray,
+    k: int,
+    masked: bool,
+    min_vram: int,
+    count: int,
+    share: int,
+    types: np.ndarray,
+    left: np.ndarray,
+    n_left: int,
+    j_cpu: np.ndarray,
+    j_mem: np.ndarray,
+    j_disk: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`_with_room` over the members of classes `ranked[lo:hi]`, read from the class-ordered mirror (in
+    order, not one node here and one there)."""
+    min_c = j_cpu[left[0]] if n_left else 0
+    min_m = j_mem[left[0]] if n_left else 0
+    min_d = j_disk[left[0]] if n_left else 0
+    for q in range(n_left):
+        min_c = min(min_c, j_cpu[left[q]])
+        min_m = min(min_m, j_mem[left[q]])
+        min_d = min(min_d, j_disk[left[q]])
+    total = 0
+    for i in range(lo, hi):
+        c = ranked[i]
+        total += class_bounds[c + 1] - class_bounds[c]
+    room = np.empty(total, np.int64)
+    gfit = np.zeros(total, np.int64)
+    n = 0
+    for i in range(lo, hi):
+        c = ranked[i]
+        for x in range(class_bounds[c], class_bounds[c + 1]):
+            if mirror[x, 0] < min_c or mirror[x, 1] < min_m or (min_d > 0 and mirror[x, 2] < min_d):
+                continue
+            r = class_rows[x]
+            if count:
+                if share and count > 1 or (masked and not mirror[x, 5]):
+                    fit = _gpu_fit(gpu, r, masked, model_ok, k, gpu_model, gpu_vram, min_vram, count, share)
+                elif masked and not types[mirror[x, 6]]:
+                    fit = 0
+                else:
+                    fit = min(mirror[x, 3], count) if not share else (1 if mirror[x, 4] >= share else 0)
+                if fit < count:
+                    continue
+                gfit[n] = fit
+            room[n] = r
+            n += 1
+    return room[:n], gfit[:n]
+
+
+@njit(cache=True, nogil=True)
 def _first_fit(
     cpu: np.ndarray,
     mem: np.ndarray,
@@ -553,9 +639,6 @@ def _first_fit(
     share: int,
     whole: np.ndarray,
     most: np.ndarray,
-    homogeneous: np.ndarray,
-    node_type: np.ndarray,
-    types: np.ndarray,
     left: np.ndarray,
     n_left: int,
     j_cpu: np.ndarray,
@@ -566,18 +649,18 @@ def _first_fit(
     out_row: np.ndarray,
     out_gpus: np.ndarray,
     n_out: int,
+    gfit: np.ndarray,
+    mirror: np.ndarray,
+    pos_of: np.ndarray,
 ) -> tuple[int, int]:
-    """The spill for single tasks: the jobs `left[:n_left]`, in order, each onto the first of `rows` that fits
-    it now; the jobs not placed stay in `left`, in order. Returns (jobs left, placements made so far).
+    """The spill for single tasks: the jobs `left[:n_left]`, in order, each onto the first of `rows` (with
+    room, and per row its GPUs that fit a task: `_with_room`) that fits it now; the jobs not placed stay in
+    `left`, in order. Returns (jobs left, placements made so far).
 
     Rows before `lo` cannot take any job of the kind any more; a job of a shape that already found a row
     starts there (rows only lose room); a job no smaller and no cheaper than one that found nothing finds
-    nothing. `out_*` as in `pack_kinds`.
+    nothing. `out_*` as in `pack_kinds`; `mirror` and `pos_of` as in `_mirror`.
     """
-    rows, gfit = _with_room(
-        cpu, mem, disk, gpu, rows, gpu_model, gpu_vram, model_ok, k, masked, min_vram, count, share, whole, most,
-        homogeneous, node_type, types, left, n_left, j_cpu, j_mem, j_disk,
-    )  # fmt: skip
     n = rows.shape[0]
     min_c = j_cpu[left[0]] if n_left else 0
     for q in range(n_left):
@@ -585,6 +668,16 @@ def _first_fit(
     rc = cpu[rows]
     rm = mem[rows]
     rd = disk[rows]
+    # bounds over the rows: rows only lose room, so a job above the most room or below the cheapest asks of
+    # every row finds nothing, without reading them (the same answer as the scan, sooner)
+    top_c = rc.max() if n else 0
+    top_m = rm.max() if n else 0
+    top_d = rd.max() if n else 0
+    low_pg = np.inf
+    low_pc = np.inf
+    for i in range(n):
+        low_pg = min(low_pg, price_gpu[rows[i]])
+        low_pc = min(low_pc, price_cpu[rows[i]])
     pos = np.empty(max(gpu.shape[1], 1), np.int64)
     f_c = np.empty(n_left, np.int64)
     f_m = np.empty(n_left, np.int64)
@@ -626,6 +719,13 @@ def _first_fit(
         h = max(h, lo)
         has_bid = lim != np.inf
         found = -1
+        if (
+            c > top_c
+            or mm > top_m
+            or (dk > 0 and dk > top_d)
+            or (has_bid and not (count * low_pg + c / 1000.0 * low_pc <= lim + 1e-9))
+        ):
+            h = n  # no row can take it
         for i in range(h, n):
             if rc[i] < c or rm[i] < mm or (dk > 0 and rd[i] < dk) or (count > 0 and gfit[i] < count):
                 continue
@@ -667,6 +767,7 @@ def _first_fit(
         if count:
             gfit[found] = _gpu_fit(gpu, r, masked, model_ok, k, gpu_model, gpu_vram, min_vram, count, share)
             _summarize(gpu, r, whole, most)
+        _mirror(r, cpu, mem, disk, whole, most, mirror, pos_of)
         out_job[n_out] = job
         out_row[n_out] = r
         for g in range(count):
@@ -706,10 +807,15 @@ def spill_rows(
 ) -> int:
     """`_first_fit` for one kind's jobs (all of the job columns) on `rows`; returns placements made."""
     left = np.arange(j_cpu.shape[0])
+    model_2d = model_ok.reshape(1, -1)
+    rows, gfit = _with_room(
+        cpu, mem, disk, gpu, rows, gpu_model, gpu_vram, model_2d, 0, masked, min_vram, count, share, whole, most,
+        homogeneous, node_type, types, left, left.shape[0], j_cpu, j_mem, j_disk,
+    )  # fmt: skip
     _, n_out = _first_fit(
-        cpu, mem, disk, gpu, rows, price_gpu, price_cpu, gpu_model, gpu_vram, model_ok.reshape(1, -1), 0, masked,
-        min_vram, count, share, whole, most, homogeneous, node_type, types, left, left.shape[0], j_cpu, j_mem,
-        j_disk, j_bid, out_job, out_row, out_gpus, 0,
+        cpu, mem, disk, gpu, rows, price_gpu, price_cpu, gpu_model, gpu_vram, model_2d, 0, masked, min_vram,
+        count, share, whole, most, left, left.shape[0], j_cpu, j_mem, j_disk, j_bid, out_job, out_row, out_gpus, 0,
+        gfit, np.zeros((0, 7), np.int64), np.zeros(0, np.int64),
     )  # fmt: skip
     return n_out
 
@@ -969,6 +1075,8 @@ def _spill_gangs(
     out_gpus: np.ndarray,
     out_task: np.ndarray,
     n_out: int,
+    mirror: np.ndarray,
+    pos_of: np.ndarray,
 ) -> tuple[int, int]:
     """The spill for gangs: each job in order, node by node over the candidate classes' rows with room,
     cheapest class first (its tasks may share a node), no scan limit. A bid job sees only the rows it can
@@ -1059,18 +1167,11 @@ def _spill_gangs(
                 break
             budget[0] -= read
             want *= 4
-            chunk = np.empty(read, np.int64)
-            w = 0
-            for i in range(next_class, stop):
-                cl = ranked[i]
-                for x in range(class_bounds[cl], class_bounds[cl + 1]):
-                    chunk[w] = class_rows[x]
-                    w += 1
-            next_class = stop
-            room, _ = _with_room(
-                cpu, mem, disk, gpu, chunk, gpu_model, gpu_vram, model_ok, k, masked, min_vram, count, share,
-                whole, most, homogeneous, node_type, types, left[idx:], n_left - idx, j_cpu, j_mem, j_disk,
+            room, _ = _room_rows(
+                ranked, next_class, stop, class_bounds, class_rows, mirror, gpu, gpu_model, gpu_vram, model_ok, k,
+                masked, min_vram, count, share, types, left[idx:], n_left - idx, j_cpu, j_mem, j_disk,
             )  # fmt: skip
+            next_class = stop
             rows[n : n + room.shape[0]] = room
             n += room.shape[0]
         if not placed:
@@ -1085,6 +1186,7 @@ def _spill_gangs(
             continue
         for t in range(gang):
             _summarize(gpu, g_rows[t], whole, most)
+            _mirror(g_rows[t], cpu, mem, disk, whole, most, mirror, pos_of)
             out_job[n_out] = job
             out_row[n_out] = g_rows[t]
             out_task[n_out] = t
@@ -1161,6 +1263,19 @@ def spill_kinds(
     milli free on one GPU (`Free.gpu_summary`, kept up to date here). Returns placements made (`out_*` as in
     `pack_kinds`)."""
     C = count.shape[0]
+    # the members' free room in class order, kept up to date with the nodes' (`_mirror`): chunks read it in order
+    mirror = np.empty((class_rows.shape[0], 7), np.int64)
+    pos_of = np.full(cpu.shape[0], -1, np.int64)
+    for x in range(class_rows.shape[0]):
+        r = class_rows[x]
+        pos_of[r] = x
+        mirror[x, 0] = cpu[r]
+        mirror[x, 1] = mem[r]
+        mirror[x, 2] = disk[r]
+        mirror[x, 3] = whole_free[r]
+        mirror[x, 4] = most_free[r]
+        mirror[x, 5] = homogeneous[r]
+        mirror[x, 6] = node_type[r]
     left = np.empty(j_cpu.shape[0], np.int64)
     cand = np.empty(C, np.int64)
     cost = np.empty(C, np.float64)
@@ -1213,7 +1328,7 @@ def spill_kinds(
                 cpu, mem, disk, gpu, cand[comp % n], class_rows, class_bounds, want, budget, price_gpu, price_cpu,
                 gpu_model, gpu_vram, model_ok, k, k_constrained[k], k_min_vram[k], gpus, share, gang, whole_free,
                 most_free, homogeneous, node_type, types, left, n_left, j_cpu, j_mem, j_disk, j_bid, out_job,
-                out_row, out_gpus, out_task, n_out,
+                out_row, out_gpus, out_task, n_out, mirror, pos_of,
             )  # fmt: skip
             continue
         k_sorted = 0
@@ -1234,17 +1349,14 @@ def spill_kinds(
                 break
             budget[0] -= n_rows
             n_out_before = n_out
-            rows = np.empty(n_rows, np.int64)
-            w = 0
-            for i in range(lo, hi):
-                c = ranked[i]
-                for x in range(class_bounds[c], class_bounds[c + 1]):
-                    rows[w] = class_rows[x]
-                    w += 1
+            rows, gfit = _room_rows(
+                ranked, lo, hi, class_bounds, class_rows, mirror, gpu, gpu_model, gpu_vram, model_ok, k,
+                k_constrained[k], k_min_vram[k], gpus, share, types, left, n_left, j_cpu, j_mem, j_disk,
+            )  # fmt: skip
             n_left, n_out = _first_fit(
                 cpu, mem, disk, gpu, rows, price_gpu, price_cpu, gpu_model, gpu_vram, model_ok, k,
-                k_constrained[k], k_min_vram[k], gpus, share, whole_free, most_free, homogeneous, node_type,
-                types, left, n_left, j_cpu, j_mem, j_disk, j_bid, out_job, out_row, out_gpus, n_out,
+                k_constrained[k], k_min_vram[k], gpus, share, whole_free, most_free, left, n_left, j_cpu, j_mem,
+                j_disk, j_bid, out_job, out_row, out_gpus, n_out, gfit, mirror, pos_of,
             )  # fmt: skip
             out_task[n_out_before:n_out] = 0
             lo = hi
