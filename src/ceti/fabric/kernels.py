@@ -668,16 +668,6 @@ def _first_fit(
     rc = cpu[rows]
     rm = mem[rows]
     rd = disk[rows]
-    # bounds over the rows: rows only lose room, so a job above the most room or below the cheapest asks of
-    # every row finds nothing, without reading them (the same answer as the scan, sooner)
-    top_c = rc.max() if n else 0
-    top_m = rm.max() if n else 0
-    top_d = rd.max() if n else 0
-    low_pg = np.inf
-    low_pc = np.inf
-    for i in range(n):
-        low_pg = min(low_pg, price_gpu[rows[i]])
-        low_pc = min(low_pc, price_cpu[rows[i]])
     pos = np.empty(max(gpu.shape[1], 1), np.int64)
     f_c = np.empty(n_left, np.int64)
     f_m = np.empty(n_left, np.int64)
@@ -719,13 +709,6 @@ def _first_fit(
         h = max(h, lo)
         has_bid = lim != np.inf
         found = -1
-        if (
-            c > top_c
-            or mm > top_m
-            or (dk > 0 and dk > top_d)
-            or (has_bid and not (count * low_pg + c / 1000.0 * low_pc <= lim + 1e-9))
-        ):
-            h = n  # no row can take it
         for i in range(h, n):
             if rc[i] < c or rm[i] < mm or (dk > 0 and rd[i] < dk) or (count > 0 and gfit[i] < count):
                 continue
