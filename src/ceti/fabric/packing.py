@@ -86,8 +86,8 @@ class Free:
         mem = t.mem_total.copy()
         disk = t.disk_total.copy()
         gpu = np.where(t.gpu_valid, WHOLE_GPU_MILLI, -1).astype(np.int64)
-        if running:
-            _subtract_running(t, running, cpu, mem, disk, gpu)
+        # per running allocation: its node's row (-1: not in the table), [cpu, memory, disk, share], GPU count
+        self.running_cols = _subtract_running(t, running, cpu, mem, disk, gpu) if running else None
         self.cpu: list[int] = cpu.tolist()
         self.mem: list[int] = mem.tolist()
         self.disk: list[int] = disk.tolist()
@@ -228,8 +228,9 @@ def _subtract_running(
     mem: np.ndarray,
     disk: np.ndarray,
     gpu: np.ndarray,
-) -> None:
-    """Subtract every running allocation, vectorised where it can be."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Subtract every running allocation, vectorised where it can be; returns per allocation its node's row
+    (-1: not in the table), its [cpu, memory, disk, share] and its GPU count (read once, for pre-emption too)."""
     get = t.index.get
     m = len(running)
     node = np.fromiter(map(get, map(_getter("node_id"), running), repeat(-1)), np.int64, m)
@@ -243,7 +244,7 @@ def _subtract_running(
     lens = np.fromiter(map(len, idx_tuples), np.int64, m)
     total = int(lens.sum())
     if not total:
-        return
+        return node, cols, lens
     flat = np.fromiter(chain.from_iterable(idx_tuples), np.int64, total)
     share = cols[:, 3]
     milli = np.repeat(np.where(share > 0, share, WHOLE_GPU_MILLI), lens)
@@ -253,6 +254,7 @@ def _subtract_running(
     pos = t.positions(rows, flat)
     inside = pos >= 0
     np.subtract.at(gpu, (rows[inside], pos[inside]), milli[inside])
+    return node, cols, lens
 
 
 _alloc_cols = attrgetter("cpu_milli", "memory_mib", "disk_mib", "gpu_share_milli")

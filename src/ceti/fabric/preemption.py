@@ -43,9 +43,8 @@ class _Option:
     victims: list[Allocation]
 
 
-_victim_cols = attrgetter(
-    "priority", "lost_work_hours", "value_per_hour", "cpu_milli", "memory_mib", "gpu_share_milli"
-)
+_victim_cols = attrgetter("priority", "lost_work_hours", "value_per_hour")
+_interruptible = attrgetter("interruptible")
 
 
 class Preemptor:
@@ -53,20 +52,25 @@ class Preemptor:
         self.t = t
         self.free = free
         self.decisions = decisions
-        index = t.index
-        vs = [a for a in running if a.interruptible and a.node_id in index]
+        m = len(running)
+        if free.running_cols is not None:  # what the residual read of the same allocations
+            node, alloc_cols, lens = free.running_cols
+            assert len(node) == m, "the residual was built from other allocations"
+        else:
+            node, alloc_cols, lens = np.zeros(0, np.int64), np.zeros((0, 4), np.int64), np.zeros(0, np.int64)
+        which = np.flatnonzero(np.fromiter(map(_interruptible, running), np.bool_, m) & (node >= 0))
+        vs = list(map(running.__getitem__, which.tolist()))
         m = len(vs)
         self._victims = vs
-        self._v_row = np.fromiter(map(index.__getitem__, map(attrgetter("node_id"), vs)), np.int64, m)
-        # one pass over the victims for every number (a pass per attribute costs as much each)
-        cols = np.fromiter(chain.from_iterable(map(_victim_cols, vs)), np.float64, 6 * m).reshape(m, 6)
+        self._v_row = node[which]
+        # one pass over the victims for the numbers the residual did not read
+        cols = np.fromiter(chain.from_iterable(map(_victim_cols, vs)), np.float64, 3 * m).reshape(m, 3)
         self._v_prio = cols[:, 0].astype(np.int64)
         self._v_cost = np.maximum(cols[:, 1], 0.0) * np.maximum(cols[:, 2], 0.0)
-        self._v_cpu = cols[:, 3].astype(np.int64)
-        self._v_mem = cols[:, 4].astype(np.int64)
-        share = cols[:, 5].astype(np.int64)
-        n_gpus = np.fromiter(map(len, map(attrgetter("gpu_indices"), vs)), np.int64, m)
-        self._v_gpu = np.where(share > 0, share, 1000) * n_gpus
+        self._v_cpu = alloc_cols[which, 0]
+        self._v_mem = alloc_cols[which, 1]
+        share = alloc_cols[which, 3]
+        self._v_gpu = np.where(share > 0, share, 1000) * lens[which]
         # victims grouped by node (CSR); a node's list is sorted (cheapest first, then priority, id) only when
         # a task looks at it: most rounds look at a few hundred of the nodes
         self._by_row = np.argsort(self._v_row, kind="stable")
