@@ -235,6 +235,8 @@ _kind_fields = attrgetter(
     "gpu_count", "gpu_share_milli", "gpu_models", "min_vram_mib", "regions", "node_ids", "features"
 )
 _job_fields = attrgetter("priority", "gang_size", "speed_by_model", "demand", "expected_duration_h")
+_order = attrgetter("order")
+_queue_key = attrgetter("order", "id")
 
 
 def horizon_of(expected_duration_h: float | None) -> float:
@@ -247,7 +249,9 @@ def horizon_of(expected_duration_h: float | None) -> float:
 
 def job_kinds(pending: Sequence[Job]) -> list[JobKind]:
     """Group pending jobs; each kind's jobs in queue order; kinds by (-priority, first job's order)."""
-    jobs = sorted(pending, key=attrgetter("order", "id"))
+    orders = list(map(_order, pending))
+    # a queue read in order (the server's, the simulators') needs no sort: orders strictly increasing
+    jobs = list(pending) if all(map(lt, orders, islice(orders, 1, None))) else sorted(pending, key=_queue_key)
     groups: dict[tuple, JobKind] = {}
     speed_sig: dict[int, tuple[tuple[str, float], ...]] = {}
     for j, (prio, gang, sp, d, dur) in zip(jobs, map(_job_fields, jobs), strict=True):
@@ -257,11 +261,10 @@ def job_kinds(pending: Sequence[Job]) -> list[JobKind]:
                 sig = speed_sig[id(sp)] = tuple(sorted((str(k), float(v)) for k, v in sp.items()))
         else:
             sig = ()
-        horizon = 1.0 if dur is None else horizon_of(dur)
-        key = (prio, gang, sig, _kind_fields(d), horizon)
+        key = (prio, gang, sig, _kind_fields(d), 1.0 if dur is None else horizon_of(dur))
         k = groups.get(key)
         if k is None:
-            k = groups[key] = JobKind(prio, max(1, gang), *_kind_fields(d), sig, horizon)
+            k = groups[key] = JobKind(prio, max(1, gang), *key[3], sig, key[4])
         k.jobs.append(j)
     out = list(groups.values())
     out.sort(key=lambda k: (-k.priority, k.jobs[0].order, k.jobs[0].id))
