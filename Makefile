@@ -12,12 +12,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# the scheduler's compiled loops are built once here (cached beside the package), not in the first round
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[networks,ray]'
+	$(BIN)/python -m ceti.fabric.warm
 	touch $@
 
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -m ceti.fabric.warm
 	touch $@ $(STAMP)
 
 install: $(STAMP)
