@@ -477,6 +477,42 @@ def _summarize(gpu: np.ndarray, r: int, whole: np.ndarray, most: np.ndarray) -> 
     most[r] = top
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _smallest(
+    left: np.ndarray, n_left: int, j_cpu: np.ndarray, j_mem: np.ndarray, j_disk: np.ndarray
+) -> tuple[int, int, int]:
+    """The least CPU, memory and disk among the jobs `left[:n_left]` (0 for none)."""
+    if n_left == 0:
+        return 0, 0, 0
+    min_c = j_cpu[left[0]]
+    min_m = j_mem[left[0]]
+    min_d = j_disk[left[0]]
+    for q in range(n_left):
+        min_c = min(min_c, j_cpu[left[q]])
+        min_m = min(min_m, j_mem[left[q]])
+        min_d = min(min_d, j_disk[left[q]])
+    return min_c, min_m, min_d
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _dominated(
+    f_c: np.ndarray,
+    f_m: np.ndarray,
+    f_d: np.ndarray,
+    f_b: np.ndarray,
+    n_failed: int,
+    c: int,
+    m: int,
+    d: int,
+    bid: float,
+) -> bool:
+    """Whether a job asks no less and bids no more than one of the `n_failed` that found nothing."""
+    for q in range(n_failed):
+        if c >= f_c[q] and m >= f_m[q] and d >= f_d[q] and bid <= f_b[q]:
+            return True
+    return False
+
+
 @njit(cache=True, nogil=True)
 def _with_room(
     cpu: np.ndarray,
@@ -505,13 +541,7 @@ def _with_room(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The rows with room for the smallest of the jobs `left[:n_left]` (rows only lose room, so no other row
     takes one), and per row its GPUs that fit a task (counted up to `count`)."""
-    min_c = j_cpu[left[0]] if n_left else 0
-    min_m = j_mem[left[0]] if n_left else 0
-    min_d = j_disk[left[0]] if n_left else 0
-    for q in range(n_left):
-        min_c = min(min_c, j_cpu[left[q]])
-        min_m = min(min_m, j_mem[left[q]])
-        min_d = min(min_d, j_disk[left[q]])
+    min_c, min_m, min_d = _smallest(left, n_left, j_cpu, j_mem, j_disk)
     room = np.empty(rows.shape[0], np.int64)
     gfit = np.zeros(rows.shape[0], np.int64)
     n = 0
@@ -585,13 +615,7 @@ def _room_rows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """`_with_room` over the members of classes `ranked[lo:hi]`, read from the class-ordered mirror (in
     order, not one node here and one there)."""
-    min_c = j_cpu[left[0]] if n_left else 0
-    min_m = j_mem[left[0]] if n_left else 0
-    min_d = j_disk[left[0]] if n_left else 0
-    for q in range(n_left):
-        min_c = min(min_c, j_cpu[left[q]])
-        min_m = min(min_m, j_mem[left[q]])
-        min_d = min(min_d, j_disk[left[q]])
+    min_c, min_m, min_d = _smallest(left, n_left, j_cpu, j_mem, j_disk)
     total = 0
     for i in range(lo, hi):
         c = ranked[i]
@@ -610,7 +634,7 @@ def _room_rows(
                     fit = _gpu_fit(gpu, r, masked, model_ok, k, gpu_model, gpu_vram, min_vram, count, share)
                 elif masked and not types[mirror[x, 6]]:
                     fit = 0
-                else:
+                else:  # the same test as `_with_room`, from the mirror
                     fit = min(mirror[x, 3], count) if not share else (1 if mirror[x, 4] >= share else 0)
                 if fit < count:
                     continue
@@ -662,9 +686,7 @@ def _first_fit(
     nothing. `out_*` as in `pack_kinds`; `mirror` and `pos_of` as in `_mirror`.
     """
     n = rows.shape[0]
-    min_c = j_cpu[left[0]] if n_left else 0
-    for q in range(n_left):
-        min_c = min(min_c, j_cpu[left[q]])
+    min_c = _smallest(left, n_left, j_cpu, j_mem, j_disk)[0]
     rc = cpu[rows]
     rm = mem[rows]
     rd = disk[rows]
@@ -688,12 +710,7 @@ def _first_fit(
         mm = j_mem[job]
         dk = j_disk[job]
         lim = j_bid[job]
-        dominated = False
-        for q in range(n_failed):
-            if c >= f_c[q] and mm >= f_m[q] and dk >= f_d[q] and lim <= f_b[q]:
-                dominated = True
-                break
-        if dominated:
+        if _dominated(f_c, f_m, f_d, f_b, n_failed, c, mm, dk, lim):
             left[n_next] = job
             n_next += 1
             continue
@@ -1121,12 +1138,7 @@ def _spill_gangs(
             if at < n:
                 if not checked:
                     checked = True
-                    dominated = False
-                    for x in range(n_failed):
-                        if c >= f_c[x] and j_mem[job] >= f_m[x] and j_disk[job] >= f_d[x] and lim <= f_b[x]:
-                            dominated = True
-                            break
-                    if dominated:
+                    if _dominated(f_c, f_m, f_d, f_b, n_failed, c, j_mem[job], j_disk[job], lim):
                         break
                 scanned = True
                 placed, key_at[q] = _place_gang(
@@ -1230,6 +1242,7 @@ def spill_kinds(
     max_cost: int,
     cost_scale: float,
     chunk_rows: int,
+    gang_rows: int,
     budget: np.ndarray,
     out_job: np.ndarray,
     out_row: np.ndarray,
@@ -1241,8 +1254,8 @@ def spill_kinds(
     lower class), in chunks of classes a few times what the jobs need (a kind with a few jobs left reads a
     few classes, not every node that could take it; chunks are disjoint, so a job meets each in the same
     state as in one long scan). A chunk of more rows than `budget[0]` has left ends the kind's spill; the
-    rows read are taken from it. Gangs scan node by node, in growing prefixes of the candidates
-    (`_spill_gangs`). `whole_free` and `most_free` are per node its whole free GPUs and the most
+    rows read are taken from it. Gangs scan node by node, in growing prefixes of the candidates from
+    `gang_rows` rows on (`_spill_gangs`). `whole_free` and `most_free` are per node its whole free GPUs and the most
     milli free on one GPU (`Free.gpu_summary`, kept up to date here). Returns placements made (`out_*` as in
     `pack_kinds`)."""
     C = count.shape[0]
@@ -1304,11 +1317,11 @@ def spill_kinds(
         )  # fmt: skip
         # the candidates cheapest first (ties to the lower class), sorted only as far as the chunks read
         comp = cost[:n].astype(np.int64) * n + np.arange(n)  # whole-number costs: one distinct key each
-        want = chunk_rows + 8 * n_left * gang
+        want = chunk_rows + 8 * n_left
         if gang > 1:
             comp.sort()
             n_left, n_out = _spill_gangs(
-                cpu, mem, disk, gpu, cand[comp % n], class_rows, class_bounds, want, budget, price_gpu, price_cpu,
+                cpu, mem, disk, gpu, cand[comp % n], class_rows, class_bounds, gang_rows, budget, price_gpu, price_cpu,
                 gpu_model, gpu_vram, model_ok, k, k_constrained[k], k_min_vram[k], gpus, share, gang, whole_free,
                 most_free, homogeneous, node_type, types, left, n_left, j_cpu, j_mem, j_disk, j_bid, out_job,
                 out_row, out_gpus, out_task, n_out, mirror, pos_of,

@@ -42,8 +42,7 @@ FLOW_ROUNDS = 2  # flow rounds per level, each on node classes rebuilt from what
 # waiting that the room left would hold (84,417 tasks started against 93,558 now, for 0.1 s more)
 SPILL_ROW_BUDGET = 20_000_000
 SPILL_CHUNK_ROWS = 1024  # the spill reads a kind's candidate nodes in chunks of at least this many
-SPILL_WINDOW = 256  # rows one spilled job tests first
-GANG_SCAN_ROWS = 2048  # rows a spilled gang scans first; four times as many more on each miss
+GANG_SCAN_ROWS = 2048  # candidate rows a spilled gang kind reads first; four times as many more when it needs
 _COST_SCALE = 50_000.0
 _demand_of = attrgetter("demand")
 _cpu = attrgetter("cpu_milli")
@@ -537,7 +536,7 @@ class _Round:
     # ---- the spill: every node that could still fit, cheapest first ----
     def _spill_level(self, level: list[Need], nc: NodeClasses) -> None:
         """Jobs the flow left, kind by kind in level order: runs of kinds on node classes through the compiled
-        spill (`kernels.spill_kinds`), kinds pinned to nodes through `_spill`."""
+        spill (`kernels.spill_kinds`), kinds pinned to nodes through `_spill_pinned`."""
         batch: list[Need] = []
         for need in level:
             if not self.left[id(need.kind)]:
@@ -548,12 +547,12 @@ class _Round:
             if batch:
                 self._spill_kinds(batch, nc)
                 batch = []
-            self._spill(need, nc)
+            self._spill_pinned(need)
         if batch:
             self._spill_kinds(batch, nc)
 
     def _spill_kinds(self, needs: list[Need], nc: NodeClasses) -> None:
-        """`_spill` for a run of kinds not pinned to nodes, in one compiled call."""
+        """The spill for a run of kinds not pinned to nodes, in one compiled call."""
         if nc.size == 0:
             return
         t = self.t
@@ -581,7 +580,7 @@ class _Round:
             np.array([k.horizon_h for k in kinds]),
             np.array([any(j.bid_per_hour is None for j in js) for js in cols.jobs], np.bool_), cols.k_jobs,
             cols.cpu, cols.mem, cols.disk, cols.bid, self.max_pg, self.max_pc, flow.MAX_ARC_COST, _COST_SCALE,
-            SPILL_CHUNK_ROWS, budget, out_job, out_row, out_gpus, out_task,
+            SPILL_CHUNK_ROWS, GANG_SCAN_ROWS, budget, out_job, out_row, out_gpus, out_task,
         )  # fmt: skip
         self.spill_budget = int(budget[0])
         if not n_out:
@@ -592,75 +591,16 @@ class _Round:
         )
         self._keep_left(kinds, cols.jobs, cols.k_jobs, placed)
 
-    def _spill(self, need: Need, nc: NodeClasses) -> None:
+    def _spill_pinned(self, need: Need) -> None:
+        """The spill for a kind pinned to node ids: every one of its nodes that takes new work and has room."""
         k = need.kind
         jobs = self.left[id(k)]
-        if not jobs:
+        if not jobs or need.node_rows is None:
             return
         t = self.t
-        if need.node_rows is not None:
-            rows_a = need.node_rows[t.schedulable[need.node_rows]]
-            rows_a = rows_a[need.place_ok(t, rows_a)]
-            rows_a = self._with_room(need, jobs, rows_a)
-        else:  # by node classes, cheapest first
-            C = nc.size
-            if C == 0:
-                return
-            ok = need.region_ok[nc.region].copy()
-            ok &= nc.cpu_max >= min(x.demand.cpu_milli for x in jobs)
-            ok &= nc.mem_max >= min(x.demand.memory_mib for x in jobs)
-            if k.gpu_count:
-                if need.constrained_gpus:
-                    ok &= need.type_ok(t)[nc.gpu_type]
-                s = k.gpu_share_milli
-                if s:
-                    ok &= (nc.whole >= 1) | (nc.partial_max >= s)
-                else:
-                    ok &= nc.whole >= k.gpu_count
-            cand = np.flatnonzero(ok)
-            if len(cand) == 0:
-                return
-            cpu = jobs[0].demand.cpu_milli
-            if all(x.bid_per_hour is not None for x in jobs):  # as in the flow: the bid chose the price
-                price = np.zeros(len(cand))
-            else:
-                price = k.gpu_count * nc.price_gpu[cand] + (cpu / 1000.0) * nc.price_cpu[cand]
-            norm = k.gpu_count * self.max_pg + (cpu / 1000.0) * self.max_pc
-            cost = arc_cost(
-                k,
-                price,
-                norm,
-                need.node_speed(t, nc.sample[cand]),
-                nc.reliability[cand],
-                nc.whole[cand],
-                nc.partial_min[cand],
-            )
-            cand = cand[np.lexsort((cand, cost))]
-            # the candidates in chunks, cheapest first, each a few times what the jobs need: a kind with a few
-            # jobs left reads a few classes, not every node that could take it. Chunks are disjoint, so a job
-            # meets each in the same state as in one long scan. A gang needs all its tasks in one chunk: one.
-            ends = np.cumsum(nc.count[cand])
-            want = SPILL_CHUNK_ROWS + 8 * len(jobs) * k.gang_size
-            b = nc.bounds
-            lo = 0
-            while jobs and lo < len(cand):
-                hi = (
-                    len(cand)
-                    if k.gang_size > 1
-                    else int(np.searchsorted(ends, ends[lo] - nc.count[cand[lo]] + want)) + 1
-                )
-                hi = min(hi, len(cand))
-                n_rows = int(ends[hi - 1] - (ends[lo - 1] if lo else 0))
-                if n_rows > self.spill_budget:
-                    break
-                self.spill_budget -= n_rows
-                rows_a = np.concatenate([nc.rows[b[c] : b[c + 1]] for c in cand[lo:hi].tolist()])
-                jobs = self._spill_rows(need, jobs, self._with_room(need, jobs, rows_a))
-                lo = hi
-                want *= 4
-            self.left[id(k)] = jobs
-            return
-        self.left[id(k)] = self._spill_rows(need, jobs, rows_a)
+        rows_a = need.node_rows[t.schedulable[need.node_rows]]
+        rows_a = rows_a[need.place_ok(t, rows_a)]
+        self.left[id(k)] = self._spill_rows(need, jobs, self._with_room(need, jobs, rows_a))
 
     def _spill_rows(self, need: Need, jobs: list[Job], rows_a: np.ndarray) -> list[Job]:
         """Every job, in queue order, onto the first of `rows_a` that fits it; returns those not placed.
