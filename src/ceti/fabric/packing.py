@@ -77,8 +77,9 @@ class _GpuRows(dict):
 
 
 class Free:
-    """The room left on every node, as lists (cpu, memory, disk, and per-GPU milli by position) for Python
-    code and NumPy columns for vectorised and compiled code; `arrays` and `absorb` bring one up to the other."""
+    """The room left on every node: NumPy columns (cpu, memory, disk, per-GPU milli by position) for vectorised
+    and compiled code, and per node a list of its GPUs' milli for Python code; `arrays` and `absorb` bring one
+    up to the other."""
 
     def __init__(self, t: NodeTable, running: Sequence[Allocation]) -> None:
         self.t = t
@@ -88,23 +89,22 @@ class Free:
         gpu = np.where(t.gpu_valid, WHOLE_GPU_MILLI, -1).astype(np.int64)
         # per running allocation: its node's row (-1: not in the table), [cpu, memory, disk, share], GPU count
         self.running_cols = _subtract_running(t, running, cpu, mem, disk, gpu) if running else None
-        self.cpu: list[int] = cpu.tolist()
-        self.mem: list[int] = mem.tolist()
-        self.disk: list[int] = disk.tolist()
+        # CPU, memory and disk: the columns themselves, read and changed in place by Python and compiled code
+        self.cpu = cpu
+        self.mem = mem
+        self.disk = disk
         self.gpu = _GpuRows(gpu)  # changed in place by Python code, which then marks the node dirty
         self._arrays = (cpu, mem, disk, gpu)
         self.dirty: set[int] = set()
         self._gpu_summary: tuple[np.ndarray, np.ndarray] | None = None
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """NumPy copies of the residual, brought up to date with what was placed since the last call."""
+        """The residual as NumPy columns, the GPUs brought up to date with what Python code placed since the last
+        call."""
         cpu, mem, disk, gpu = self._arrays
         if self.dirty:
             rows = np.fromiter(self.dirty, np.int64, len(self.dirty))
             rl = rows.tolist()
-            cpu[rows] = [self.cpu[r] for r in rl]
-            mem[rows] = [self.mem[r] for r in rl]
-            disk[rows] = [self.disk[r] for r in rl]
             read = [r for r in rl if r in self.gpu]  # a node whose GPUs were never read kept them
             if read:
                 gpu[read] = [self.gpu[r] for r in read]
@@ -117,21 +117,14 @@ class Free:
         return cpu, mem, disk, gpu
 
     def absorb(self, rows: np.ndarray) -> None:
-        """The arrays of `arrays()` were changed in place at `rows` (by compiled packing): bring the lists and
+        """The arrays of `arrays()` were changed in place at `rows` (by compiled packing): bring the GPU lists and
         the GPU summary up to date from them. Call it with no other change pending (right after `arrays()`)."""
-        cpu, mem, disk, gpu = self._arrays
+        gpu = self._arrays[3]
         rows = np.unique(rows)
-        if len(rows) * 8 > self.t.n:  # most of the nodes: rebuilding the lists is cheaper than patching them
-            self.cpu[:] = cpu.tolist()
-            self.mem[:] = mem.tolist()
-            self.disk[:] = disk.tolist()
+        if len(rows) * 8 > self.t.n:  # most of the nodes: forgetting every list is cheaper than picking
             self.gpu.clear()
         else:
-            rl = rows.tolist()
-            for lst, arr in ((self.cpu, cpu), (self.mem, mem), (self.disk, disk)):
-                for r, v in zip(rl, arr[rows].tolist(), strict=True):
-                    lst[r] = v
-            for r in rl:
+            for r in rows.tolist():
                 self.gpu.pop(r, None)
         if self._gpu_summary is not None:
             whole, most = self._gpu_summary
