@@ -97,9 +97,7 @@ def test_the_compiled_gpu_choice_is_choose_gpus(count: int, share: int) -> None:
         expected = row.tolist()
         want = choose_gpus(expected, mask, count, share)
         out = np.empty(8, np.int64)
-        got = kernels._choose(
-            row, masked, model_ok, 0, models, np.zeros(8, np.int64), 0, count, share, out
-        )
+        got = kernels._choose(row, masked, model_ok, 0, models, np.zeros(8, np.int64), 0, count, share, out)
         assert got == (want is not None)
         if got:
             assert sorted(out[:count].tolist()) == sorted(want)
