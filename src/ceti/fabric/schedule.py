@@ -578,7 +578,7 @@ class _Round:
             nc.partial_min, nc.partial_max, nc.price_gpu, nc.price_cpu, nc.reliability, k_count, k_share, k_gang,
             k_constrained, k_min_vram, model_ok, k_place, places, k_type, types, k_speed, speeds,
             np.array([k.horizon_h for k in kinds]),
-            np.array([any(j.bid_per_hour is None for j in js) for js in cols.jobs], np.bool_), cols.k_jobs,
+            np.logical_or.reduceat(cols.bid == math.inf, cols.k_jobs[:-1]), cols.k_jobs,
             cols.cpu, cols.mem, cols.disk, cols.bid, self.max_pg, self.max_pc, flow.MAX_ARC_COST, _COST_SCALE,
             SPILL_CHUNK_ROWS, GANG_SCAN_ROWS, budget, out_job, out_row, out_gpus, out_task,
         )  # fmt: skip
@@ -592,7 +592,9 @@ class _Round:
         self._keep_left(kinds, cols.jobs, cols.k_jobs, placed)
 
     def _spill_pinned(self, need: Need) -> None:
-        """The spill for a kind pinned to node ids: every one of its nodes that takes new work and has room."""
+        """The spill for a kind pinned to node ids: every one of its nodes that takes new work and has room,
+        each job in queue order onto the first that fits it (`kernels.spill_rows`, which keeps the nodes with
+        room itself); gangs scan node by node (`_spill_rows_scan`)."""
         k = need.kind
         jobs = self.left[id(k)]
         if not jobs or need.node_rows is None:
@@ -600,44 +602,37 @@ class _Round:
         t = self.t
         rows_a = need.node_rows[t.schedulable[need.node_rows]]
         rows_a = rows_a[need.place_ok(t, rows_a)]
-        self.left[id(k)] = self._spill_rows(need, jobs, self._with_room(need, jobs, rows_a))
-
-    def _spill_rows(self, need: Need, jobs: list[Job], rows_a: np.ndarray) -> list[Job]:
-        """Every job, in queue order, onto the first of `rows_a` that fits it; returns those not placed.
-
-        Single tasks go through the compiled loop (`kernels.spill_rows`); gangs scan node by node
-        (`_spill_rows_scan`).
-        """
-        k = need.kind
         if k.gang_size > 1:
-            return self._spill_rows_scan(need, jobs, rows_a)
-        t = self.t
+            self.left[id(k)] = self._spill_rows_scan(need, jobs, self._with_room(need, jobs, rows_a))
+            return
         f = self.free
         cpu, mem, disk, gpu = f.arrays()
-        count = k.gpu_count
+        cols = self._job_columns([need])
         m = len(jobs)
-        demands = list(map(_demand_of, jobs))
         out_job = np.empty(m, np.int64)
         out_row = np.empty(m, np.int64)
         out_gpus = np.empty((m, max(t.G, 1)), np.int64)
         any_type = np.ones(len(t.type_first_row), np.bool_)
         n_out = kernels.spill_rows(
             cpu, mem, disk, gpu, rows_a, t.price_gpu, t.price_cpu, t.gpu_model, t.gpu_vram, need.model_ok,
-            need.constrained_gpus, k.min_vram_mib if need.constrained_gpus else 0, count, k.gpu_share_milli,
+            need.constrained_gpus, k.min_vram_mib if need.constrained_gpus else 0, k.gpu_count, k.gpu_share_milli,
             *f.gpu_summary(), t.homogeneous, t.gpu_type, need.type_ok(t) if need.constrained_gpus else any_type,
-            np.fromiter(map(_cpu, demands), np.int64, m), np.fromiter(map(_mem, demands), np.int64, m),
-            np.fromiter(map(_disk, demands), np.int64, m),
-            np.array([math.inf if b is None else b for b in map(_bid, jobs)], np.float64), out_job, out_row, out_gpus,
+            cols.cpu, cols.mem, cols.disk, cols.bid, out_job, out_row, out_gpus,
         )  # fmt: skip
-        if not n_out:
-            return jobs
-        placed = self._started(
-            jobs, out_job[:n_out], out_row[:n_out], out_gpus[:n_out], np.zeros(n_out, np.int64), count
-        )
-        return [j for j, p in zip(jobs, placed.tolist(), strict=True) if not p]
+        if n_out:
+            placed = self._started(
+                jobs,
+                out_job[:n_out],
+                out_row[:n_out],
+                out_gpus[:n_out],
+                np.zeros(n_out, np.int64),
+                k.gpu_count,
+            )
+            self._keep_left([k], cols.jobs, cols.k_jobs, placed)
 
     def _spill_rows_scan(self, need: Need, jobs: list[Job], rows_a: np.ndarray) -> list[Job]:
-        """`_spill_rows` for gangs: node by node, a gang's tasks may share a node (`kernels.spill_gang`)."""
+        """The spill of a pinned gang kind on `rows_a`: node by node, a gang's tasks may share a node
+        (`kernels.spill_gang`); returns the jobs not placed."""
         k = need.kind
         t = self.t
         cpu, mem, disk, gpu = self.free.arrays()
