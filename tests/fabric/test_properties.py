@@ -345,3 +345,17 @@ def test_the_gang_spill_reads_its_rows_in_growing_prefixes_with_the_same_decisio
     monkeypatch.setattr(module, "GANG_SCAN_ROWS", 1)
     assert schedule(snap) == whole
     assert any(s.task_index > 0 for s in whole.starts)  # gangs were placed
+
+
+
+@PROPS
+@given(snapshots(), st.randoms(use_true_random=False))
+def test_kinds_know_where_their_jobs_are_in_a_queue_of_any_order(snap: Snapshot, rnd: random.Random) -> None:
+    """The round reads each job's numbers by its position in `pending` (`JobKind.at`), whatever order the
+    queue came in (`test_deterministic_and_independent_of_input_order` checks the decisions)."""
+    from ceti.fabric.classes import job_kinds
+
+    shuffled = list(snap.pending)
+    rnd.shuffle(shuffled)
+    for k in job_kinds(shuffled):
+        assert [shuffled[i] for i in k.at] == k.jobs

@@ -209,6 +209,9 @@ class JobKind:
     speed_by_model: tuple[tuple[str, float], ...]
     horizon_h: float = 1.0  # hours a node failure would throw away, to a power of two (`horizon_of`)
     jobs: list[Job] = field(default_factory=list)
+    # each job's position in the sequence `job_kinds` grouped (for reading its columns); stale once `jobs` is
+    # edited, which its length then tells
+    at: list[int] = field(default_factory=list)
 
     @property
     def node_ask(self) -> tuple:
@@ -236,7 +239,6 @@ _kind_fields = attrgetter(
 )
 _job_fields = attrgetter("priority", "gang_size", "speed_by_model", "demand", "expected_duration_h")
 _order = attrgetter("order")
-_queue_key = attrgetter("order", "id")
 
 
 def horizon_of(expected_duration_h: float | None) -> float:
@@ -251,10 +253,14 @@ def job_kinds(pending: Sequence[Job]) -> list[JobKind]:
     """Group pending jobs; each kind's jobs in queue order; kinds by (-priority, first job's order)."""
     orders = list(map(_order, pending))
     # a queue read in order (the server's, the simulators') needs no sort: orders strictly increasing
-    jobs = list(pending) if all(map(lt, orders, islice(orders, 1, None))) else sorted(pending, key=_queue_key)
+    if all(map(lt, orders, islice(orders, 1, None))):
+        jobs, at = pending, range(len(pending))
+    else:
+        at = sorted(range(len(pending)), key=lambda i: (orders[i], pending[i].id))
+        jobs = list(map(pending.__getitem__, at))
     groups: dict[tuple, JobKind] = {}
     speed_sig: dict[int, tuple[tuple[str, float], ...]] = {}
-    for j, (prio, gang, sp, d, dur) in zip(jobs, map(_job_fields, jobs), strict=True):
+    for i, j, (prio, gang, sp, d, dur) in zip(at, jobs, map(_job_fields, jobs), strict=True):
         if sp:
             sig = speed_sig.get(id(sp))
             if sig is None:
@@ -266,6 +272,7 @@ def job_kinds(pending: Sequence[Job]) -> list[JobKind]:
         if k is None:
             k = groups[key] = JobKind(prio, max(1, gang), *key[3], sig, key[4])
         k.jobs.append(j)
+        k.at.append(i)
     out = list(groups.values())
     out.sort(key=lambda k: (-k.priority, k.jobs[0].order, k.jobs[0].id))
     return out

@@ -225,7 +225,9 @@ class _Round:
         self.max_pc = float(t.price_cpu.max(initial=0.0))
         self.left: dict[int, list[Job]] = {}  # id(kind) -> jobs not placed yet, in queue order
         self.pending = snapshot.pending
-        self._job_cols: tuple[dict[int, int], np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._job_cols: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.left_at: dict[int, np.ndarray] = {}  # id(kind) -> positions in `pending` of `left`'s jobs
+        self._index: dict[int, int] | None = None  # id(job) -> its position in `pending`
         self.needs: dict[int, Need] = {}  # id(kind) -> its constraints as lookups
         self._usable_cache: dict[tuple, np.ndarray] = {}
         self._cls_of: NodeClasses | None = None
@@ -414,9 +416,7 @@ class _Round:
         cpu, mem, disk, gpu = f.arrays()
         K = len(batch)
         sub = cols.subset(which)
-        jobs, all_jobs, k_jobs, j_cpu, j_mem, j_disk, j_bid = (
-            sub.jobs, sub.all_jobs, sub.k_jobs, sub.cpu, sub.mem, sub.disk, sub.bid
-        )  # fmt: skip
+        k_jobs, j_cpu, j_mem, j_disk, j_bid = sub.k_jobs, sub.cpu, sub.mem, sub.disk, sub.bid
         kinds = [need.kind for need, _ in batch]
         k_count, k_share, k_constrained, k_min_vram, model_ok = _gpu_asks([need for need, _ in batch])
         k_gang = np.array([k.gang_size for k in kinds], np.int64)
@@ -450,60 +450,89 @@ class _Round:
         if not n_out:
             return
         counts = k_count[np.searchsorted(k_jobs, out_job[:n_out], side="right") - 1]
-        placed = self._started(
-            all_jobs, out_job[:n_out], out_row[:n_out], out_gpus[:n_out], out_task[:n_out], counts
-        )
-        self._keep_left(kinds, jobs, k_jobs, placed)
+        self._placed(kinds, sub, out_job[:n_out], out_row[:n_out], out_gpus[:n_out], out_task[:n_out], counts)
 
-    def _job_columns(self, needs: list[Need]) -> _JobColumns:
-        """The kinds' jobs not placed yet as columns for compiled code."""
+    def _columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every pending job's CPU, memory, disk and bid (inf: none) by its position in `pending`, read once a
+        round: a kind's jobs are then a gather by `left_at`."""
         if self._job_cols is None:
-            # every pending job's numbers, read once a round; a kind's jobs left are then a gather
             pending = self.pending
             n = len(pending)
             demands = list(map(_demand_of, pending))
             self._job_cols = (
-                dict(zip(map(id, pending), range(n), strict=True)),
                 np.fromiter(map(_cpu, demands), np.int64, n),
                 np.fromiter(map(_mem, demands), np.int64, n),
                 np.fromiter(map(_disk, demands), np.int64, n),
                 np.array([math.inf if b is None else b for b in map(_bid, pending)], np.float64),
             )
-        index, cpu, mem, disk, bid = self._job_cols
-        jobs = [self.left[id(need.kind)] for need in needs]
-        all_jobs = [j for js in jobs for j in js]
-        at = np.fromiter(map(index.__getitem__, map(id, all_jobs)), np.int64, len(all_jobs))
+        return self._job_cols
+
+    def _left_at(self, k: JobKind) -> np.ndarray:
+        """Positions in `pending` of the kind's jobs not placed yet. Code that edits `left` without them leaves
+        them longer than the list (lists only shrink), and they are looked up again."""
+        left = self.left[id(k)]
+        at = self.left_at.get(id(k))
+        if at is None or len(at) != len(left):
+            at = self.left_at[id(k)] = self._at_of(left)
+        return at
+
+    def _at_of(self, jobs: list[Job]) -> np.ndarray:
+        """The positions in `pending` of `jobs`."""
+        if self._index is None:
+            self._index = dict(zip(map(id, self.pending), range(len(self.pending)), strict=True))
+        return np.fromiter(map(self._index.__getitem__, map(id, jobs)), np.int64, len(jobs))
+
+    def _job_columns(self, needs: list[Need]) -> _JobColumns:
+        """The kinds' jobs not placed yet as columns for compiled code."""
+        cpu, mem, disk, bid = self._columns()
+        kinds = [need.kind for need in needs]
+        ats = [self._left_at(k) for k in kinds]
+        at = np.concatenate(ats) if ats else np.zeros(0, np.int64)
         k_jobs = np.zeros(len(needs) + 1, np.int64)
-        k_jobs[1:] = np.cumsum([len(js) for js in jobs])
-        return _JobColumns(jobs, all_jobs, k_jobs, cpu[at], mem[at], disk[at], bid[at])
+        k_jobs[1:] = np.cumsum([len(a) for a in ats])
+        jobs = [self.left[id(k)] for k in kinds]
+        return _JobColumns(self.pending, jobs, at, k_jobs, cpu[at], mem[at], disk[at], bid[at])
 
-    def _keep_left(
-        self, kinds: list[JobKind], jobs: list[list[Job]], k_jobs: np.ndarray, placed: np.ndarray
-    ) -> None:
-        """Drop the jobs that started (`placed`, over the kinds' columns) from the kinds' lists."""
-        flags = placed.tolist()
-        for i, k in enumerate(kinds):
-            lo, hi = int(k_jobs[i]), int(k_jobs[i + 1])
-            if any(flags[lo:hi]):
-                self.left[id(k)] = [j for j, p in zip(jobs[i], flags[lo:hi], strict=True) if not p]
-
-    def _started(
+    def _placed(
         self,
-        jobs: list[Job],
+        kinds: list[JobKind],
+        cols: _JobColumns,
         job_of: np.ndarray,
         rows: np.ndarray,
         positions: np.ndarray,
         tasks: np.ndarray,
         counts: np.ndarray | int,
-    ) -> np.ndarray:
+    ) -> None:
+        """Placements made by compiled code over `cols` (the columns of `kinds`), as decisions (`_started`), and
+        the jobs that started dropped from the kinds' lists."""
+        self._started(cols.jobs_at(job_of), rows, positions, tasks, counts)
+        placed = np.zeros(len(cols.at), np.bool_)
+        placed[job_of] = True
+        flags = placed.tolist()
+        k_jobs = cols.k_jobs
+        pending = self.pending
+        for i, k in enumerate(kinds):
+            lo, hi = int(k_jobs[i]), int(k_jobs[i + 1])
+            if any(flags[lo:hi]):
+                at = cols.at[lo:hi][~placed[lo:hi]]
+                self.left_at[id(k)] = at
+                self.left[id(k)] = list(map(pending.__getitem__, at.tolist()))
+
+    def _started(
+        self,
+        placed_jobs: list[Job],
+        rows: np.ndarray,
+        positions: np.ndarray,
+        tasks: np.ndarray,
+        counts: np.ndarray | int,
+    ) -> None:
         """Placements made in the arrays by compiled code, as decisions: the Python lists brought up to date,
-        one `Start` per placement (task `tasks[i]` of `jobs[job_of[i]]` on row `rows[i]`, the GPUs at its
-        first `counts[i]` positions, or `counts` for all). Returns, per job, whether it started."""
+        one `Start` per placement (task `tasks[i]` of `placed_jobs[i]` on row `rows[i]`, the GPUs at its first
+        `counts[i]` positions, or `counts` for all)."""
         t = self.t
         self.free.absorb(rows)
-        n = len(job_of)
+        n = len(placed_jobs)
         counts = np.full(n, counts, np.int64) if isinstance(counts, int) else counts
-        placed_jobs = list(map(jobs.__getitem__, job_of.tolist()))
         gpus: list[tuple[int, ...]] = [()] * n
         for count in np.unique(counts[counts > 0]).tolist():
             sel = np.flatnonzero(counts == count)
@@ -529,9 +558,6 @@ class _Round:
                 ),
             )
         )
-        placed = np.zeros(len(jobs), np.bool_)
-        placed[job_of] = True
-        return placed
 
     # ---- the spill: every node that could still fit, cheapest first ----
     def _spill_level(self, level: list[Need], nc: NodeClasses) -> None:
@@ -586,10 +612,9 @@ class _Round:
         if not n_out:
             return
         counts = k_count[np.searchsorted(cols.k_jobs, out_job[:n_out], side="right") - 1]
-        placed = self._started(
-            cols.all_jobs, out_job[:n_out], out_row[:n_out], out_gpus[:n_out], out_task[:n_out], counts
+        self._placed(
+            kinds, cols, out_job[:n_out], out_row[:n_out], out_gpus[:n_out], out_task[:n_out], counts
         )
-        self._keep_left(kinds, cols.jobs, cols.k_jobs, placed)
 
     def _spill_pinned(self, need: Need) -> None:
         """The spill for a kind pinned to node ids: every one of its nodes that takes new work and has room,
@@ -620,15 +645,15 @@ class _Round:
             cols.cpu, cols.mem, cols.disk, cols.bid, out_job, out_row, out_gpus,
         )  # fmt: skip
         if n_out:
-            placed = self._started(
-                jobs,
+            self._placed(
+                [k],
+                cols,
                 out_job[:n_out],
                 out_row[:n_out],
                 out_gpus[:n_out],
                 np.zeros(n_out, np.int64),
                 k.gpu_count,
             )
-            self._keep_left([k], cols.jobs, cols.k_jobs, placed)
 
     def _spill_rows_scan(self, need: Need, jobs: list[Job], rows_a: np.ndarray) -> list[Job]:
         """The spill of a pinned gang kind on `rows_a`: node by node, a gang's tasks may share a node
@@ -674,7 +699,7 @@ class _Round:
                 left.append(job)
                 failed.append((d.cpu_milli, d.memory_mib, d.disk_mib, lim))
             else:
-                self._started([job], np.zeros(gang, np.int64), g_rows, g_pos, np.arange(gang), k.gpu_count)
+                self._started([job] * gang, g_rows, g_pos, np.arange(gang), k.gpu_count)
         return left
 
     def _with_room(self, need: Need, jobs: list[Job], rows: np.ndarray) -> np.ndarray:
@@ -725,26 +750,30 @@ class _Round:
         self.shapes = t.shape_groups()
         rows, weight, _, _ = self.shapes
         cache: dict[tuple, str | None] = {}
-        for k in kinds:
+        # the largest CPU, memory and disk of each kind: a node that holds that holds every job of the kind, so
+        # most kinds need one check, not one per distinct job shape
+        ats = [np.array(k.at, np.int64) if len(k.at) == len(k.jobs) else self._at_of(k.jobs) for k in kinds]
+        at = np.concatenate(ats) if ats else np.zeros(0, np.int64)
+        firsts = np.cumsum([0] + [len(a) for a in ats[:-1]])
+        cpu, mem, disk, _ = self._columns()
+        biggest_cpu, biggest_mem, biggest_disk = (
+            np.maximum.reduceat(col[at], firsts).tolist() if len(at) else [] for col in (cpu, mem, disk)
+        )
+        for i, k in enumerate(kinds):
             need = self.needs[id(k)] = Need(t, k)
             r, w = (rows, weight)
             if need.node_rows is not None:
                 r, w = need.node_rows, np.ones(len(need.node_rows), np.int64)
             base = (k.gang_size, *k.node_ask)
-            # the largest CPU, memory and disk of the kind at once: a node that holds that holds every job of
-            # the kind, so most kinds need one check, not one per distinct job shape
-            demands = list(
-                map(_demand_of, k.jobs)
-            )  # then plain attributes: a dotted getter costs twice as much
-            d0 = demands[0]
+            d0 = k.jobs[0].demand
             biggest = Demand(
-                max(map(_cpu, demands)),
-                max(map(_mem, demands)),
+                biggest_cpu[i],
+                biggest_mem[i],
                 d0.gpu_count,
                 d0.gpu_share_milli,
                 d0.gpu_models,
                 d0.min_vram_mib,
-                max(map(_disk, demands)),
+                biggest_disk[i],
                 d0.regions,
                 d0.node_ids,
                 d0.features,
@@ -759,6 +788,7 @@ class _Round:
                 fits_all = why is None
             if fits_all:
                 self.left[id(k)] = list(k.jobs)
+                self.left_at[id(k)] = ats[i]
                 continue
             keep: list[Job] = []
             for j in k.jobs:
@@ -774,7 +804,9 @@ class _Round:
                     keep.append(j)
             self.left[id(k)] = keep
 
-    def run(self, kinds: list[JobKind]) -> Decisions:
+    def run(self) -> Decisions:
+        # the kinds' positions (`JobKind.at`) index `pending`: the columns are read by them
+        kinds = job_kinds(self.pending)
         multi = None
         if any(k.gang_size > 1 for k in kinds):
             from ceti.fabric import multinode  # here, not above: it reuses this module's reason texts
@@ -802,6 +834,9 @@ class _Round:
                     n = self.preemptor.place(need, left, self.price_ok)
                     if n:
                         self.left[id(need.kind)] = left[n:]
+                        at = self.left_at.get(id(need.kind))
+                        if at is not None and len(at) == len(left):
+                            self.left_at[id(need.kind)] = at[n:]
         if multi is not None:
             multi.finish()
         self._waits(needs)
@@ -898,16 +933,21 @@ class _Round:
 
 @dataclass(slots=True)
 class _JobColumns:
-    """Kinds' jobs as columns for compiled code: per kind its list, all of them in one list, each kind's first
-    index (and the end), CPU, memory, disk, and bid (inf: none)."""
+    """Kinds' jobs as columns for compiled code: per kind its list, each job's position in `pending`, each
+    kind's first index (and the end), CPU, memory, disk, and bid (inf: none)."""
 
+    pending: Sequence[Job]
     jobs: list[list[Job]]
-    all_jobs: list[Job]
+    at: np.ndarray
     k_jobs: np.ndarray
     cpu: np.ndarray
     mem: np.ndarray
     disk: np.ndarray
     bid: np.ndarray
+
+    def jobs_at(self, i: np.ndarray) -> list[Job]:
+        """The jobs at indices `i` of the columns."""
+        return list(map(self.pending.__getitem__, self.at[i].tolist()))
 
     def subset(self, which: list[int]) -> _JobColumns:
         """The columns of the kinds at positions `which` (ascending)."""
@@ -918,8 +958,9 @@ class _JobColumns:
         k_jobs[1:] = np.cumsum(n)
         at = np.repeat(lo - k_jobs[:-1], n) + np.arange(int(k_jobs[-1]))
         jobs = [self.jobs[i] for i in which]
-        all_jobs = [j for js in jobs for j in js]
-        return _JobColumns(jobs, all_jobs, k_jobs, self.cpu[at], self.mem[at], self.disk[at], self.bid[at])
+        return _JobColumns(
+            self.pending, jobs, self.at[at], k_jobs, self.cpu[at], self.mem[at], self.disk[at], self.bid[at]
+        )
 
 
 def _gpu_asks(needs: list[Need]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -995,4 +1036,4 @@ def schedule(snapshot: Snapshot, placement: str = "flow") -> Decisions:
     each task's node where the round is small enough to score every node for every task (`per_task`); larger
     rounds, and "flow", use the class flow's packing."""
     with _cyclic_gc_paused():
-        return _Round(snapshot, placement).run(job_kinds(snapshot.pending))
+        return _Round(snapshot, placement).run()
