@@ -239,6 +239,7 @@ _kind_fields = attrgetter(
 )
 _job_fields = attrgetter("priority", "gang_size", "speed_by_model", "demand", "expected_duration_h")
 _order = attrgetter("order")
+_queue_key = attrgetter("order", "id")
 
 
 def horizon_of(expected_duration_h: float | None) -> float:
@@ -256,7 +257,7 @@ def job_kinds(pending: Sequence[Job]) -> list[JobKind]:
     if all(map(lt, orders, islice(orders, 1, None))):
         jobs, at = pending, range(len(pending))
     else:
-        at = sorted(range(len(pending)), key=lambda i: (orders[i], pending[i].id))
+        at = sorted(range(len(pending)), key=list(map(_queue_key, pending)).__getitem__)
         jobs = list(map(pending.__getitem__, at))
     groups: dict[tuple, JobKind] = {}
     speed_sig: dict[int, tuple[tuple[str, float], ...]] = {}

@@ -120,13 +120,13 @@ class Free:
         """The arrays of `arrays()` were changed in place at `rows` (by compiled packing): bring the GPU lists and
         the GPU summary up to date from them. Call it with no other change pending (right after `arrays()`)."""
         gpu = self._arrays[3]
-        rows = np.unique(rows)
-        if len(rows) * 8 > self.t.n:  # most of the nodes: forgetting every list is cheaper than picking
-            self.gpu.clear()
-        else:
-            for r in rows.tolist():
-                self.gpu.pop(r, None)
-        if self._gpu_summary is not None:
+        if self.gpu:  # only lists Python code read are kept (most rounds read a few hundred)
+            if len(rows) * 8 > self.t.n:  # most of the nodes: forgetting every list is cheaper than picking
+                self.gpu.clear()
+            else:
+                for r in rows.tolist():
+                    self.gpu.pop(r, None)
+        if self._gpu_summary is not None:  # a row placed on twice is written twice, alike
             whole, most = self._gpu_summary
             g = gpu[rows]
             whole[rows] = (g >= WHOLE_GPU_MILLI).sum(axis=1)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import math
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -226,6 +227,7 @@ class _Round:
         self.left: dict[int, list[Job]] = {}  # id(kind) -> jobs not placed yet, in queue order
         self.pending = snapshot.pending
         self._job_cols: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._later: list[Callable[[], None]] = []  # decisions to write, in order (`_started`, `_flush`)
         self.left_at: dict[int, np.ndarray] = {}  # id(kind) -> positions in `pending` of `left`'s jobs
         self._index: dict[int, int] | None = None  # id(job) -> its position in `pending`
         self.needs: dict[int, Need] = {}  # id(kind) -> its constraints as lookups
@@ -254,6 +256,7 @@ class _Round:
         return price * job.gang_size <= bid + 1e-9
 
     def _commit(self, job: Job, placed: list[tuple[int, list[int]]]) -> None:
+        self._flush()
         t = self.t
         share = job.demand.gpu_share_milli
         starts = self.decisions.starts
@@ -322,7 +325,8 @@ class _Round:
         ac = np.empty(most, np.int64)
         acap = np.empty(most, np.int64)
         acost = np.empty(most, np.int64)
-        n = kernels.plan_arcs(
+        n = self._beside(
+            kernels.plan_arcs,
             supply, k_cpu, k_mem, k_least, k_bid, np.array([k.gpu_count for k in kinds], np.int64),
             np.array([k.gpu_share_milli for k in kinds], np.int64), k_horizon, k_ok, k_speed, ok_rows,
             speed_rows, nc.cpu_mean, nc.mem_mean, nc.count, nc.whole, nc.partial_min, nc.price_gpu,
@@ -392,8 +396,9 @@ class _Round:
 
     def _pack_level(
         self, active: list[Need], plans: list[list[tuple[int, int, int]]], nc: NodeClasses, cols: _JobColumns
-    ) -> None:
-        """Each kind's jobs onto the classes the flow chose, cheapest class first, kinds in level order.
+    ) -> int:
+        """Each kind's jobs onto the classes the flow chose, cheapest class first, kinds in level order; returns
+        the tasks placed.
 
         Per class, jobs in queue order; a job looks at up to FLOW_SCAN_ROWS members from the class's cursor
         for what the kind asks of the GPUs (members before it have no such GPUs left: free room only shrinks
@@ -411,7 +416,7 @@ class _Round:
         f = self.free
         which = [i for i, plan in enumerate(plans) if plan]
         if not which:
-            return
+            return 0
         batch = [(active[i], plans[i]) for i in which]
         cpu, mem, disk, gpu = f.arrays()
         K = len(batch)
@@ -439,7 +444,8 @@ class _Round:
         out_row = np.empty(tasks, np.int64)
         out_gpus = np.empty((tasks, max(t.G, 1)), np.int64)
         out_task = np.empty(tasks, np.int64)
-        n_out = kernels.pack_kinds(
+        n_out = self._beside(
+            kernels.pack_kinds,
             cpu, mem, disk, gpu, t.price_gpu, t.price_cpu, t.gpu_model, t.gpu_vram, t.homogeneous,
             nc.rows, nc.bounds, k_count, k_share, k_gang, k_constrained, k_min_vram, model_ok, k_jobs,
             j_cpu, j_mem, j_disk, j_bid, k_plans, np.array(p_class, np.int64), np.array(p_quota, np.int64),
@@ -447,10 +453,12 @@ class _Round:
         )  # fmt: skip
         for key, v in zip(slots, cursors.tolist(), strict=True):
             nc.gpu_cursor[key] = v
-        if not n_out:
-            return
-        counts = k_count[np.searchsorted(k_jobs, out_job[:n_out], side="right") - 1]
-        self._placed(kinds, sub, out_job[:n_out], out_row[:n_out], out_gpus[:n_out], out_task[:n_out], counts)
+        if n_out:
+            counts = k_count[np.searchsorted(k_jobs, out_job[:n_out], side="right") - 1]
+            self._placed(
+                kinds, sub, out_job[:n_out], out_row[:n_out], out_gpus[:n_out], out_task[:n_out], counts
+            )
+        return n_out
 
     def _columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Every pending job's CPU, memory, disk and bid (inf: none) by its position in `pending`, read once a
@@ -505,7 +513,7 @@ class _Round:
     ) -> None:
         """Placements made by compiled code over `cols` (the columns of `kinds`), as decisions (`_started`), and
         the jobs that started dropped from the kinds' lists."""
-        self._started(cols.jobs_at(job_of), rows, positions, tasks, counts)
+        self._started(partial(cols.jobs_at, job_of), rows, positions, tasks, counts)
         placed = np.zeros(len(cols.at), np.bool_)
         placed[job_of] = True
         flags = placed.tolist()
@@ -520,17 +528,29 @@ class _Round:
 
     def _started(
         self,
-        placed_jobs: list[Job],
+        jobs: list[Job] | Callable[[], list[Job]],
         rows: np.ndarray,
         positions: np.ndarray,
         tasks: np.ndarray,
         counts: np.ndarray | int,
     ) -> None:
-        """Placements made in the arrays by compiled code, as decisions: the Python lists brought up to date,
-        one `Start` per placement (task `tasks[i]` of `placed_jobs[i]` on row `rows[i]`, the GPUs at its first
-        `counts[i]` positions, or `counts` for all)."""
-        t = self.t
+        """Placements made in the arrays by compiled code: the residual's Python side brought up to date now,
+        and one `Start` per placement written later, in order (`_flush`): task `tasks[i]` of `jobs[i]` (or of
+        what `jobs()` returns) on row `rows[i]`, the GPUs at its first `counts[i]` positions, or `counts` for
+        all. The arrays must not change after the call."""
         self.free.absorb(rows)
+        self._later.append(partial(self._write_starts, jobs, rows, positions, tasks, counts))
+
+    def _write_starts(
+        self,
+        jobs: list[Job] | Callable[[], list[Job]],
+        rows: np.ndarray,
+        positions: np.ndarray,
+        tasks: np.ndarray,
+        counts: np.ndarray | int,
+    ) -> None:
+        t = self.t
+        placed_jobs = jobs if isinstance(jobs, list) else jobs()
         n = len(placed_jobs)
         counts = np.full(n, counts, np.int64) if isinstance(counts, int) else counts
         gpus: list[tuple[int, ...]] = [()] * n
@@ -558,6 +578,39 @@ class _Round:
                 ),
             )
         )
+
+    def _flush(self) -> None:
+        """Write the starts deferred so far, in the order they were made. Code that appends decisions itself
+        calls it first."""
+        while self._later:
+            later, self._later = self._later, []
+            for write in later:
+                write()
+
+    def _beside(self, kernel: Callable[..., int], *args: object) -> int:
+        """`kernel(*args)`: compiled code that releases the GIL, run on a second thread while this one writes
+        the deferred starts, so the round uses both CPUs. The kernel changes only the arrays it is given; writing
+        starts reads none of them."""
+        if not self._later:
+            return kernel(*args)
+        got: list[tuple[bool, object]] = []
+
+        def call() -> None:
+            try:
+                got.append((True, kernel(*args)))
+            except Exception as e:  # noqa: BLE001 -- raised again on the round's thread, below
+                got.append((False, e))
+
+        worker = threading.Thread(target=call, name="ceti-fabric-kernel", daemon=True)
+        worker.start()
+        try:
+            self._flush()
+        finally:
+            worker.join()
+        ok, value = got[0]
+        if not ok:
+            raise value  # type: ignore[misc]
+        return value  # type: ignore[return-value]
 
     # ---- the spill: every node that could still fit, cheapest first ----
     def _spill_level(self, level: list[Need], nc: NodeClasses) -> None:
@@ -598,7 +651,8 @@ class _Round:
         out_gpus = np.empty((tasks, max(t.G, 1)), np.int64)
         out_task = np.empty(tasks, np.int64)
         whole, most = self.free.gpu_summary()
-        n_out = kernels.spill_kinds(
+        n_out = self._beside(
+            kernels.spill_kinds,
             cpu, mem, disk, gpu, whole, most, t.homogeneous, t.gpu_type, t.price_gpu, t.price_cpu, t.gpu_model,
             t.gpu_vram, nc.rows, nc.bounds, nc.count, nc.region, nc.gpu_type, nc.cpu_max, nc.mem_max, nc.whole,
             nc.partial_min, nc.partial_max, nc.price_gpu, nc.price_cpu, nc.reliability, k_count, k_share, k_gang,
@@ -699,7 +753,7 @@ class _Round:
                 left.append(job)
                 failed.append((d.cpu_milli, d.memory_mib, d.disk_mib, lim))
             else:
-                self._started([job] * gang, g_rows, g_pos, np.arange(gang), k.gpu_count)
+                self._started([job] * gang, g_rows.copy(), g_pos.copy(), np.arange(gang), k.gpu_count)
         return left
 
     def _with_room(self, need: Need, jobs: list[Job], rows: np.ndarray) -> np.ndarray:
@@ -791,7 +845,8 @@ class _Round:
                 self.left_at[id(k)] = ats[i]
                 continue
             keep: list[Job] = []
-            for j in k.jobs:
+            kept = np.ones(len(k.jobs), np.bool_)
+            for x, j in enumerate(k.jobs):
                 d = j.demand
                 key = (base, d.cpu_milli, d.memory_mib, d.disk_mib)
                 if key in cache:
@@ -800,9 +855,11 @@ class _Round:
                     why = cache[key] = static_misfit(t, d, k.gang_size, need, r, w, usable)
                 if why:
                     dec.unschedulable.append(Unschedulable(j.id, why))
+                    kept[x] = False
                 else:
                     keep.append(j)
             self.left[id(k)] = keep
+            self.left_at[id(k)] = ats[i][kept]
 
     def run(self) -> Decisions:
         # the kinds' positions (`JobKind.at`) index `pending`: the columns are read by them
@@ -823,11 +880,14 @@ class _Round:
                 levels.append([need])
         for level in levels:
             if multi is not None:  # multi-node gangs of this level and the levels above go first
+                self._flush()
                 multi.place(down_to=level[0].kind.priority)
             if self.per_task is not None:
+                self._flush()
                 self.per_task.place_level(level)
             else:
                 self._flow_level(level)
+            self._flush()  # pre-emption writes its starts after the level's
             for need in level:
                 left = self.left[id(need.kind)]
                 if left:
@@ -837,6 +897,7 @@ class _Round:
                         at = self.left_at.get(id(need.kind))
                         if at is not None and len(at) == len(left):
                             self.left_at[id(need.kind)] = at[n:]
+        self._flush()
         if multi is not None:
             multi.finish()
         self._waits(needs)
@@ -848,12 +909,10 @@ class _Round:
         fresh = False
         for _ in range(FLOW_ROUNDS):
             nc = node_classes(t, *self.free.arrays(), by_reliability=self.by_reliability)
-            before = len(self.decisions.starts)
             active = [need for need in level if self.left[id(need.kind)]]
             cols = self._job_columns(active)
             plans = self._plan(active, nc, cols)
-            self._pack_level(active, plans, nc, cols)
-            fresh = len(self.decisions.starts) == before
+            fresh = not self._pack_level(active, plans, nc, cols)
             if fresh:
                 break
         if not fresh and any(self.left[id(need.kind)] for need in level):
