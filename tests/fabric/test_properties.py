@@ -359,3 +359,40 @@ def test_kinds_know_where_their_jobs_are_in_a_queue_of_any_order(snap: Snapshot,
     rnd.shuffle(shuffled)
     for k in job_kinds(shuffled):
         assert [shuffled[i] for i in k.at] == k.jobs
+
+
+@PROPS
+@given(snapshots(), st.integers(1, 4))
+def test_the_compiled_static_check_agrees_with_static_misfit(snap: Snapshot, gang: int) -> None:
+    """`_Round._static_fits` (one compiled call for all kinds) says a kind fits exactly where `static_misfit`
+    gives its largest ask no reason, gangs included; kinds pinned to nodes are left to `static_misfit`."""
+    import dataclasses
+
+    from ceti.fabric.classes import Need, job_kinds
+    from ceti.fabric.schedule import _Round, static_misfit
+
+    pending = tuple(dataclasses.replace(j, gang_size=gang) if j.gang_size == 1 else j for j in snap.pending)
+    rnd = _Round(dataclasses.replace(snap, pending=pending))
+    t = rnd.t
+    rnd.shapes = t.shape_groups()
+    rows, weight, _, _ = rnd.shapes
+    kinds = job_kinds(pending)
+    needs = [Need(t, k) for k in kinds]
+    big = [
+        dataclasses.replace(
+            k.jobs[0].demand,
+            cpu_milli=max(j.demand.cpu_milli for j in k.jobs),
+            memory_mib=max(j.demand.memory_mib for j in k.jobs),
+            disk_mib=max(j.demand.disk_mib for j in k.jobs),
+        )
+        for k in kinds
+    ]
+    fast = rnd._static_fits(
+        needs,
+        *(np.array([getattr(d, f) for d in big], np.int64) for f in ("cpu_milli", "memory_mib", "disk_mib")),
+    )
+    for k, need, d, got in zip(kinds, needs, big, fast, strict=True):
+        if need.node_rows is not None:
+            assert not got
+            continue
+        assert got == (static_misfit(t, d, k.gang_size, need, rows, weight) is None), (k, d)

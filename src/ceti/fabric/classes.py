@@ -166,7 +166,10 @@ class NodeTable:
         if self.n == 0:
             z = np.zeros(0, np.int64)
             return z, z, np.zeros(0), np.zeros(0)
+        # one int64 per node that orders like the tuple of its columns: a column of small range is its own rank
+        # (no sort), others are ranked; the key is re-ranked only where it would no longer fit
         key = np.zeros(self.n, np.int64)
+        span = 1
         for v in (
             self.gpu_type,
             self.region,
@@ -176,16 +179,25 @@ class NodeTable:
             self.disk_total,
             self.schedulable.astype(np.int64),
         ):
-            _, inv = np.unique(v, return_inverse=True)
-            inv = inv.reshape(-1)
-            key = key * (int(inv.max()) + 1) + inv
-            _, key = np.unique(key, return_inverse=True)
-            key = key.reshape(-1)
-        _, first, count = np.unique(key, return_index=True, return_counts=True)
+            lo, hi = int(v.min()), int(v.max())
+            if hi - lo < 1 << 16:
+                rank, distinct = v - lo, hi - lo + 1
+            else:
+                _, rank = np.unique(v, return_inverse=True)
+                rank = rank.reshape(-1)
+                distinct = int(rank.max()) + 1
+            if span * distinct >= 1 << 62:
+                _, key = np.unique(key, return_inverse=True)
+                key = key.reshape(-1)
+                span = int(key.max()) + 1
+            key = key * distinct + rank
+            span *= distinct
+        _, first, group, count = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
+        group = group.reshape(-1)
         min_pg = np.full(len(first), np.inf)
         min_pc = np.full(len(first), np.inf)
-        np.minimum.at(min_pg, key, self.price_gpu)
-        np.minimum.at(min_pc, key, self.price_cpu)
+        np.minimum.at(min_pg, group, self.price_gpu)
+        np.minimum.at(min_pc, group, self.price_cpu)
         return first.astype(np.int64), count.astype(np.int64), min_pg, min_pc
 
 

@@ -1437,3 +1437,61 @@ def node_features(
         rel_ask = price_gpu[r] / top_pg + price_cpu[r] / top_pc
         eff[i] = (1.0 + rel_ask) / min(max(reliability[r], 0.05), 1.0)
     return whole, part, gpu_sum, band, key, eff
+
+
+@njit(cache=True, nogil=True)
+def static_fits(
+    s_place: np.ndarray,
+    s_cpu: np.ndarray,
+    s_mem: np.ndarray,
+    s_disk: np.ndarray,
+    weight: np.ndarray,
+    places: np.ndarray,
+    k_place: np.ndarray,
+    usable: np.ndarray,
+    k_usable: np.ndarray,
+    k_count: np.ndarray,
+    k_share: np.ndarray,
+    k_cpu: np.ndarray,
+    k_mem: np.ndarray,
+    k_disk: np.ndarray,
+    k_gang: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Per kind, whether `schedule.static_misfit` finds no reason: some static node shape in the kind's places
+    holds one task of its largest CPU, memory and disk with enough GPUs it may use (`usable`, per shape), and
+    for a gang the shapes' nodes together hold all its tasks. Shapes: `s_place` (place id), totals and
+    `weight` (nodes per shape)."""
+    for k in range(k_count.shape[0]):
+        count = k_count[k]
+        share = k_share[k]
+        need = 1 if share > 0 and count == 1 else count
+        gang = k_gang[k]
+        total = 0
+        fits = False
+        for s in range(s_cpu.shape[0]):
+            if not places[k_place[k], s_place[s]]:
+                continue
+            u = usable[k_usable[k], s]
+            if count > 0 and u < need:
+                continue
+            if (
+                (k_cpu[k] > 0 and s_cpu[s] < k_cpu[k])
+                or (k_mem[k] > 0 and s_mem[s] < k_mem[k])
+                or (k_disk[k] > 0 and s_disk[s] < k_disk[k])
+            ):
+                continue
+            if gang <= 1:
+                fits = True
+                break
+            per = 1 << 20
+            if k_cpu[k] > 0:
+                per = min(per, s_cpu[s] // k_cpu[k])
+            if k_mem[k] > 0:
+                per = min(per, s_mem[s] // k_mem[k])
+            if k_disk[k] > 0:
+                per = min(per, s_disk[s] // k_disk[k])
+            if count > 0:
+                per = min(per, u * (WHOLE // share) if share > 0 and count == 1 else u // count)
+            total += per * weight[s]
+        out[k] = fits or (gang > 1 and total >= gang)

@@ -48,10 +48,20 @@ _interruptible = attrgetter("interruptible")
 
 
 class Preemptor:
-    def __init__(self, t: NodeTable, free: Free, running: Sequence[Allocation], decisions: Decisions) -> None:
+    def __init__(
+        self,
+        t: NodeTable,
+        free: Free,
+        running: Sequence[Allocation],
+        decisions: Decisions,
+        add_start: Callable[[Start], None] | None = None,
+    ) -> None:
         self.t = t
         self.free = free
         self.decisions = decisions
+        self._add_start = (
+            add_start or decisions.starts.append
+        )  # the round may write its starts later, in order
         m = len(running)
         if free.running_cols is not None:  # what the residual read of the same allocations
             node, alloc_cols, lens = free.running_cols
@@ -273,9 +283,7 @@ class Preemptor:
             return False
         self.record(job, k.priority, victims_all)
         for task, (r, pos) in enumerate(taken):
-            self.decisions.starts.append(
-                Start(job.id, t.ids[r], t.gpu_indices(r, pos), d.gpu_share_milli, task)
-            )
+            self._add_start(Start(job.id, t.ids[r], t.gpu_indices(r, pos), d.gpu_share_milli, task))
         return True
 
     def _rollback(self, job: Job, taken: list[tuple[int, list[int]]], victims: list[Allocation]) -> None:

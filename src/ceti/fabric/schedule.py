@@ -219,7 +219,8 @@ class _Round:
         self.t = t = NodeTable(snapshot.nodes, need_vram=need_vram)
         self.free = Free(t, snapshot.running)
         self.decisions = Decisions()
-        self.preemptor = Preemptor(t, self.free, snapshot.running, self.decisions)
+        self._later: list[Callable[[], None]] = []  # decisions to write, in order (`_started`, `_flush`)
+        self.preemptor = Preemptor(t, self.free, snapshot.running, self.decisions, self._add_start)
         self.pg: list[float] = t.price_gpu.tolist()
         self.pc: list[float] = t.price_cpu.tolist()
         self.max_pg = float(t.price_gpu.max(initial=0.0))
@@ -227,7 +228,6 @@ class _Round:
         self.left: dict[int, list[Job]] = {}  # id(kind) -> jobs not placed yet, in queue order
         self.pending = snapshot.pending
         self._job_cols: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._later: list[Callable[[], None]] = []  # decisions to write, in order (`_started`, `_flush`)
         self.left_at: dict[int, np.ndarray] = {}  # id(kind) -> positions in `pending` of `left`'s jobs
         self._index: dict[int, int] | None = None  # id(job) -> its position in `pending`
         self.needs: dict[int, Need] = {}  # id(kind) -> its constraints as lookups
@@ -325,8 +325,7 @@ class _Round:
         ac = np.empty(most, np.int64)
         acap = np.empty(most, np.int64)
         acost = np.empty(most, np.int64)
-        n = self._beside(
-            kernels.plan_arcs,
+        n = kernels.plan_arcs(
             supply, k_cpu, k_mem, k_least, k_bid, np.array([k.gpu_count for k in kinds], np.int64),
             np.array([k.gpu_share_milli for k in kinds], np.int64), k_horizon, k_ok, k_speed, ok_rows,
             speed_rows, nc.cpu_mean, nc.mem_mean, nc.count, nc.whole, nc.partial_min, nc.price_gpu,
@@ -444,8 +443,7 @@ class _Round:
         out_row = np.empty(tasks, np.int64)
         out_gpus = np.empty((tasks, max(t.G, 1)), np.int64)
         out_task = np.empty(tasks, np.int64)
-        n_out = self._beside(
-            kernels.pack_kinds,
+        n_out = kernels.pack_kinds(
             cpu, mem, disk, gpu, t.price_gpu, t.price_cpu, t.gpu_model, t.gpu_vram, t.homogeneous,
             nc.rows, nc.bounds, k_count, k_share, k_gang, k_constrained, k_min_vram, model_ok, k_jobs,
             j_cpu, j_mem, j_disk, j_bid, k_plans, np.array(p_class, np.int64), np.array(p_quota, np.int64),
@@ -578,6 +576,13 @@ class _Round:
                 ),
             )
         )
+
+    def _add_start(self, start: Start) -> None:
+        """Append one start made in Python, after those still to be written."""
+        if self._later:
+            self._later.append(partial(self.decisions.starts.append, start))
+        else:
+            self.decisions.starts.append(start)
 
     def _flush(self) -> None:
         """Write the starts deferred so far, in the order they were made. Code that appends decisions itself
@@ -811,10 +816,22 @@ class _Round:
         firsts = np.cumsum([0] + [len(a) for a in ats[:-1]])
         cpu, mem, disk, _ = self._columns()
         biggest_cpu, biggest_mem, biggest_disk = (
-            np.maximum.reduceat(col[at], firsts).tolist() if len(at) else [] for col in (cpu, mem, disk)
+            np.maximum.reduceat(col[at], firsts) if len(at) else np.zeros(0, np.int64)
+            for col in (cpu, mem, disk)
         )
-        for i, k in enumerate(kinds):
-            need = self.needs[id(k)] = Need(t, k)
+        needs = [Need(t, k) for k in kinds]
+        fits = self._static_fits(needs, biggest_cpu, biggest_mem, biggest_disk)
+        biggest_cpu, biggest_mem, biggest_disk = (
+            biggest_cpu.tolist(),
+            biggest_mem.tolist(),
+            biggest_disk.tolist(),
+        )
+        for i, (k, need) in enumerate(zip(kinds, needs, strict=True)):
+            self.needs[id(k)] = need
+            if fits[i]:  # what `static_misfit` would say of the kind's largest ask: nothing
+                self.left[id(k)] = list(k.jobs)
+                self.left_at[id(k)] = ats[i]
+                continue
             r, w = (rows, weight)
             if need.node_rows is not None:
                 r, w = need.node_rows, np.ones(len(need.node_rows), np.int64)
@@ -861,6 +878,32 @@ class _Round:
             self.left[id(k)] = keep
             self.left_at[id(k)] = ats[i][kept]
 
+    def _static_fits(
+        self, needs: list[Need], k_cpu: np.ndarray, k_mem: np.ndarray, k_disk: np.ndarray
+    ) -> list[bool]:
+        """Per kind, whether `static_misfit` of its largest ask (`k_*`) is None, for all kinds in one compiled
+        call; False (ask `static_misfit`) for kinds pinned to nodes, whose rows are their own."""
+        K = len(needs)
+        if not K or not self.t.n:
+            return [False] * K
+        t = self.t
+        rows, weight, _, _ = self.shapes
+        places, k_place = _distinct([need.region_ok for need in needs])
+        none = np.zeros(len(rows), np.int64)
+        usable, k_usable = _distinct(
+            [self._usable_gpus(need, rows) if need.kind.gpu_count else none for need in needs]
+        )
+        kinds = [need.kind for need in needs]
+        out = np.zeros(K, np.bool_)
+        kernels.static_fits(
+            t.region[rows], t.cpu_total[rows], t.mem_total[rows], t.disk_total[rows], weight, places, k_place,
+            usable, k_usable, np.array([k.gpu_count for k in kinds], np.int64),
+            np.array([k.gpu_share_milli for k in kinds], np.int64), k_cpu, k_mem, k_disk,
+            np.array([k.gang_size for k in kinds], np.int64), out,
+        )  # fmt: skip
+        out &= np.array([need.node_rows is None for need in needs], np.bool_)
+        return out.tolist()
+
     def run(self) -> Decisions:
         # the kinds' positions (`JobKind.at`) index `pending`: the columns are read by them
         kinds = job_kinds(self.pending)
@@ -887,7 +930,6 @@ class _Round:
                 self.per_task.place_level(level)
             else:
                 self._flow_level(level)
-            self._flush()  # pre-emption writes its starts after the level's
             for need in level:
                 left = self.left[id(need.kind)]
                 if left:
