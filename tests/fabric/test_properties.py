@@ -347,6 +347,39 @@ def test_the_gang_spill_reads_its_rows_in_growing_prefixes_with_the_same_decisio
     assert any(s.task_index > 0 for s in whole.starts)  # gangs were placed
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_spill_skips_jobs_that_failed_before_with_the_same_decisions(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the spill, kinds that ask the same of a node share their failures, and a job that asks no less and
+    bids no more than one that read every candidate in vain is not scanned for; the round must decide the same
+    (as sets: fewer jobs scanned change the chunks, so the order starts are written in) as when every kind
+    scans for itself."""
+    import importlib
+    import inspect
+
+    from ceti.cli.bench import synthetic_snapshot
+
+    module = importlib.import_module("ceti.fabric.schedule")
+    snap = synthetic_snapshot(2000, 10000, seed)  # queues long enough that the spill sees many failures
+    shared = schedule(snap)
+    real = module.kernels.spill_kinds
+    at = list(inspect.signature(real.py_func).parameters).index("k_ask")
+    asked: list[int] = []
+
+    def alone(*args: object) -> int:
+        args = list(args)
+        asked.append(len(args[at]) - len(set(args[at].tolist())))  # kinds that would share
+        args[at] = np.arange(len(args[at]), dtype=np.int64)
+        return real(*args)
+
+    monkeypatch.setattr(module.kernels, "spill_kinds", alone)
+    each = schedule(snap)
+    assert sum(asked) > 0
+    for name in ("starts", "preemptions", "waiting", "unschedulable"):
+        assert sorted(map(repr, getattr(each, name))) == sorted(map(repr, getattr(shared, name)))
+
+
 
 @PROPS
 @given(snapshots(), st.randoms(use_true_random=False))

@@ -513,6 +513,28 @@ def _dominated(
     return False
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _failed_before(
+    head: np.ndarray,
+    nxt: np.ndarray,
+    fails: np.ndarray,
+    f_b: np.ndarray,
+    ask: int,
+    c: int,
+    m: int,
+    d: int,
+    bid: float,
+) -> bool:
+    """Whether a job asks no less and bids no more than one that found nothing with the same ask of a node
+    (`ask`) earlier in the spill: the failures of an ask are a list through `head` and `nxt`."""
+    q = head[ask]
+    while q >= 0:
+        if c >= fails[q, 0] and m >= fails[q, 1] and d >= fails[q, 2] and bid <= f_b[q]:
+            return True
+        q = nxt[q]
+    return False
+
+
 @njit(cache=True, nogil=True)
 def _with_room(
     cpu: np.ndarray,
@@ -1232,6 +1254,7 @@ def spill_kinds(
     speed_rows: np.ndarray,
     k_horizon: np.ndarray,
     k_priced: np.ndarray,
+    k_ask: np.ndarray,
     k_jobs: np.ndarray,
     j_cpu: np.ndarray,
     j_mem: np.ndarray,
@@ -1276,17 +1299,30 @@ def spill_kinds(
     cand = np.empty(C, np.int64)
     cost = np.empty(C, np.float64)
     finish = np.empty(C, np.float64)
+    # single tasks that read every candidate and found nothing, per ask of a node (kinds that differ only in
+    # priority, speed or horizon share one): room only shrinks, so a later job of that ask that asks no less
+    # and bids no more would find nothing too, and is not scanned for
+    head = np.full(int(k_ask.max()) + 1 if k_ask.shape[0] else 0, -1, np.int64)
+    nxt = np.empty(j_cpu.shape[0], np.int64)
+    fails = np.empty((j_cpu.shape[0], 3), np.int64)
+    f_b = np.empty(j_cpu.shape[0], np.float64)
+    n_fails = 0
     n_out = 0
     for k in range(k_count.shape[0]):
+        gang = k_gang[k]
+        ask = k_ask[k]
         n_left = 0
         for j in range(k_jobs[k], k_jobs[k + 1]):
+            if gang == 1 and _failed_before(
+                head, nxt, fails, f_b, ask, j_cpu[j], j_mem[j], j_disk[j], j_bid[j]
+            ):
+                continue
             left[n_left] = j
             n_left += 1
         if n_left == 0:
             continue
         gpus = k_count[k]
         share = k_share[k]
-        gang = k_gang[k]
         min_cpu = j_cpu[left[0]]
         min_mem = j_mem[left[0]]
         for q in range(n_left):
@@ -1311,7 +1347,7 @@ def spill_kinds(
         if n == 0:
             continue
         _arc_costs(
-            cand, n, gpus, share, float(j_cpu[left[0]]), k_priced[k], k_horizon[k], speed_rows[k_speed[k]], whole,
+            cand, n, gpus, share, float(j_cpu[k_jobs[k]]), k_priced[k], k_horizon[k], speed_rows[k_speed[k]], whole,
             partial_min, class_price_gpu, class_price_cpu, reliability, max_pg, max_pc, max_cost, cost_scale,
             finish, cost,
         )  # fmt: skip
@@ -1357,6 +1393,17 @@ def spill_kinds(
             out_task[n_out_before:n_out] = 0
             lo = hi
             want *= 4
+        if lo >= n:  # every candidate read: what is left found nothing
+            for q in range(n_left):
+                j = left[q]
+                if not _failed_before(head, nxt, fails, f_b, ask, j_cpu[j], j_mem[j], j_disk[j], j_bid[j]):
+                    fails[n_fails, 0] = j_cpu[j]
+                    fails[n_fails, 1] = j_mem[j]
+                    fails[n_fails, 2] = j_disk[j]
+                    f_b[n_fails] = j_bid[j]
+                    nxt[n_fails] = head[ask]
+                    head[ask] = n_fails
+                    n_fails += 1
     return n_out
 
 

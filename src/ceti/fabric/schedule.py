@@ -650,6 +650,8 @@ class _Round:
         types, k_type = _distinct([need.type_ok(t) if need.constrained_gpus else any_type for need in needs])
         speeds, k_speed = _distinct([self._class_speed(need, nc) for need in needs])
         budget = np.array([self.spill_budget], np.int64)
+        asks: dict[tuple, int] = {}  # kinds that ask the same of a node share their failures in the spill
+        k_ask = np.array([asks.setdefault((k.gang_size, k.node_ask), len(asks)) for k in kinds], np.int64)
         tasks = int((np.diff(cols.k_jobs) * k_gang).sum())
         out_job = np.empty(tasks, np.int64)
         out_row = np.empty(tasks, np.int64)
@@ -663,7 +665,7 @@ class _Round:
             nc.partial_min, nc.partial_max, nc.price_gpu, nc.price_cpu, nc.reliability, k_count, k_share, k_gang,
             k_constrained, k_min_vram, model_ok, k_place, places, k_type, types, k_speed, speeds,
             np.array([k.horizon_h for k in kinds]),
-            np.logical_or.reduceat(cols.bid == math.inf, cols.k_jobs[:-1]), cols.k_jobs,
+            np.logical_or.reduceat(cols.bid == math.inf, cols.k_jobs[:-1]), k_ask, cols.k_jobs,
             cols.cpu, cols.mem, cols.disk, cols.bid, self.max_pg, self.max_pc, flow.MAX_ARC_COST, _COST_SCALE,
             SPILL_CHUNK_ROWS, GANG_SCAN_ROWS, budget, out_job, out_row, out_gpus, out_task,
         )  # fmt: skip
