@@ -30,6 +30,9 @@ MAX_PREEMPTED_PER_ROUND = 2000
 MAX_KINDS_PER_ROUND = 64  # job kinds (in queue order) that may look for victims
 MAX_NODES_PER_TASK = 32  # candidate nodes (cheapest first) examined exactly for one task
 MAX_VICTIMS_PER_NODE = 32
+VICTIM_SCAN_ROWS = (
+    1024  # nodes with victims a kind filters first; four times as many more while it lacks some
+)
 
 
 def lost_cost(a: Allocation) -> float:
@@ -91,7 +94,7 @@ class Preemptor:
         self.budget = MAX_PREEMPTED_PER_ROUND
         self.kinds_left = MAX_KINDS_PER_ROUND
         self._level: tuple[int, tuple[np.ndarray, ...]] | None = None
-        self._gsum_cache: tuple[np.ndarray, np.ndarray] | None = None
+        self._gsum_cache: tuple[np.ndarray, np.ndarray, np.ndarray, list[int]] | None = None
 
     def _level_bounds(self, priority: int) -> tuple[np.ndarray, ...]:
         """Per node with victims below `priority`: cheapest victim, and room all its victims would free."""
@@ -165,12 +168,17 @@ class Preemptor:
             best = _Option(cost, row, chosen)
         return best
 
-    def _gsum(self, rows: np.ndarray, gpu: np.ndarray) -> np.ndarray:
-        """Free GPU milli per candidate node, taken once per level (it only shrinks, so it stays an upper
-        bound)."""
+    def _gsum(self, rows: np.ndarray, gpu: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """Free GPU milli of the candidate nodes `rows[lo:hi]`, as it was when the level first asked (it only
+        shrinks, so it stays an upper bound): the GPUs are kept as they were then, and summed as far as the
+        level's kinds have read."""
         if self._gsum_cache is None or self._gsum_cache[0] is not rows:
-            self._gsum_cache = (rows, np.where(gpu[rows] > 0, gpu[rows], 0).sum(axis=1))
-        return self._gsum_cache[1]
+            self._gsum_cache = (rows, gpu.copy(), np.empty(len(rows), np.int64), [0])
+        _, frozen, sums, upto = self._gsum_cache
+        if hi > upto[0]:
+            sums[upto[0] : hi] = np.maximum(frozen[rows[upto[0] : hi]], 0).sum(axis=1)
+            upto[0] = hi
+        return sums[lo:hi]
 
     def open_kind(self, priority: int) -> bool:
         """Whether a kind at `priority` may look for victims now; a yes counts against MAX_KINDS_PER_ROUND."""
@@ -209,8 +217,15 @@ class Preemptor:
             )
         self.budget -= len(victims)
 
-    def place(self, need: Need, jobs: list[Job], price_ok: Callable[[Job, int], bool]) -> int:
-        """Start a prefix of `jobs` on room freed from lower-priority work; returns how many started."""
+    def place(
+        self,
+        need: Need,
+        jobs: list[Job],
+        price_ok: Callable[[Job, int], bool],
+        least: Callable[[], tuple[int, int]] | None = None,
+    ) -> int:
+        """Start a prefix of `jobs` on room freed from lower-priority work; returns how many started. `least`
+        gives the jobs' smallest CPU and memory where the caller has them at hand."""
         k = need.kind
         if not self.open_kind(k.priority):
             return 0
@@ -219,16 +234,34 @@ class Preemptor:
         if len(rows) == 0:
             return 0
         cpu, mem, _, gpu = self.free.arrays()
-        ok = t.schedulable[rows] & need.place_ok(t, rows)
-        ok &= cpu[rows] + cpu_rel >= min(j.demand.cpu_milli for j in jobs)
-        ok &= mem[rows] + mem_rel >= min(j.demand.memory_mib for j in jobs)
-        if k.gpu_count:
-            if need.constrained_gpus:
-                ok &= need.type_ok(t)[t.gpu_type[rows]]
-            ok &= t.gpu_count[rows] >= k.gpu_count
-            per = k.gpu_share_milli or 1000
-            ok &= self._gsum(rows, gpu) + gpu_rel >= per * k.gpu_count
-        sel = np.flatnonzero(ok)[: MAX_NODES_PER_TASK * 8]
+        least_cpu, least_mem = (
+            least()
+            if least is not None
+            else (min(j.demand.cpu_milli for j in jobs), min(j.demand.memory_mib for j in jobs))
+        )
+        # the first nodes (cheapest victims first) that could take a task once their victims go, read in
+        # growing slices: a kind looks at a few dozen of them, not at every node with victims
+        limit = MAX_NODES_PER_TASK * 8
+        picked: list[np.ndarray] = []
+        found = 0
+        lo, step = 0, VICTIM_SCAN_ROWS
+        while lo < len(rows) and found < limit:
+            hi = min(lo + step, len(rows))
+            r = rows[lo:hi]
+            ok = t.schedulable[r] & need.place_ok(t, r)
+            ok &= cpu[r] + cpu_rel[lo:hi] >= least_cpu
+            ok &= mem[r] + mem_rel[lo:hi] >= least_mem
+            if k.gpu_count:
+                if need.constrained_gpus:
+                    ok &= need.type_ok(t)[t.gpu_type[r]]
+                ok &= t.gpu_count[r] >= k.gpu_count
+                per = k.gpu_share_milli or 1000
+                ok &= self._gsum(rows, gpu, lo, hi) + gpu_rel[lo:hi] >= per * k.gpu_count
+            got = lo + np.flatnonzero(ok)
+            picked.append(got)
+            found += len(got)
+            lo, step = hi, step * 4
+        sel = np.concatenate(picked)[:limit] if picked else np.zeros(0, np.int64)
         bound = list(zip(lb[sel].tolist(), rows[sel].tolist(), strict=True))
         if not bound:
             return 0

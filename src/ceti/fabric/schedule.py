@@ -482,6 +482,12 @@ class _Round:
             at = self.left_at[id(k)] = self._at_of(left)
         return at
 
+    def _least(self, k: JobKind) -> tuple[int, int]:
+        """The smallest CPU and memory among the kind's jobs not placed yet."""
+        at = self._left_at(k)
+        cpu, mem, _, _ = self._columns()
+        return int(cpu[at].min()), int(mem[at].min())
+
     def _at_of(self, jobs: list[Job]) -> np.ndarray:
         """The positions in `pending` of `jobs`."""
         if self._index is None:
@@ -935,7 +941,7 @@ class _Round:
             for need in level:
                 left = self.left[id(need.kind)]
                 if left:
-                    n = self.preemptor.place(need, left, self.price_ok)
+                    n = self.preemptor.place(need, left, self.price_ok, partial(self._least, need.kind))
                     if n:
                         self.left[id(need.kind)] = left[n:]
                         at = self.left_at.get(id(need.kind))
