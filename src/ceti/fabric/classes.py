@@ -336,6 +336,9 @@ class Need:
         self._gpus = (k.gpu_models, k.min_vram_mib)
         # per GPU type (or mixed node): the per-GPU mask as a list, or None where the kind may use every GPU
         self._ok_cache: dict[int, tuple[list[bool] | None]] = memo.setdefault(("gpu masks", self._gpus), {})
+        # what per-class lookups of the kind depend on: kinds alike share them (`schedule._Round._per_kind`)
+        self.ok_key = (k.regions, k.features, self._gpus if self.constrained_gpus else bool(k.gpu_count))
+        self.speed_key = k.speed_by_model if k.speed_by_model and k.gpu_count else ()
 
     def gpu_ok(self, t: NodeTable, rows: np.ndarray | int) -> np.ndarray:
         """Mask (rows x G) of the GPUs this kind may use."""

@@ -53,6 +53,8 @@ _bid = attrgetter("bid_per_hour")
 _id = attrgetter("id")
 _new_start = partial(tuple.__new__, Start)  # a Start from its five fields, without the keyword parsing
 _share = attrgetter("gpu_share_milli")
+_ok_key = attrgetter("ok_key")
+_speed_key = attrgetter("speed_key")
 
 
 def queue_order(job: Job) -> tuple[int, int]:
@@ -317,8 +319,9 @@ class _Round:
                 size[j] = k.gpu_count * -(-(k.gpu_share_milli or WHOLE_GPU_MILLI) // 100)
             else:
                 size[j] = max(1, -(-int(k_cpu[j]) // 1000))
-        ok_rows, k_ok[arcs_of] = _distinct([self._class_ok(level[j], nc) for j in arcs_of])
-        speed_rows, k_speed[arcs_of] = _distinct([self._class_speed(level[j], nc) for j in arcs_of])
+        arc_needs = [level[j] for j in arcs_of]
+        ok_rows, k_ok[arcs_of] = self._per_kind(arc_needs, nc, _ok_key, self._class_ok)
+        speed_rows, k_speed[arcs_of] = self._per_kind(arc_needs, nc, _speed_key, self._class_speed)
         kinds = [need.kind for need in level]
         most = int(np.minimum(np.where(k_ok >= 0, C, 0), MAX_ARCS_PER_KIND).sum())
         aj = np.empty(most, np.int64)
@@ -357,6 +360,26 @@ class _Round:
         if got is None:
             got = self._cls_cache[key] = make()
         return got
+
+    def _per_kind(
+        self,
+        needs: list[Need],
+        nc: NodeClasses,
+        key_of: Callable[[Need], tuple],
+        lookup: Callable[[Need, NodeClasses], np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`lookup` per kind as `_distinct` gives it (one row per distinct array, each kind's row), called once
+        per distinct `key_of` (what the lookup depends on) rather than once per kind."""
+        first: dict[tuple, int] = {}
+        reps: list[Need] = []
+        index: list[int] = []
+        for need, key in zip(needs, map(key_of, needs), strict=True):
+            r = first.get(key)
+            if r is None:
+                r = first[key] = len(reps)
+                reps.append(need)
+            index.append(r)
+        return np.stack([lookup(need, nc) for need in reps]), np.array(index, np.int64)
 
     def _class_ok(self, need: Need, nc: NodeClasses) -> np.ndarray:
         """Classes in the kind's places whose GPUs it may use (read only)."""
@@ -654,7 +677,7 @@ class _Round:
         places, k_place = _distinct([need.region_ok for need in needs])
         any_type = np.ones(len(t.type_first_row), np.bool_)  # not read for a kind that may use any GPU
         types, k_type = _distinct([need.type_ok(t) if need.constrained_gpus else any_type for need in needs])
-        speeds, k_speed = _distinct([self._class_speed(need, nc) for need in needs])
+        speeds, k_speed = self._per_kind(needs, nc, _speed_key, self._class_speed)
         budget = np.array([self.spill_budget], np.int64)
         asks: dict[tuple, int] = {}  # kinds that ask the same of a node share their failures in the spill
         k_ask = np.array([asks.setdefault((k.gang_size, k.node_ask), len(asks)) for k in kinds], np.int64)
