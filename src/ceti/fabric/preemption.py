@@ -180,11 +180,18 @@ class Preemptor:
             upto[0] = hi
         return sums[lo:hi]
 
+    def may_open(self, priority: int) -> bool:
+        """Whether `open_kind` would say yes now (without counting it)."""
+        return not (
+            self.min_priority is None
+            or priority <= self.min_priority
+            or self.budget <= 0
+            or self.kinds_left <= 0
+        )
+
     def open_kind(self, priority: int) -> bool:
         """Whether a kind at `priority` may look for victims now; a yes counts against MAX_KINDS_PER_ROUND."""
-        if self.min_priority is None or priority <= self.min_priority or self.budget <= 0:
-            return False
-        if self.kinds_left <= 0:
+        if not self.may_open(priority):
             return False
         self.kinds_left -= 1
         return True

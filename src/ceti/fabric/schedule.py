@@ -227,7 +227,7 @@ class _Round:
         self.pc: list[float] = t.price_cpu.tolist()
         self.max_pg = float(t.price_gpu.max(initial=0.0))
         self.max_pc = float(t.price_cpu.max(initial=0.0))
-        self.left: dict[int, list[Job]] = {}  # id(kind) -> jobs not placed yet, in queue order
+        self.left = _JobsLeft(snapshot.pending)  # id(kind) -> jobs not placed yet, in queue order
         self.pending = snapshot.pending
         self._job_cols: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self.left_at: dict[int, np.ndarray] = {}  # id(kind) -> positions in `pending` of `left`'s jobs
@@ -297,7 +297,7 @@ class _Round:
         arcs_of: list[int] = []
         for j, need in enumerate(level):
             k = need.kind
-            supply[j] = len(self.left[id(k)]) * k.gang_size
+            supply[j] = self.left.count(id(k)) * k.gang_size
             if supply[j] and not k.node_ids:  # kinds pinned to node ids go straight to the exact pass
                 arcs_of.append(j)
         if not arcs_of:
@@ -499,6 +499,9 @@ class _Round:
     def _left_at(self, k: JobKind) -> np.ndarray:
         """Positions in `pending` of the kind's jobs not placed yet. Code that edits `left` without them leaves
         them longer than the list (lists only shrink), and they are looked up again."""
+        at = self.left.positions(id(k))
+        if at is not None:
+            return at
         left = self.left[id(k)]
         at = self.left_at.get(id(k))
         if at is None or len(at) != len(left):
@@ -525,8 +528,7 @@ class _Round:
         at = np.concatenate(ats) if ats else np.zeros(0, np.int64)
         k_jobs = np.zeros(len(needs) + 1, np.int64)
         k_jobs[1:] = np.cumsum([len(a) for a in ats])
-        jobs = [self.left[id(k)] for k in kinds]
-        return _JobColumns(self.pending, jobs, at, k_jobs, cpu[at], mem[at], disk[at], bid[at])
+        return _JobColumns(self.pending, at, k_jobs, cpu[at], mem[at], disk[at], bid[at])
 
     def _placed(
         self,
@@ -545,13 +547,11 @@ class _Round:
         placed[job_of] = True
         flags = placed.tolist()
         k_jobs = cols.k_jobs
-        pending = self.pending
         for i, k in enumerate(kinds):
             lo, hi = int(k_jobs[i]), int(k_jobs[i + 1])
             if any(flags[lo:hi]):
-                at = cols.at[lo:hi][~placed[lo:hi]]
-                self.left_at[id(k)] = at
-                self.left[id(k)] = list(map(pending.__getitem__, at.tolist()))
+                # the positions stand for the list until someone reads it (most kinds are read as columns)
+                self.left[id(k)] = self.left_at[id(k)] = cols.at[lo:hi][~placed[lo:hi]]
 
     def _started(
         self,
@@ -652,7 +652,7 @@ class _Round:
         spill (`kernels.spill_kinds`), kinds pinned to nodes through `_spill_pinned`."""
         batch: list[Need] = []
         for need in level:
-            if not self.left[id(need.kind)]:
+            if not self.left.count(id(need.kind)):
                 continue
             if need.node_rows is None:
                 batch.append(need)
@@ -962,8 +962,8 @@ class _Round:
             else:
                 self._flow_level(level)
             for need in level:
-                left = self.left[id(need.kind)]
-                if left:
+                if self.left.count(id(need.kind)) and self.preemptor.may_open(need.kind.priority):
+                    left = self.left[id(need.kind)]
                     n = self.preemptor.place(need, left, self.price_ok, partial(self._least, need.kind))
                     if n:
                         self.left[id(need.kind)] = left[n:]
@@ -982,13 +982,13 @@ class _Round:
         fresh = False
         for _ in range(FLOW_ROUNDS):
             nc = node_classes(t, *self.free.arrays(), by_reliability=self.by_reliability)
-            active = [need for need in level if self.left[id(need.kind)]]
+            active = [need for need in level if self.left.count(id(need.kind))]
             cols = self._job_columns(active)
             plans = self._plan(active, nc, cols)
             fresh = not self._pack_level(active, plans, nc, cols)
             if fresh:
                 break
-        if not fresh and any(self.left[id(need.kind)] for need in level):
+        if not fresh and any(self.left.count(id(need.kind)) for need in level):
             # classes of the room left now: their bounds rule out most kinds at once in the spill
             nc = node_classes(t, *self.free.arrays(), by_reliability=self.by_reliability)
         self._spill_level(level, nc)
@@ -1014,9 +1014,9 @@ class _Round:
         # kinds that ask the same of the nodes (they differ in priority, speed or horizon) share their reasons
         by_ask: dict[tuple, tuple[dict[tuple[int, int], float], dict[tuple, str]]] = {}
         for need in needs:
-            left = self.left[id(need.kind)]
-            if not left:
+            if not self.left.count(id(need.kind)):
                 continue
+            left = self.left[id(need.kind)]
             k = need.kind
             ask = (k.gang_size, *k.node_ask)
             shared = by_ask.get(ask)
@@ -1063,13 +1063,37 @@ class _Round:
                 dec.waiting.append(Wait(j.id, why))
 
 
+class _JobsLeft(dict):
+    """id(kind) -> the kind's jobs not placed yet, in queue order: a list, or (where compiled code placed some of
+    them) their positions in the queue, which become the list when it is first read."""
+
+    def __init__(self, pending: Sequence[Job]) -> None:
+        super().__init__()
+        self.pending = pending
+
+    def __getitem__(self, key: int) -> list[Job]:
+        v = dict.__getitem__(self, key)
+        if isinstance(v, np.ndarray):
+            v = list(map(self.pending.__getitem__, v.tolist()))
+            dict.__setitem__(self, key, v)
+        return v
+
+    def count(self, key: int) -> int:
+        """How many jobs the kind has left, without making the list."""
+        return len(dict.__getitem__(self, key))
+
+    def positions(self, key: int) -> np.ndarray | None:
+        """The positions in the queue of the kind's jobs left, while they stand for the list."""
+        v = dict.__getitem__(self, key)
+        return v if isinstance(v, np.ndarray) else None
+
+
 @dataclass(slots=True)
 class _JobColumns:
-    """Kinds' jobs as columns for compiled code: per kind its list, each job's position in `pending`, each
-    kind's first index (and the end), CPU, memory, disk, and bid (inf: none)."""
+    """Kinds' jobs as columns for compiled code: each job's position in `pending`, each kind's first index (and
+    the end), CPU, memory, disk, and bid (inf: none)."""
 
     pending: Sequence[Job]
-    jobs: list[list[Job]]
     at: np.ndarray
     k_jobs: np.ndarray
     cpu: np.ndarray
@@ -1083,15 +1107,14 @@ class _JobColumns:
 
     def subset(self, which: list[int]) -> _JobColumns:
         """The columns of the kinds at positions `which` (ascending)."""
-        if len(which) == len(self.jobs):
+        if len(which) == len(self.k_jobs) - 1:
             return self
         lo, n = self.k_jobs[which], np.diff(self.k_jobs)[which]
         k_jobs = np.zeros(len(which) + 1, np.int64)
         k_jobs[1:] = np.cumsum(n)
         at = np.repeat(lo - k_jobs[:-1], n) + np.arange(int(k_jobs[-1]))
-        jobs = [self.jobs[i] for i in which]
         return _JobColumns(
-            self.pending, jobs, self.at[at], k_jobs, self.cpu[at], self.mem[at], self.disk[at], self.bid[at]
+            self.pending, self.at[at], k_jobs, self.cpu[at], self.mem[at], self.disk[at], self.bid[at]
         )
 
 
