@@ -429,3 +429,29 @@ def test_the_compiled_static_check_agrees_with_static_misfit(snap: Snapshot, gan
             assert not got
             continue
         assert got == (static_misfit(t, d, k.gang_size, need, rows, weight) is None), (k, d)
+
+
+@PROPS
+@given(snapshots())
+def test_a_node_table_reads_shared_gpu_lists_as_it_reads_separate_ones(snap: Snapshot) -> None:
+    """Nodes of one make share their GPU tuple (`shared_gpus`) and the table reads each distinct tuple once;
+    it must hold the same columns as when every node has its own tuple, GPU indices that are not 0..k-1
+    included."""
+    import dataclasses
+
+    from ceti.fabric import shared_gpus
+
+    odd = (GPU(3, "A100", 40_960), GPU(1, "T4", 16_384))
+    nodes = [*snap.nodes, Node("odd-a", 8000, 8192, odd), Node("odd-b", 8000, 8192, odd)]
+    twice = nodes + [dataclasses.replace(nd, id=nd.id + "-twin") for nd in nodes]  # every list at least twice
+    shared = [
+        dataclasses.replace(nd, gpus=shared_gpus((g.index, g.model, g.vram_mib) for g in nd.gpus)) for nd in twice
+    ]
+    separate = [dataclasses.replace(nd, gpus=tuple(dataclasses.replace(g) for g in nd.gpus)) for nd in twice]
+    a, b = NodeTable(shared), NodeTable(separate)
+    for name in ("gpu_count", "gpu_model", "gpu_valid", "gpu_vram", "gpu_type", "homogeneous"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert a.model_names == b.model_names
+    assert a._pos_of_index == b._pos_of_index and a._pos_of_index
+    r = a.index["odd-a"]
+    assert sorted(a.gpu_indices(r, [0, 1])) == [1, 3]

@@ -2,7 +2,7 @@
 
 from ceti.fabric.baseline_scan import schedule_first_fit
 from ceti.fabric.decisions import Decisions, Preempt, Start, Unschedulable, Wait
-from ceti.fabric.model import GPU, WHOLE_GPU_MILLI, Allocation, Demand, Job, Node, Snapshot
+from ceti.fabric.model import GPU, WHOLE_GPU_MILLI, Allocation, Demand, Job, Node, Snapshot, shared_gpus
 from ceti.fabric.schedule import never_fits_reason, queue_order, schedule
 
 __all__ = [
@@ -22,4 +22,5 @@ __all__ = [
     "queue_order",
     "schedule",
     "schedule_first_fit",
+    "shared_gpus",
 ]

@@ -43,6 +43,31 @@ _node_cols = attrgetter(
 )
 
 
+def _gpu_columns(
+    gpus: list[tuple], need_vram: bool
+) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Per GPU tuple: its length, and (n, G) matrices of model ids (-1 past its end), `GPU.index` and VRAM (0
+    unless `need_vram`); the sorted model names the ids index."""
+    n = len(gpus)
+    counts = np.fromiter(map(len, gpus), dtype=np.int64, count=n)
+    G = max(int(counts.max()) if n else 0, 1)
+    total = int(counts.sum())
+    flat = list(chain.from_iterable(gpus))
+    model_names = list(map(attrgetter("model"), flat))
+    names = sorted(set(model_names))
+    mid = {m: i for i, m in enumerate(names)}
+    row = np.repeat(np.arange(n), counts)
+    pos = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    gpu_model = np.full((n, G), -1, np.int64)
+    gpu_model[row, pos] = np.fromiter(map(mid.__getitem__, model_names), np.int64, total)
+    index = np.full((n, G), -1, np.int64)
+    index[row, pos] = np.fromiter(map(attrgetter("index"), flat), np.int64, total)
+    vram = np.zeros((n, G), np.int64)
+    if need_vram:
+        vram[row, pos] = np.fromiter(map(attrgetter("vram_mib"), flat), np.int64, total)
+    return counts, names, gpu_model, index, vram
+
+
 class NodeTable:
     """Per-node columns, built once per round; the residual (free) room lives in `packing.Free`.
 
@@ -85,29 +110,32 @@ class NodeTable:
         self.region = np.fromiter(map(pid.__getitem__, places), dtype=np.int64, count=n)
 
         self.gpus: list[tuple] = list(map(attrgetter("gpus"), nodes))
-        counts = np.fromiter(map(len, self.gpus), dtype=np.int64, count=n)
+        # nodes of one make share their GPU tuple (`model.shared_gpus`): each distinct tuple is read once
+        ids = list(map(id, self.gpus))
+        last = dict(zip(ids, range(n), strict=True))  # a row of each distinct tuple
+        if len(last) * 2 <= n:
+            reps = [self.gpus[r] for r in last.values()]
+            make = np.fromiter(map({x: i for i, x in enumerate(last)}.__getitem__, ids), np.int64, n)
+        else:
+            reps, make = self.gpus, None
+        counts, self.model_names, gpu_model, f_index, gpu_vram = _gpu_columns(reps, need_vram)
+        if make is not None:
+            counts, gpu_model, f_index, gpu_vram = (
+                counts[make],
+                gpu_model[make],
+                f_index[make],
+                gpu_vram[make],
+            )
         self.gpu_count = counts
-        G = self.G = max(int(counts.max()) if n else 0, 1)
-        total = int(counts.sum())
-        flat = list(chain.from_iterable(self.gpus))
-        model_names = list(map(attrgetter("model"), flat))
-        self.model_names: list[str] = sorted(set(model_names))
-        mid = {m: i for i, m in enumerate(self.model_names)}
-        row = np.repeat(np.arange(n), counts)
-        starts = np.cumsum(counts) - counts
-        pos = np.arange(total) - np.repeat(starts, counts)
-        self.gpu_model = np.full((n, G), -1, np.int64)
-        self.gpu_model[row, pos] = np.fromiter(map(mid.__getitem__, model_names), np.int64, total)
-        self.gpu_valid = self.gpu_model >= 0
-        f_index = np.fromiter(map(attrgetter("index"), flat), np.int64, total)
-        odd = np.unique(row[f_index != pos]) if total else np.zeros(0, np.int64)
+        G = self.G = gpu_model.shape[1]
+        self.gpu_model = gpu_model
+        self.gpu_valid = gpu_model >= 0
         # nodes whose GPU.index values are not simply 0..k-1 need a lookup from index to position
+        odd = np.flatnonzero(((f_index != np.arange(G)) & self.gpu_valid).any(axis=1))
         self._pos_of_index: dict[int, dict[int, int]] = {
             int(i): {g.index: p for p, g in enumerate(self.gpus[int(i)])} for i in odd
         }
-        self.gpu_vram = np.zeros((n, G), np.int64)
-        if need_vram:
-            self.gpu_vram[row, pos] = np.fromiter(map(attrgetter("vram_mib"), flat), np.int64, total)
+        self.gpu_vram = gpu_vram
         # a node's GPU type: (model, VRAM) when all its GPUs agree, else a type of its own (rare)
         first_model = self.gpu_model[:, 0]
         first_vram = self.gpu_vram[:, 0]

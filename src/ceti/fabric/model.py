@@ -5,10 +5,11 @@ Units are integers where the fabric does arithmetic: milli-CPU, MiB, milli-GPU (
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 WHOLE_GPU_MILLI = 1000
+SHARED_GPU_LISTS = 4096  # distinct GPU lists `shared_gpus` keeps (a fleet has a few hundred makes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +17,22 @@ class GPU:
     index: int
     model: str
     vram_mib: int = 0
+
+
+_gpu_lists: dict[tuple[tuple[int, str, int], ...], tuple[GPU, ...]] = {}
+
+
+def shared_gpus(specs: Iterable[tuple[int, str, int]]) -> tuple[GPU, ...]:
+    """A node's GPUs from their (index, model, VRAM MiB), one tuple object per distinct list: nodes of one make
+    share it, and a round reads each distinct list once (`classes.NodeTable`). The values are immutable, so
+    sharing them changes nothing else."""
+    key = tuple(specs)
+    got = _gpu_lists.get(key)
+    if got is None:
+        if len(_gpu_lists) >= SHARED_GPU_LISTS:
+            _gpu_lists.clear()
+        got = _gpu_lists[key] = tuple(GPU(i, m, v) for i, m, v in key)
+    return got
 
 
 @dataclass(frozen=True, slots=True)

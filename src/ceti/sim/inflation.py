@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ceti.fabric import GPU, Allocation, Demand, Job, Node, Snapshot, schedule
+from ceti.fabric import Allocation, Demand, Job, Node, Snapshot, schedule, shared_gpus
 from ceti.fabric.per_task import DEFAULT_PLACEMENT, ArrivalWindow
 from ceti.fabric.placement.registry import make_policy
 from ceti.fabric.placement.state import ClusterState, PodRequest
@@ -274,7 +274,7 @@ def run_live(
 def fabric_nodes(state: ClusterState) -> tuple[Node, ...]:
     """The cluster's nodes as the scheduling round sees them (GPU indices = the state's GPU slots)."""
     return tuple(
-        Node(name, int(cpu), int(mem), tuple(GPU(g, state.models[int(m)]) for g in range(int(count))))
+        Node(name, int(cpu), int(mem), shared_gpus((g, state.models[int(m)], 0) for g in range(int(count))))
         for name, cpu, mem, count, m in zip(
             state.names,
             state.cpu_capacity,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ceti.fabric.model import GPU, Demand, Node
+from ceti.fabric.model import Demand, Node, shared_gpus
 
 # (region, share of providers, price factor on the ask)
 REGIONS: tuple[tuple[str, float, float], ...] = (
@@ -304,7 +304,7 @@ def build_world(
             id=f"n{i:05d}",
             cpu_milli=s.cpu_milli,
             memory_mib=s.memory_mib,
-            gpus=tuple(GPU(g, s.model) for g in range(s.gpus)),
+            gpus=shared_gpus((g, s.model, 0) for g in range(s.gpus)),
             region=region,
             price_per_gpu_hour=ask,
             reliability=round(up_h / (up_h + MEAN_DOWN_H), 4),

@@ -125,7 +125,7 @@ def node_of(node_id: str, info_json: dict | NodeInfo, state: str, verdict: str |
         id=node_id,
         cpu_milli=info.cpus * 1000,
         memory_mib=info.memory_mib,
-        gpus=tuple(fabric.GPU(g.index, g.model, g.vram_mib) for g in info.gpus),
+        gpus=fabric.shared_gpus((g.index, g.model, g.vram_mib) for g in info.gpus),
         region=info.region,
         disk_mib=info.disk_mib,
         price_per_gpu_hour=offered_price_per_gpu_hour(info.price_per_gpu_hour, verdict, model_estimate),
