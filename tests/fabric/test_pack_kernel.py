@@ -102,3 +102,33 @@ def test_the_compiled_gpu_choice_is_choose_gpus(count: int, share: int) -> None:
         if got:
             assert sorted(out[:count].tolist()) == sorted(want)
         assert row.tolist() == expected
+
+
+def test_node_classes_order_members_by_price_ranks_as_by_the_prices() -> None:
+    """Node classes rank every node's price of reliable work once a round (`NodeTable.price_ranks`) and order
+    members by those ranks: the prices must be bit for bit the ones `node_features` gives the rows it is asked
+    about, and the classes the same as when the prices themselves are sorted."""
+    from ceti.cli.bench import synthetic_snapshot
+    from ceti.fabric import classes
+    from ceti.fabric.packing import Free
+
+    snap = synthetic_snapshot(3000, 10, 4)
+    t = classes.NodeTable(snap.nodes)
+    free = Free(t, snap.running)
+    cpu, mem, disk, gpu = free.arrays()
+    rows = np.flatnonzero(np.arange(t.n) % 3 != 0)  # a subset still holding the dearest node or not
+    for sub in (rows, np.arange(t.n)):
+        *_, eff, top_pg, top_pc = kernels.node_features(
+            sub, cpu, mem, gpu, t.gpu_type, t.region, t.reliability, t.price_gpu, t.price_cpu,
+            np.asarray(classes.FAILURE_EDGES, np.float64), True, np.asarray(classes.CPU_EDGES_MILLI, np.int64),
+            np.asarray(classes.MEMORY_EDGES_MIB, np.int64), len(t.region_names), classes.PARTIAL_GPU_BUCKET_MILLI,
+        )  # fmt: skip
+        every = kernels.reliable_prices(t.price_gpu, t.price_cpu, t.reliability, top_pg, top_pc)
+        assert np.array_equal(every[sub], eff)
+        rank, _ = t.price_ranks(top_pg, top_pc)
+        assert np.array_equal(np.sign(np.subtract.outer(rank[sub][:300], rank[sub][:300])),
+                              np.sign(np.subtract.outer(eff[:300], eff[:300])))  # fmt: skip
+    ranked = classes.node_classes(t, cpu, mem, disk, gpu, by_reliability=True)
+    t.price_ranks = lambda top_pg, top_pc: None  # type: ignore[method-assign]  # sort the prices themselves
+    plain = classes.node_classes(t, cpu, mem, disk, gpu, by_reliability=True)
+    assert np.array_equal(ranked.rows, plain.rows) and np.array_equal(ranked.bounds, plain.bounds)

@@ -18,7 +18,7 @@ from operator import attrgetter, lt
 
 import numpy as np
 
-from ceti.fabric.kernels import node_features
+from ceti.fabric.kernels import node_features, reliable_prices
 from ceti.fabric.model import Job, Node
 
 # Bucket edges of the free shape that makes two nodes "look alike" to a job.
@@ -157,6 +157,7 @@ class NodeTable:
         first_row[gtype[::-1]] = np.arange(n)[::-1]
         self.type_first_row = first_row  # a node of each GPU type
         self.need_memo: dict[tuple, object] = {}  # lookups `Need` shares between kinds that ask alike
+        self._price_ranks: dict[tuple[float, float], tuple[np.ndarray, int] | None] = {}
 
     # --- GPU positions and indices ---
     def position(self, node: int, gpu_index: int) -> int | None:
@@ -185,6 +186,19 @@ class NodeTable:
             return tuple(sorted(positions))
         gpus = self.gpus[node]
         return tuple(sorted(gpus[p].index for p in positions))
+
+    def price_ranks(self, top_pg: float, top_pc: float) -> tuple[np.ndarray, int] | None:
+        """Every node's price of reliable work (`kernels.node_features`) against these dearest asks, as its rank
+        among all nodes (equal prices, equal ranks), and how many distinct; None where a price is NaN. The asks
+        and reliabilities do not change in a round, so the node classes' builds share one sort."""
+        key = (top_pg, top_pc)
+        if key not in self._price_ranks:
+            got = None
+            price = reliable_prices(self.price_gpu, self.price_cpu, self.reliability, top_pg, top_pc)
+            if self.n and not np.isnan(price).any():
+                got = dense_rank(price)
+            self._price_ranks[key] = got
+        return self._price_ranks[key]
 
     # --- static groups ---
     def shape_groups(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -462,30 +476,42 @@ class NodeClasses:
         return got
 
 
-def lex_order(keys: Sequence[np.ndarray]) -> np.ndarray:
+def dense_rank(v: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """Each element's rank among the distinct values of `v` (equal values, equal ranks), and how many distinct;
+    None where `v` holds NaN (NaNs sort last but never compare equal)."""
+    n = len(v)
+    o = np.argsort(v)
+    s = v[o]
+    if n and s.dtype.kind == "f" and np.isnan(s[-1]):
+        return None
+    new = np.empty(n, np.int64)
+    if n:
+        new[0] = 0
+    np.not_equal(s[1:], s[:-1], out=new[1:])
+    rank = np.empty(n, np.int64)
+    rank[o] = np.cumsum(new)
+    return rank, (int(rank[o[-1]]) + 1 if n else 0)
+
+
+def lex_order(keys: Sequence[np.ndarray | tuple[np.ndarray, int]]) -> np.ndarray:
     """The stable order by `keys`, the first key primary (`np.lexsort(keys[::-1])`), in about a third of its
     time: each key becomes its dense rank (one unstable sort each), and the ranks and the position make one
-    distinct int64 per element, sorted once. Falls back to `np.lexsort` where that number would not fit or a key
-    holds NaN."""
-    n = len(keys[0])
+    distinct int64 per element, sorted once. A key may come ranked already, as (codes, span): non-negative ints
+    below `span` that order as the key does. Falls back to `np.lexsort` where that number would not fit or a
+    key holds NaN."""
+    n = len(keys[0][0] if isinstance(keys[0], tuple) else keys[0])
     if n < 2:
         return np.arange(n, dtype=np.int64)
     code = np.zeros(n, np.int64)
     span = 1
     for v in keys:
-        o = np.argsort(v)
-        s = v[o]
-        if s.dtype.kind == "f" and np.isnan(s[-1]):  # NaNs sort last but never compare equal: lexsort's way
-            return np.lexsort(tuple(reversed(keys)))
-        new = np.empty(n, np.int64)
-        new[0] = 0
-        np.not_equal(s[1:], s[:-1], out=new[1:])
-        rank = np.empty(n, np.int64)
-        rank[o] = np.cumsum(new)
-        distinct = int(rank[o[-1]]) + 1
+        ranked = v if isinstance(v, tuple) else dense_rank(v)
+        if ranked is None:
+            return np.lexsort(tuple(k[0] if isinstance(k, tuple) else k for k in reversed(keys)))
+        rank, distinct = ranked
         span *= distinct
         if span * n >= 1 << 62:
-            return np.lexsort(tuple(reversed(keys)))
+            return np.lexsort(tuple(k[0] if isinstance(k, tuple) else k for k in reversed(keys)))
         code = code * distinct + rank
     return np.argsort(code * n + np.arange(n, dtype=np.int64))
 
@@ -503,7 +529,7 @@ def node_classes(
     rows = np.flatnonzero(t.schedulable & (cpu_free >= 0) & (mem_free >= 0) & (disk_free >= 0))
     # one compiled pass: free GPUs, the bucketed key, and (the same currency as the flow's arc cost) the
     # price of reliable work, (1 + relative ask) / reliability
-    whole, part, gpu_sum, band, bucket_key, eff_price = node_features(
+    whole, part, gpu_sum, band, bucket_key, eff_price, top_pg, top_pc = node_features(
         rows, cpu_free, mem_free, gpu_free, t.gpu_type, t.region, t.reliability, t.price_gpu, t.price_cpu,
         np.asarray(FAILURE_EDGES, np.float64), by_reliability, np.asarray(CPU_EDGES_MILLI, np.int64),
         np.asarray(MEMORY_EDGES_MIB, np.int64), len(t.region_names), PARTIAL_GPU_BUCKET_MILLI,
@@ -526,10 +552,13 @@ def node_classes(
     # by class, then price, then least free GPU milli, then least free CPU, then row: lexsort is stable and
     # `rows` ascend, so the row needs no key, and GPU milli and CPU share one where their product fits
     most_cpu = int(cpu.max(initial=0)) + 1
+    # the price as its rank among all nodes, sorted once a round (the same order as the price's own)
+    ranks = t.price_ranks(top_pg, top_pc)
+    price = eff_price if ranks is None else (ranks[0][rows], ranks[1])
     if int(gpu_sum.max(initial=0)) * most_cpu < 1 << 62:
-        order = lex_order((key, eff_price, gpu_sum * most_cpu + cpu))
+        order = lex_order((key, price, gpu_sum * most_cpu + cpu))
     else:
-        order = lex_order((key, eff_price, gpu_sum, cpu))
+        order = lex_order((key, price, gpu_sum, cpu))
     rows, key, whole, part, cpu, mem = (
         rows[order],
         key[order],

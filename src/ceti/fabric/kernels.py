@@ -1407,6 +1407,24 @@ def spill_kinds(
     return n_out
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _reliable_price(pg: float, pc: float, reliability: float, top_pg: float, top_pc: float) -> float:
+    """The price of reliable work on a node: (1 + ask relative to the dearest) / reliability."""
+    rel_ask = pg / top_pg + pc / top_pc
+    return (1.0 + rel_ask) / min(max(reliability, 0.05), 1.0)
+
+
+@njit(cache=True, nogil=True)
+def reliable_prices(
+    price_gpu: np.ndarray, price_cpu: np.ndarray, reliability: np.ndarray, top_pg: float, top_pc: float
+) -> np.ndarray:
+    """`node_features`' price of reliable work for every node, against the given dearest asks."""
+    out = np.empty(price_gpu.shape[0], np.float64)
+    for r in range(price_gpu.shape[0]):
+        out[r] = _reliable_price(price_gpu[r], price_cpu[r], reliability[r], top_pg, top_pc)
+    return out
+
+
 @njit(cache=True, nogil=True)
 def node_features(
     rows: np.ndarray,
@@ -1424,10 +1442,10 @@ def node_features(
     mem_edges: np.ndarray,
     n_regions: int,
     partial_bucket: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, float]:
     """Per row what `classes.node_classes` groups and orders by, in one pass: whole free GPUs, the most milli
     free on a partly used GPU, free GPU milli, reliability band, the bucketed class key, and the price of
-    reliable work (1 + ask relative to the dearest row) / reliability."""
+    reliable work (`_reliable_price`); then the dearest GPU and CPU asks among the rows it was priced against."""
     n = rows.shape[0]
     whole = np.zeros(n, np.int64)
     part = np.zeros(n, np.int64)
@@ -1481,9 +1499,8 @@ def node_features(
         k = k * 4 + p // partial_bucket
         k = k * 3 + cpu_b
         key[i] = k * 3 + mem_b
-        rel_ask = price_gpu[r] / top_pg + price_cpu[r] / top_pc
-        eff[i] = (1.0 + rel_ask) / min(max(reliability[r], 0.05), 1.0)
-    return whole, part, gpu_sum, band, key, eff
+        eff[i] = _reliable_price(price_gpu[r], price_cpu[r], reliability[r], top_pg, top_pc)
+    return whole, part, gpu_sum, band, key, eff, top_pg, top_pc
 
 
 @njit(cache=True, nogil=True)
