@@ -223,14 +223,15 @@ def _subtract_running(
     gpu: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Subtract every running allocation, vectorised where it can be; returns per allocation its node's row
-    (-1: not in the table), its [cpu, memory, disk, share] and its GPU count (read once, for pre-emption too)."""
+    (-1: not in the table), its [cpu, memory, disk, share, interruptible] and its GPU count (read once, for
+    pre-emption too)."""
     get = t.index.get
     m = len(running)
     node = np.fromiter(map(get, map(_getter("node_id"), running), repeat(-1)), np.int64, m)
     ok = node >= 0
     n = t.n
-    # one pass over the allocations for all four numbers (a pass per attribute costs as much each)
-    cols = np.fromiter(chain.from_iterable(map(_alloc_cols, running)), np.int64, 4 * m).reshape(m, 4)
+    # one pass over the allocations for all five numbers (a pass per attribute costs as much each)
+    cols = np.fromiter(chain.from_iterable(map(_alloc_cols, running)), np.int64, 5 * m).reshape(m, 5)
     for arr, i in ((cpu, 0), (mem, 1), (disk, 2)):
         arr -= np.bincount(node[ok], cols[ok, i], n).astype(np.int64)
     idx_tuples = list(map(_getter("gpu_indices"), running))
@@ -250,7 +251,7 @@ def _subtract_running(
     return node, cols, lens
 
 
-_alloc_cols = attrgetter("cpu_milli", "memory_mib", "disk_mib", "gpu_share_milli")
+_alloc_cols = attrgetter("cpu_milli", "memory_mib", "disk_mib", "gpu_share_milli", "interruptible")
 
 
 def _getter(name: str) -> attrgetter:

@@ -47,7 +47,6 @@ class _Option:
 
 
 _victim_cols = attrgetter("priority", "lost_work_hours", "value_per_hour")
-_interruptible = attrgetter("interruptible")
 
 
 class Preemptor:
@@ -62,16 +61,15 @@ class Preemptor:
         self.t = t
         self.free = free
         self.decisions = decisions
-        self._add_start = (
-            add_start or decisions.starts.append
-        )  # the round may write its starts later, in order
+        # the round may write its starts later, in order
+        self._add_start = add_start or decisions.starts.append
         m = len(running)
         if free.running_cols is not None:  # what the residual read of the same allocations
             node, alloc_cols, lens = free.running_cols
             assert len(node) == m, "the residual was built from other allocations"
         else:
-            node, alloc_cols, lens = np.zeros(0, np.int64), np.zeros((0, 4), np.int64), np.zeros(0, np.int64)
-        which = np.flatnonzero(np.fromiter(map(_interruptible, running), np.bool_, m) & (node >= 0))
+            node, alloc_cols, lens = np.zeros(0, np.int64), np.zeros((0, 5), np.int64), np.zeros(0, np.int64)
+        which = np.flatnonzero((alloc_cols[:, 4] != 0) & (node >= 0))
         vs = list(map(running.__getitem__, which.tolist()))
         m = len(vs)
         self._victims = vs
