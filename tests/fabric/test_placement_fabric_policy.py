@@ -241,7 +241,9 @@ def test_a_planned_pairing_needs_cpu_for_the_partner() -> None:
     # 8000 = 800; after 0.6 x 530 (the whole class cannot use GPU 0) + 0.1 x 7530 = 1071, dF = +271, score 43.
     # FGD uses the stranded node a, and the 530 left beside the share can never take its planned partner (a
     # 470 asks 8 cores). fabric counts a planned pairing only where the node keeps the partner's CPU: a is off
-    # the plan, b is on it.
+    # the plan, b is on it. (b has 128 cores: with 96, the cluster's 102 cores for 10,000 free GPU milli, 10.2
+    # a milli, are short of the 8,000 / 741 = 10.8 the mix asks, and the partner's room gives way: see
+    # `test_the_partner_room_gives_way_where_the_cluster_runs_short_of_cpu`; fabric then takes a, as FGD.)
     mix = TargetWorkload(
         (TaskClass(8000, 1000, 1), TaskClass(8000, 470, 1), TaskClass(8000, 0, 0)), (0.6, 0.3, 0.1)
     )
@@ -251,8 +253,8 @@ def test_a_planned_pairing_needs_cpu_for_the_partner() -> None:
     assert plan.open_partner == {470: 470}
     assert list(plan.reserved(plan.share_cpu)[[0, 470, 940]]) == [0, 8000, 0]
 
-    def state() -> ClusterState:
-        return cluster(("a", 6000, [1000, 1000], "G2"), ("b", 96_000, [1000] * 8, "G2"), cpu_capacity=96_000)
+    def state(cpu_b: int = 128_000) -> ClusterState:
+        return cluster(("a", 6000, [1000, 1000], "G2"), ("b", cpu_b, [1000] * 8, "G2"), cpu_capacity=cpu_b)
 
     share = PodRequest(4000, 1000, 1, 470)
     assert place("fgd", state(), share, mix) == ("a", (0,))
@@ -260,6 +262,7 @@ def test_a_planned_pairing_needs_cpu_for_the_partner() -> None:
     without = FabricPolicy(mix)
     without.partner_room = False
     assert without.place(state(), share, RNG) == (0, (0,))
+    assert place("fabric", state(96_000), share, mix) == ("a", (0,))  # short of CPU
 
 
 # whole GPUs 0.6, 470-milli shares 0.3, CPU-only 0.1; whole and CPU-only tasks ask 8 cores, a 470 asks 4
@@ -315,6 +318,23 @@ def test_a_pod_keeps_the_cpu_that_a_waiting_partner_needs() -> None:
     without = FabricPolicy(WAIT_MIX)
     without.partner_room = False
     assert without.place(state(11_000), task, RNG)[0] == 0  # without the reservation: a, as FGD
+
+
+def test_the_partner_room_gives_way_where_the_cluster_runs_short_of_cpu() -> None:
+    # The case above with 11 cores on a, but b has 80 cores instead of 96: the cluster has 91 cores for 10,060
+    # free GPU milli, 9.05 a milli, and WAIT_MIX asks 6,800 / 741 = 9.18 a milli (0.6 x 8 cores + 0.3 x 4 +
+    # 0.1 x 8 over 0.6 x 1000 + 0.3 x 470). CPU runs out before the GPUs do, so the cores a keeps for its
+    # partners are cores the arrivals will lack: fabric places as without the reservation, on a (b's 80 cores
+    # change none of the scores above). With 96 cores on b (107 cores, 10.6 a milli) it keeps them: b.
+    def state(cpu_b: int) -> ClusterState:
+        return cluster(
+            ("a", 11_000, [530, 530, 1000], "G2"), ("b", cpu_b, [1000] * 8, "G2"), cpu_capacity=96_000
+        )
+
+    task = PodRequest(4000, 1000, 1, 1000)
+    assert place("fabric", state(96_000), task, WAIT_MIX)[0] == "b"
+    assert place("fabric", state(80_000), task, WAIT_MIX)[0] == "a"
+    assert place("fgd", state(80_000), task, WAIT_MIX)[0] == "a"
 
 
 def test_a_share_on_plan_leaves_each_idle_gpu_of_its_node_a_whole_task() -> None:
@@ -445,4 +465,3 @@ def test_a_task_leaves_the_last_node_an_expected_multi_gpu_task_needs(cpu_b: int
 
     assert run(room=True) == ("a", fabric_takes)
     assert run(room=False) == ("a", "b")
-

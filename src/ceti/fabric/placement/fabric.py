@@ -18,7 +18,10 @@ Each way to place a task (node, and GPU for a share) is ranked by, in order:
    only rare small shares fill) rather than open a GPU that a 650 would complete; the plan keeps such
    pairings for last. Enough nodes also keep room for the multi-GPU tasks still to come (learnt from
    arrivals, `keeps_multi_gpu`): too rare to be target classes, each needs that many idle GPUs on one node.
-   Where no option keeps the key (or the size is not planned), the keys below decide alone.
+   Where no option keeps the key (or the size is not planned), the keys below decide alone. The partners'
+   room gives way while the cluster is short of CPU (`_cpu_short`: less free CPU per free GPU milli than the
+   target workload asks): then CPU runs out before the GPUs do, and the cores kept for a partner are cores
+   the arrivals lack (on Alibaba's `cpu250` list it cost 56 GPUs; no other list reaches that point).
 1. FGD's integer score, floor(100 * sigmoid(-(dF + charge) / 1000)), where dF is the change in FGD's
    fragmentation measure and `charge` is a model-protection charge in the same unit (milli-GPU): the task's
    GPU milli times min(1, load factor of the node's GPU model). The load factor is the GPU demand of the
@@ -189,6 +192,7 @@ class FabricPolicy(FGDPolicy):
         self._memory = ArrivalMemory()
         self._reserved: Reservations | None = None
         self._multi = ArrivalMultiGpu()
+        self._cpu_need: float | None = None  # CPU milli the target workload asks per GPU milli
 
     # The placeable measure scores a node by the copies of the target workload it could still take, which is
     # right while work only arrives (the inflation experiment). When work also leaves, it keeps nodes partly
@@ -199,6 +203,20 @@ class FabricPolicy(FGDPolicy):
     partner_room = True
     # enough nodes keep the idle GPUs, CPU and memory of the multi-GPU tasks still to come (`keeps_multi_gpu`)
     multi_gpu_room = True
+
+    def _cpu_short(self, state: ClusterState) -> bool:
+        """Whether the cluster's free CPU per free GPU milli is below what the target workload asks per GPU milli:
+        CPU, not GPUs, runs out first, and CPU a node keeps for a share's partner is CPU the arrivals lack."""
+        wl = self.workload
+        if wl is None or len(wl) == 0:
+            return False
+        if self._cpu_need is None:
+            p = np.asarray(wl.probability, np.float64)
+            cpu = np.asarray([c.cpu_milli for c in wl.classes], np.float64)
+            gpu = np.asarray([c.gpu_milli * c.gpu_count for c in wl.classes], np.float64)
+            self._cpu_need = float((p * cpu).sum() / max((p * gpu).sum(), 1e-9))
+        gpu_free = float(np.clip(state.gpu_free, 0, None).sum())
+        return float(state.cpu_free.sum()) < self._cpu_need * gpu_free
 
     def cache_type(self) -> type[FragCache]:
         """Where the arrival-only rules (which read memory) are on, nodes are told apart by free memory too."""
@@ -368,7 +386,7 @@ class FabricPolicy(FGDPolicy):
         if prefer is not None:  # the caller's preference (lower first), after every key of the policy's own
             keys = (prefer[opt_nodes], *keys)
         plan = self.share_plan()
-        if plan is not None and self.partner_room:
+        if plan is not None and self.partner_room and not self._cpu_short(state):
             # what the node keeps after this placement for the partners its GPUs wait for
             res = self.reservations(plan, relearn)
             free = state.gpu_free[opt_nodes].copy()
