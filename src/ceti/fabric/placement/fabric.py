@@ -192,7 +192,8 @@ class FabricPolicy(FGDPolicy):
         self._memory = ArrivalMemory()
         self._reserved: Reservations | None = None
         self._multi = ArrivalMultiGpu()
-        self._cpu_need: float | None = None  # CPU milli the target workload asks per GPU milli
+        # CPU milli the target workload asks per GPU milli, with the workload it was read from
+        self._cpu_need: tuple[TargetWorkload, float] | None = None
 
     # The placeable measure scores a node by the copies of the target workload it could still take, which is
     # right while work only arrives (the inflation experiment). When work also leaves, it keeps nodes partly
@@ -210,13 +211,13 @@ class FabricPolicy(FGDPolicy):
         wl = self.workload
         if wl is None or len(wl) == 0:
             return False
-        if self._cpu_need is None:
+        if self._cpu_need is None or self._cpu_need[0] is not wl:
             p = np.asarray(wl.probability, np.float64)
             cpu = np.asarray([c.cpu_milli for c in wl.classes], np.float64)
             gpu = np.asarray([c.gpu_milli * c.gpu_count for c in wl.classes], np.float64)
-            self._cpu_need = float((p * cpu).sum() / max((p * gpu).sum(), 1e-9))
+            self._cpu_need = (wl, float((p * cpu).sum() / max((p * gpu).sum(), 1e-9)))
         gpu_free = float(np.clip(state.gpu_free, 0, None).sum())
-        return float(state.cpu_free.sum()) < self._cpu_need * gpu_free
+        return float(state.cpu_free.sum()) < self._cpu_need[1] * gpu_free
 
     def cache_type(self) -> type[FragCache]:
         """Where the arrival-only rules (which read memory) are on, nodes are told apart by free memory too."""
