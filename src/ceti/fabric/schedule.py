@@ -230,7 +230,6 @@ class _Round:
         self.left = _JobsLeft(snapshot.pending)  # id(kind) -> jobs not placed yet, in queue order
         self.pending = snapshot.pending
         self._job_cols: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
-        self.left_at: dict[int, np.ndarray] = {}  # id(kind) -> positions in `pending` of `left`'s jobs
         self._index: dict[int, int] | None = None  # id(job) -> its position in `pending`
         self.needs: dict[int, Need] = {}  # id(kind) -> its constraints as lookups
         self._usable_cache: dict[tuple, np.ndarray] = {}
@@ -483,7 +482,7 @@ class _Round:
 
     def _columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Every pending job's CPU, memory, disk and bid (inf: none) by its position in `pending`, read once a
-        round: a kind's jobs are then a gather by `left_at`."""
+        round: a kind's jobs are then a gather by their positions (`_left_at`)."""
         if self._job_cols is None:
             pending = self.pending
             n = len(pending)
@@ -497,15 +496,12 @@ class _Round:
         return self._job_cols
 
     def _left_at(self, k: JobKind) -> np.ndarray:
-        """Positions in `pending` of the kind's jobs not placed yet. Code that edits `left` without them leaves
-        them longer than the list (lists only shrink), and they are looked up again."""
+        """Positions in `pending` of the kind's jobs not placed yet; looked up where code set the list without
+        them (per-task placement, pinned gangs)."""
         at = self.left.positions(id(k))
-        if at is not None:
-            return at
-        left = self.left[id(k)]
-        at = self.left_at.get(id(k))
-        if at is None or len(at) != len(left):
-            at = self.left_at[id(k)] = self._at_of(left)
+        if at is None:
+            at = self._at_of(self.left[id(k)])
+            self.left.know_positions(id(k), at)
         return at
 
     def _least(self, k: JobKind) -> tuple[int, int]:
@@ -551,7 +547,7 @@ class _Round:
             lo, hi = int(k_jobs[i]), int(k_jobs[i + 1])
             if any(flags[lo:hi]):
                 # the positions stand for the list until someone reads it (most kinds are read as columns)
-                self.left[id(k)] = self.left_at[id(k)] = cols.at[lo:hi][~placed[lo:hi]]
+                self.left[id(k)] = cols.at[lo:hi][~placed[lo:hi]]
 
     def _started(
         self,
@@ -860,8 +856,7 @@ class _Round:
         for i, (k, need) in enumerate(zip(kinds, needs, strict=True)):
             self.needs[id(k)] = need
             if fits[i]:  # what `static_misfit` would say of the kind's largest ask: nothing
-                self.left[id(k)] = list(k.jobs)
-                self.left_at[id(k)] = ats[i]
+                self.left[id(k)] = ats[i]
                 continue
             r, w = (rows, weight)
             if need.node_rows is not None:
@@ -889,8 +884,7 @@ class _Round:
                 why = cache[big_key] = static_misfit(t, biggest, k.gang_size, need, r, w, usable)
                 fits_all = why is None
             if fits_all:
-                self.left[id(k)] = list(k.jobs)
-                self.left_at[id(k)] = ats[i]
+                self.left[id(k)] = ats[i]
                 continue
             keep: list[Job] = []
             kept = np.ones(len(k.jobs), np.bool_)
@@ -906,8 +900,7 @@ class _Round:
                     kept[x] = False
                 else:
                     keep.append(j)
-            self.left[id(k)] = keep
-            self.left_at[id(k)] = ats[i][kept]
+            self.left[id(k)] = ats[i][kept]
 
     def _static_fits(
         self, needs: list[Need], k_cpu: np.ndarray, k_mem: np.ndarray, k_disk: np.ndarray
@@ -945,7 +938,7 @@ class _Round:
             kinds, gangs = multinode.split(kinds)
             multi = multinode.MultiNode(self, gangs) if gangs else None
         self._unschedulable(kinds)
-        needs = [self.needs[id(k)] for k in kinds if self.left[id(k)]]
+        needs = [self.needs[id(k)] for k in kinds if self.left.count(id(k))]
         levels: list[list[Need]] = []
         for need in needs:
             if levels and levels[-1][0].kind.priority == need.kind.priority:
@@ -966,10 +959,7 @@ class _Round:
                     left = self.left[id(need.kind)]
                     n = self.preemptor.place(need, left, self.price_ok, partial(self._least, need.kind))
                     if n:
-                        self.left[id(need.kind)] = left[n:]
-                        at = self.left_at.get(id(need.kind))
-                        if at is not None and len(at) == len(left):
-                            self.left_at[id(need.kind)] = at[n:]
+                        self.left.drop_first(id(need.kind), n)
         self._flush()
         if multi is not None:
             multi.finish()
@@ -1063,29 +1053,49 @@ class _Round:
                 dec.waiting.append(Wait(j.id, why))
 
 
-class _JobsLeft(dict):
-    """id(kind) -> the kind's jobs not placed yet, in queue order: a list, or (where compiled code placed some of
-    them) their positions in the queue, which become the list when it is first read."""
+class _JobsLeft:
+    """id(kind) -> the kind's jobs not placed yet, in queue order, kept as their positions in the queue where
+    they are known (compiled code reads those) and as a list made when Python code first reads it."""
 
     def __init__(self, pending: Sequence[Job]) -> None:
-        super().__init__()
         self.pending = pending
+        self._lists: dict[int, list[Job]] = {}
+        self._at: dict[int, np.ndarray] = {}
 
     def __getitem__(self, key: int) -> list[Job]:
-        v = dict.__getitem__(self, key)
-        if isinstance(v, np.ndarray):
-            v = list(map(self.pending.__getitem__, v.tolist()))
-            dict.__setitem__(self, key, v)
-        return v
+        got = self._lists.get(key)
+        if got is None:
+            got = self._lists[key] = list(map(self.pending.__getitem__, self._at[key].tolist()))
+        return got
+
+    def __setitem__(self, key: int, jobs: list[Job] | np.ndarray) -> None:
+        """The jobs left as positions in the queue, or as a list (whose positions are then unknown)."""
+        if isinstance(jobs, np.ndarray):
+            self._at[key] = jobs
+            self._lists.pop(key, None)
+        else:
+            self._lists[key] = jobs
+            self._at.pop(key, None)
+
+    def know_positions(self, key: int, at: np.ndarray) -> None:
+        """The positions of the list set for `key`, found by the caller."""
+        self._at[key] = at
+
+    def drop_first(self, key: int, n: int) -> None:
+        """The first `n` jobs started."""
+        if key in self._lists:
+            self._lists[key] = self._lists[key][n:]
+        if key in self._at:
+            self._at[key] = self._at[key][n:]
 
     def count(self, key: int) -> int:
         """How many jobs the kind has left, without making the list."""
-        return len(dict.__getitem__(self, key))
+        got = self._at.get(key)
+        return len(got) if got is not None else len(self._lists[key])
 
     def positions(self, key: int) -> np.ndarray | None:
-        """The positions in the queue of the kind's jobs left, while they stand for the list."""
-        v = dict.__getitem__(self, key)
-        return v if isinstance(v, np.ndarray) else None
+        """The positions in the queue of the kind's jobs left, where known."""
+        return self._at.get(key)
 
 
 @dataclass(slots=True)
