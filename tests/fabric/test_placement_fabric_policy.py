@@ -337,6 +337,51 @@ def test_the_partner_room_gives_way_where_the_cluster_runs_short_of_cpu() -> Non
     assert place("fgd", state(80_000), task, WAIT_MIX)[0] == "a"
 
 
+def test_a_cpu_only_pod_leaves_idle_gpus_their_cpu_where_the_cluster_runs_short_of_cpu() -> None:
+    # Node a: 2 idle GPUs, 19 cores. Node b: both GPUs hold a 470 (530 free), 6 cores. The cluster has 25 cores
+    # for 3,060 free GPU milli, 8.2 a milli, and WAIT_MIX asks 9.18: CPU is short, the partner room is off.
+    # A CPU-only pod asking 4 cores arrives. FGD: on a (15 cores left) every class still fits, dF = 0, score
+    # 50. On b (2 cores left) the 470 class no longer fits: 0.3 x 1060 more fragmented, dF = +318, score 42.
+    # FGD and fabric without the rule take a, and leave 15 cores for two idle GPUs whose whole-GPU tasks ask
+    # 8 each: one is stranded. fabric keeps each idle GPU of the node the 8 cores whole-GPU work asks per GPU:
+    # only b keeps that (no idle GPU), so b. With 20 cores on a (still short: 26 < 28.1), 16 stay: a.
+    def state(cpu_a: int) -> ClusterState:
+        return cluster(("a", cpu_a, [1000, 1000], "G2"), ("b", 6_000, [530, 530], "G2"))
+
+    pod = PodRequest(4000, 1000)
+    policy = FabricPolicy(WAIT_MIX)
+    assert policy._cpu_short(state(19_000)) and policy._cpu_short(state(20_000))
+    assert place("fgd", state(19_000), pod, WAIT_MIX)[0] == "a"
+    assert place("fabric", state(19_000), pod, WAIT_MIX)[0] == "b"
+    assert place("fabric", state(20_000), pod, WAIT_MIX)[0] == "a"
+    without = FabricPolicy(WAIT_MIX)
+    without.cpu_pod_room = False
+    assert without.place(state(19_000), pod, RNG)[0] == 0
+
+
+def test_while_the_cluster_has_cpu_to_spare_a_cpu_only_pod_places_as_without_the_rule() -> None:
+    # Nodes of 64 cores and up to 4 GPUs: WAIT_MIX asks 9.18 cores a milli, at most 36.7 cores a node, so the
+    # cluster is never short of CPU and the CPU-only room must change no decision over a stream of arrivals.
+    rng = np.random.default_rng(5)
+    nodes = [(f"n{i}", 64_000, [1000] * int(rng.integers(1, 5)), "G2") for i in range(12)]
+    with_rule, without = FabricPolicy(WAIT_MIX), FabricPolicy(WAIT_MIX)
+    without.cpu_pod_room = False
+    a, b = cluster(*nodes), cluster(*nodes)
+    kinds = [PodRequest(8000, 1000), PodRequest(8000, 1000, 1, 1000), PodRequest(4000, 1000, 1, 470)]
+    placed_cpu_only = 0
+    for _ in range(60):
+        pod = kinds[int(rng.integers(len(kinds)))]
+        assert not with_rule._cpu_short(a)
+        one, two = with_rule.place(a, pod, RNG), without.place(b, pod, RNG)
+        assert one == two
+        if one is None:
+            continue
+        a.allocate(one[0], pod, one[1])
+        b.allocate(two[0], pod, two[1])
+        placed_cpu_only += pod.gpu_count == 0
+    assert placed_cpu_only >= 10
+
+
 def test_a_share_on_plan_leaves_each_idle_gpu_of_its_node_a_whole_task() -> None:
     # Node a: GPU 0 holds a 470 (530 free), 3 idle GPUs, 26 cores free. Node b: 8 idle GPUs, 96 cores. A 470
     # asking 4 cores arrives; every option follows the plan (470 + 470 on a's GPU 0, a new pair elsewhere).

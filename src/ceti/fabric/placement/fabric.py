@@ -204,6 +204,8 @@ class FabricPolicy(FGDPolicy):
     partner_room = True
     # enough nodes keep the idle GPUs, CPU and memory of the multi-GPU tasks still to come (`keeps_multi_gpu`)
     multi_gpu_room = True
+    # while CPU is short (`_cpu_short`), a CPU-only pod leaves each idle GPU of its node a whole-GPU task's CPU
+    cpu_pod_room = True
 
     def _cpu_short(self, state: ClusterState) -> bool:
         """Whether the cluster's free CPU per free GPU milli is below what the target workload asks per GPU milli:
@@ -387,7 +389,8 @@ class FabricPolicy(FGDPolicy):
         if prefer is not None:  # the caller's preference (lower first), after every key of the policy's own
             keys = (prefer[opt_nodes], *keys)
         plan = self.share_plan()
-        if plan is not None and self.partner_room and not self._cpu_short(state):
+        short = plan is not None and self._cpu_short(state)
+        if plan is not None and self.partner_room and not short:
             # what the node keeps after this placement for the partners its GPUs wait for
             res = self.reservations(plan, relearn)
             free = state.gpu_free[opt_nodes].copy()
@@ -403,6 +406,13 @@ class FabricPolicy(FGDPolicy):
                 keeps &= (cpu_kept >= idle * res.idle_cpu) & (mem_kept >= idle * res.idle_memory)
         else:
             keeps = np.ones(len(opt_nodes), dtype=bool)
+        if short and pod.gpu_count == 0 and self.cpu_pod_room:
+            # CPU runs out before the GPUs: a CPU-only pod takes it where no idle GPU needs it
+            res = self.reservations(plan, relearn)
+            idle = (state.gpu_free[opt_nodes] == WHOLE_GPU_MILLI).sum(axis=1)
+            cpu_left = state.cpu_free[opt_nodes] - pod.cpu_milli
+            mem_left = state.memory_free[opt_nodes] - pod.memory_mib
+            keeps &= (cpu_left >= idle * res.idle_cpu) & (mem_left >= idle * res.idle_memory)
         if self.placeable_tiebreak and self.multi_gpu_room:
             keeps &= self.keeps_multi_gpu(state, pod, opt_nodes, gpus)
         if plan is not None and pod.is_share:
