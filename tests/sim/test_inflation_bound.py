@@ -17,10 +17,12 @@ from ceti.fabric.placement.workload import TargetWorkload
 from ceti.sim.inflation_bound import (
     BoundError,
     _dff_values,
+    large_shares_placed,
     packing_bound,
     relaxation_bound,
     sample_nodes,
     share_patterns,
+    shares_placed,
     solve_offline,
     sub_instance,
 )
@@ -221,6 +223,14 @@ def test_cli_bound_and_errors(tmp_path: Path) -> None:
         for v in sub["unallocated_online"].values():
             assert sub["unallocated_offline_best"] <= v + 1e-9
         assert payload["full_cluster"][0]["unallocated_lower_bound"] >= 0
+        # each floor asks more of a placement than the one before, and the policy it keeps meets it
+        (keeper, large), (keeper_all, every) = (
+            *sub["unallocated_relaxation_keeping_large_shares_of"].items(),
+            *sub["unallocated_relaxation_keeping_shares_of"].items(),
+        )
+        assert keeper == keeper_all
+        assert sub["unallocated_lower_bound"] <= large + 1e-6 <= every + 2e-6
+        assert every <= sub["unallocated_online"][keeper] + 1e-6
         table = runner.invoke(app, args[:-1] + ["--no-full"])
         assert table.exit_code == 0, table.output
         assert "bound" in table.stdout
@@ -230,6 +240,13 @@ def test_cli_bound_and_errors(tmp_path: Path) -> None:
         app, ["bound", "--nodes", str(tmp_path / "no.csv"), "--pods", str(tmp_path / "no.csv")]
     )
     assert missing.exit_code == 2
+
+
+def test_shares_placed_by_size_and_the_large_ones() -> None:
+    pods = [PodRequest(0, 0, 1, m) for m in (810, 470, 470, 500, 650)] + [PodRequest(0, 0, 1, 1000)]
+    placed = [(0, (0,)), (0, (1,)), None, (1, (0,)), (1, (1,)), (2, (0,))]
+    assert shares_placed(pods, placed) == {810: 1, 470: 1, 500: 1, 650: 1}
+    assert large_shares_placed(pods, placed) == {810: 1, 650: 1}  # above half a GPU; 500 is not
 
 
 def test_packing_bound_sees_leftovers_no_share_fills() -> None:

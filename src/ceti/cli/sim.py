@@ -397,7 +397,8 @@ def bound(
         Console().print(ft)
     Console().print(
         "bound (>=): no placement leaves fewer GPUs unallocated; keeping X's large shares: none that places "
-        "as many shares above 500 milli as X did; offline best: a placement found (opt = proven optimal)"
+        "as many shares above 500 milli as X did; keeping X's shares: none that places as many shares of every "
+        "size as X did; offline best: a placement found (opt = proven optimal)"
     )
 
 
@@ -478,7 +479,7 @@ def _bound_table(title: str, results: list, names: list[str], total_gpus: int, s
     exact = bool(results) and all(r.offline is not None for r in results)
     cols = ["seed", "nodes", "GPUs", "pods", "bound (>=)"]
     if keep:
-        cols.append(f"keeping {keep}'s large shares (>=)")
+        cols += [f"keeping {keep}'s large shares (>=)", f"keeping {keep}'s shares (>=)"]
     if exact:
         cols.append("offline best")
     for c in cols + names:
@@ -487,7 +488,7 @@ def _bound_table(title: str, results: list, names: list[str], total_gpus: int, s
     def row_values(r) -> list[float]:  # type: ignore[no-untyped-def]
         v = [r.unallocated(r.upper_milli)]
         if keep:
-            v.append(r.unallocated(r.keep_milli))
+            v += [r.unallocated(r.keep_milli), r.unallocated(r.keep_all_milli)]
         if exact:
             v.append(r.unallocated(r.offline.best_milli))
         return v + [r.unallocated(r.online_milli[n]) for n in names]

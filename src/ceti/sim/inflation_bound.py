@@ -270,15 +270,22 @@ def typed_relaxation(
     return RelaxationResult(upper, len(requests), len(classes), len(types), time.perf_counter() - t0)
 
 
+def shares_placed(
+    requests: Sequence[PodRequest], placements: Sequence[Placement | None], *, above_milli: int = 0
+) -> dict[int, int]:
+    """{share milli: how many were placed} for the shares above `above_milli`."""
+    out: dict[int, int] = {}
+    for p, pl in zip(requests, placements, strict=True):
+        if pl is not None and p.is_share and p.gpu_milli > above_milli:
+            out[p.gpu_milli] = out.get(p.gpu_milli, 0) + 1
+    return out
+
+
 def large_shares_placed(
     requests: Sequence[PodRequest], placements: Sequence[Placement | None]
 ) -> dict[int, int]:
     """{share milli: how many were placed} for the shares above half a GPU (each needs a GPU of its own)."""
-    out: dict[int, int] = {}
-    for p, pl in zip(requests, placements, strict=True):
-        if pl is not None and p.is_share and 2 * p.gpu_milli > WHOLE_GPU_MILLI:
-            out[p.gpu_milli] = out.get(p.gpu_milli, 0) + 1
-    return out
+    return shares_placed(requests, placements, above_milli=WHOLE_GPU_MILLI // 2)
 
 
 # --- the exact model (CP-SAT) ----------------------------------------------------------------------------
@@ -616,6 +623,9 @@ class SeedBound:
     offline: OfflineResult | None
     keep_policy: str | None = None  # the online policy whose large shares `keep_milli` places too
     keep_milli: float | None = None  # the relaxation, placing at least as many large shares as keep_policy
+    # the same, placing at least as many shares of every size as keep_policy: what is left to a policy that
+    # places the shares that arrive with room, which every online policy here does
+    keep_all_milli: float | None = None
 
     def unallocated(self, milli: float) -> float:
         return (self.capacity_milli - milli) / WHOLE_GPU_MILLI
@@ -642,6 +652,10 @@ class SeedBound:
         if self.keep_milli is not None:
             out["unallocated_relaxation_keeping_large_shares_of"] = {
                 str(self.keep_policy): round(self.unallocated(self.keep_milli), 3)
+            }
+        if self.keep_all_milli is not None:
+            out["unallocated_relaxation_keeping_shares_of"] = {
+                str(self.keep_policy): round(self.unallocated(self.keep_all_milli), 3)
             }
         if self.offline is not None:
             out["unallocated_offline_best"] = self.unallocated(self.offline.best_milli)
@@ -673,9 +687,10 @@ def bound_seed(
         if best is None or used > best[0]:
             best = (used, name, placed)
     relax = relaxation_bound(inst.cluster, inst.requests)
-    keep = None
+    keep = keep_all = None
     if best is not None:
         keep = relaxation_bound(inst.cluster, inst.requests, large_shares_placed(inst.requests, best[2]))
+        keep_all = relaxation_bound(inst.cluster, inst.requests, shares_placed(inst.requests, best[2]))
     offline = None
     if exact:
         offline = solve_offline(
@@ -698,4 +713,5 @@ def bound_seed(
         offline=offline,
         keep_policy=best[1] if best else None,
         keep_milli=keep.upper_milli if keep else None,
+        keep_all_milli=keep_all.upper_milli if keep_all else None,
     )
