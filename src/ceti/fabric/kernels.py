@@ -495,22 +495,23 @@ def _smallest(
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _dominated(
-    f_c: np.ndarray,
-    f_m: np.ndarray,
-    f_d: np.ndarray,
-    f_b: np.ndarray,
-    n_failed: int,
-    c: int,
-    m: int,
-    d: int,
-    bid: float,
-) -> bool:
-    """Whether a job asks no less and bids no more than one of the `n_failed` that found nothing."""
+def _dominated(fails: np.ndarray, f_b: np.ndarray, n_failed: int, c: int, m: int, d: int, bid: float) -> bool:
+    """Whether a job asks no less and bids no more than one of the `n_failed` that found nothing: their
+    (CPU, memory, disk) asks in the rows of `fails`, their bids in `f_b`."""
     for q in range(n_failed):
-        if c >= f_c[q] and m >= f_m[q] and d >= f_d[q] and bid <= f_b[q]:
+        if c >= fails[q, 0] and m >= fails[q, 1] and d >= fails[q, 2] and bid <= f_b[q]:
             return True
     return False
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _remember(fails: np.ndarray, f_b: np.ndarray, n_failed: int, c: int, m: int, d: int, bid: float) -> int:
+    """Record a job that found nothing, for `_dominated`; returns the new count."""
+    fails[n_failed, 0] = c
+    fails[n_failed, 1] = m
+    fails[n_failed, 2] = d
+    f_b[n_failed] = bid
+    return n_failed + 1
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -713,9 +714,7 @@ def _first_fit(
     rm = mem[rows]
     rd = disk[rows]
     pos = np.empty(max(gpu.shape[1], 1), np.int64)
-    f_c = np.empty(n_left, np.int64)
-    f_m = np.empty(n_left, np.int64)
-    f_d = np.empty(n_left, np.int64)
+    fails = np.empty((n_left, 3), np.int64)
     f_b = np.empty(n_left, np.float64)
     n_failed = 0
     h_c = np.empty(n_left, np.int64)
@@ -732,7 +731,7 @@ def _first_fit(
         mm = j_mem[job]
         dk = j_disk[job]
         lim = j_bid[job]
-        if _dominated(f_c, f_m, f_d, f_b, n_failed, c, mm, dk, lim):
+        if _dominated(fails, f_b, n_failed, c, mm, dk, lim):
             left[n_next] = job
             n_next += 1
             continue
@@ -757,11 +756,7 @@ def _first_fit(
             found = i
             break
         if found < 0:
-            f_c[n_failed] = c
-            f_m[n_failed] = mm
-            f_d[n_failed] = dk
-            f_b[n_failed] = lim
-            n_failed += 1
+            n_failed = _remember(fails, f_b, n_failed, c, mm, dk, lim)
             left[n_next] = job
             n_next += 1
             continue
@@ -1123,9 +1118,7 @@ def _spill_gangs(
     key_bid = np.empty(n_left, np.float64)
     key_at = np.empty(n_left, np.int64)
     n_keys = 0
-    f_c = np.empty(n_left, np.int64)
-    f_m = np.empty(n_left, np.int64)
-    f_d = np.empty(n_left, np.int64)
+    fails = np.empty((n_left, 3), np.int64)
     f_b = np.empty(n_left, np.float64)
     n_failed = 0
     n_next = 0
@@ -1160,7 +1153,7 @@ def _spill_gangs(
             if at < n:
                 if not checked:
                     checked = True
-                    if _dominated(f_c, f_m, f_d, f_b, n_failed, c, j_mem[job], j_disk[job], lim):
+                    if _dominated(fails, f_b, n_failed, c, j_mem[job], j_disk[job], lim):
                         break
                 scanned = True
                 placed, key_at[q] = _place_gang(
@@ -1193,11 +1186,7 @@ def _spill_gangs(
             n += room.shape[0]
         if not placed:
             if scanned:
-                f_c[n_failed] = c
-                f_m[n_failed] = j_mem[job]
-                f_d[n_failed] = j_disk[job]
-                f_b[n_failed] = lim
-                n_failed += 1
+                n_failed = _remember(fails, f_b, n_failed, c, j_mem[job], j_disk[job], lim)
             left[n_next] = job
             n_next += 1
             continue
