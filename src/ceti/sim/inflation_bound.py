@@ -623,8 +623,8 @@ class SeedBound:
     offline: OfflineResult | None
     keep_policy: str | None = None  # the online policy whose large shares `keep_milli` places too
     keep_milli: float | None = None  # the relaxation, placing at least as many large shares as keep_policy
-    # the same, placing at least as many shares of every size as keep_policy: what is left to a policy that
-    # places the shares that arrive with room, which every online policy here does
+    # the same with at least as many shares of every size as keep_policy: the floor for packing the shares it
+    # placed better (the large-share floor may still leave the small ones out, which it did not)
     keep_all_milli: float | None = None
 
     def unallocated(self, milli: float) -> float:
