@@ -17,6 +17,7 @@ def test_bench_fabric_json() -> None:
     for key in (
         "ours_median_s",
         "ours_max_s",
+        "kernels_warm_s",
         "ours_peak_traced_mib",
         "baseline_peak_traced_mib",
         "memory_ratio",

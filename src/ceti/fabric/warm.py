@@ -1,7 +1,9 @@
 """Compile the round's kernels ahead of the first round (`python -m ceti.fabric.warm`, run by `make install`).
 
 The compiled loops (`kernels`) are built on first use and cached on disk beside the package; building them
-takes several seconds, which would otherwise fall on the first scheduling round of a fresh install. One small
+takes several seconds, which would otherwise fall on the first scheduling round of a fresh install; loading
+them from that cache still takes a quarter of a second, which the server's scheduler pays when it starts
+(`SchedulerLoop.warm`) rather than in its first round, and `ceti bench fabric` before its timed rounds. One small
 round that goes through every kernel (flow packing of single tasks and gangs, the spill of both, kinds pinned
 to nodes, bids, GPU shares, model and VRAM constraints, pre-emption) builds them all.
 """
