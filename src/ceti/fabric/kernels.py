@@ -495,11 +495,17 @@ def _smallest(
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _covers(fails: np.ndarray, f_b: np.ndarray, q: int, c: int, m: int, d: int, bid: float) -> bool:
+    """Whether a job asks no less and bids no more than failure `q`: its (CPU, memory, disk) ask in row `q` of
+    `fails`, its bid in `f_b`."""
+    return c >= fails[q, 0] and m >= fails[q, 1] and d >= fails[q, 2] and bid <= f_b[q]
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _dominated(fails: np.ndarray, f_b: np.ndarray, n_failed: int, c: int, m: int, d: int, bid: float) -> bool:
-    """Whether a job asks no less and bids no more than one of the `n_failed` that found nothing: their
-    (CPU, memory, disk) asks in the rows of `fails`, their bids in `f_b`."""
+    """Whether a job asks no less and bids no more than one of the `n_failed` that found nothing."""
     for q in range(n_failed):
-        if c >= fails[q, 0] and m >= fails[q, 1] and d >= fails[q, 2] and bid <= f_b[q]:
+        if _covers(fails, f_b, q, c, m, d, bid):
             return True
     return False
 
@@ -530,7 +536,7 @@ def _failed_before(
     (`ask`) earlier in the spill: the failures of an ask are a list through `head` and `nxt`."""
     q = head[ask]
     while q >= 0:
-        if c >= fails[q, 0] and m >= fails[q, 1] and d >= fails[q, 2] and bid <= f_b[q]:
+        if _covers(fails, f_b, q, c, m, d, bid):
             return True
         q = nxt[q]
     return False
@@ -1386,13 +1392,9 @@ def spill_kinds(
             for q in range(n_left):
                 j = left[q]
                 if not _failed_before(head, nxt, fails, f_b, ask, j_cpu[j], j_mem[j], j_disk[j], j_bid[j]):
-                    fails[n_fails, 0] = j_cpu[j]
-                    fails[n_fails, 1] = j_mem[j]
-                    fails[n_fails, 2] = j_disk[j]
-                    f_b[n_fails] = j_bid[j]
                     nxt[n_fails] = head[ask]
                     head[ask] = n_fails
-                    n_fails += 1
+                    n_fails = _remember(fails, f_b, n_fails, j_cpu[j], j_mem[j], j_disk[j], j_bid[j])
     return n_out
 
 

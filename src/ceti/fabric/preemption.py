@@ -30,9 +30,8 @@ MAX_PREEMPTED_PER_ROUND = 2000
 MAX_KINDS_PER_ROUND = 64  # job kinds (in queue order) that may look for victims
 MAX_NODES_PER_TASK = 32  # candidate nodes (cheapest first) examined exactly for one task
 MAX_VICTIMS_PER_NODE = 32
-VICTIM_SCAN_ROWS = (
-    1024  # nodes with victims a kind filters first; four times as many more while it lacks some
-)
+# nodes with victims a kind filters first; four times as many more while it lacks some
+VICTIM_SCAN_ROWS = 1024
 
 
 def lost_cost(a: Allocation) -> float:

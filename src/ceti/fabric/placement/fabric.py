@@ -21,7 +21,9 @@ Each way to place a task (node, and GPU for a share) is ranked by, in order:
    Where no option keeps the key (or the size is not planned), the keys below decide alone. The partners'
    room gives way while the cluster is short of CPU (`_cpu_short`: less free CPU per free GPU milli than the
    target workload asks): then CPU runs out before the GPUs do, and the cores kept for a partner are cores
-   the arrivals lack (on Alibaba's `cpu250` list it cost 56 GPUs; no other list reaches that point).
+   the arrivals lack (on Alibaba's `cpu250` list it cost 56 GPUs; of the lists with published results, no
+   other reaches that point). In that condition a CPU-only task keeps instead each idle GPU of its node a
+   whole-GPU task's CPU and memory (`cpu_pod_room`), so the cores go where no idle GPU needs them.
 1. FGD's integer score, floor(100 * sigmoid(-(dF + charge) / 1000)), where dF is the change in FGD's
    fragmentation measure and `charge` is a model-protection charge in the same unit (milli-GPU): the task's
    GPU milli times min(1, load factor of the node's GPU model). The load factor is the GPU demand of the
@@ -158,8 +160,12 @@ class Reservations(NamedTuple):
 
     cpu: np.ndarray  # [1001] by a GPU's used milli: CPU milli of the planned partner it waits for
     memory: np.ndarray  # [1001] the same in memory MiB
-    idle_cpu: int  # per idle GPU, for shares: the CPU whole-GPU work asks per GPU, by popularity
+    idle_cpu: int  # per idle GPU: the CPU whole-GPU work asks per GPU, by popularity
     idle_memory: int  # the learnt memory of the one-GPU whole-GPU class asking the least CPU
+
+    def idle_room(self, cpu_left: np.ndarray, mem_left: np.ndarray, idle: np.ndarray) -> np.ndarray:
+        """Whether what a node has left still gives each of its `idle` GPUs a whole-GPU task's CPU and memory."""
+        return (cpu_left >= idle * self.idle_cpu) & (mem_left >= idle * self.idle_memory)
 
 
 def whole_gpu_cpu_per_gpu(workload: TargetWorkload) -> int:
@@ -403,16 +409,16 @@ class FabricPolicy(FGDPolicy):
             if pod.is_share:
                 # a share on plan also leaves the node's idle GPUs the room of a whole-GPU task each
                 idle = (free == WHOLE_GPU_MILLI).sum(axis=1)
-                keeps &= (cpu_kept >= idle * res.idle_cpu) & (mem_kept >= idle * res.idle_memory)
+                keeps &= res.idle_room(cpu_kept, mem_kept, idle)
         else:
             keeps = np.ones(len(opt_nodes), dtype=bool)
         if short and pod.gpu_count == 0 and self.cpu_pod_room:
             # CPU runs out before the GPUs: a CPU-only pod takes it where no idle GPU needs it
-            res = self.reservations(plan, relearn)
-            idle = (state.gpu_free[opt_nodes] == WHOLE_GPU_MILLI).sum(axis=1)
-            cpu_left = state.cpu_free[opt_nodes] - pod.cpu_milli
-            mem_left = state.memory_free[opt_nodes] - pod.memory_mib
-            keeps &= (cpu_left >= idle * res.idle_cpu) & (mem_left >= idle * res.idle_memory)
+            keeps &= self.reservations(plan, relearn).idle_room(
+                state.cpu_free[opt_nodes] - pod.cpu_milli,
+                state.memory_free[opt_nodes] - pod.memory_mib,
+                (state.gpu_free[opt_nodes] == WHOLE_GPU_MILLI).sum(axis=1),
+            )
         if self.placeable_tiebreak and self.multi_gpu_room:
             keeps &= self.keeps_multi_gpu(state, pod, opt_nodes, gpus)
         if plan is not None and pod.is_share:
