@@ -247,6 +247,7 @@ def run_bench(
         for r in range(rounds):
             if status:
                 status.update(f"ours: round {r + 1}/{rounds} ...")
+            decisions = None  # the last round's decisions freed before the clock starts, not inside this round
             gc.collect()
             c0 = time.process_time()
             t0 = time.perf_counter()

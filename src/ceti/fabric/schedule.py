@@ -580,8 +580,16 @@ class _Round:
         for count in np.unique(counts[counts > 0]).tolist():
             sel = np.flatnonzero(counts == count)
             if t.indices_are_positions:
+                # one tuple per distinct choice, shared by the starts that make it: a round keeps about a
+                # hundred thousand starts, and the cyclic collector walks each object they hold once after it
                 chosen = np.sort(positions[sel, :count], axis=1)
-                for i, g in zip(sel.tolist(), zip(*chosen.T.tolist()), strict=True):
+                if (t.G + 1) ** count < 1 << 62:
+                    code = chosen @ (t.G + 1) ** np.arange(count, dtype=np.int64)
+                    _, first, which = np.unique(code, return_index=True, return_inverse=True)
+                else:
+                    _, first, which = np.unique(chosen, axis=0, return_index=True, return_inverse=True)
+                shared = list(map(tuple, chosen[first].tolist()))
+                for i, g in zip(sel.tolist(), map(shared.__getitem__, which.reshape(-1).tolist()), strict=True):
                     gpus[i] = g
             else:
                 for i, r, g in zip(
@@ -1201,4 +1209,11 @@ def schedule(snapshot: Snapshot, placement: str = "flow") -> Decisions:
     each task's node where the round is small enough to score every node for every task (`per_task`); larger
     rounds, and "flow", use the class flow's packing."""
     with _cyclic_gc_paused():
-        return _Round(snapshot, placement).run()
+        round_ = _Round(snapshot, placement)
+        try:
+            return round_.run()
+        finally:
+            # the pre-emptor holds the round (`_add_start`): without this cycle, reference counting frees
+            # the round's state as it returns, and the cyclic collector (resumed after it) need not first
+            # walk it all to find it unreachable
+            round_.preemptor = None  # type: ignore[assignment]
