@@ -38,14 +38,19 @@ def test_plan_arcs_cost_each_class_as_arc_cost_does(
     speed = rng.uniform(0.5, 3, C)
     cpu, mem = 4_000.0, 16_384.0
     arcs = [np.empty(C, np.int64) for _ in range(4)]
-    n = kernels.plan_arcs(
+    kinds = kernels.FlowKinds(
         np.array([100], np.int64), np.array([cpu]), np.array([mem]), np.array([cpu]), np.array([bid]),
         np.array([gpus], np.int64), np.array([share], np.int64), np.array([horizon]), np.zeros(1, np.int64),
-        np.zeros(1, np.int64), np.ones((1, C), np.bool_), speed[None, :], cls["cpu_mean"], cls["mem_mean"],
-        cls["count"], cls["whole"], cls["partial_min"], cls["price_gpu"], cls["price_cpu"], cls["price_gpu"],
-        cls["price_cpu"], cls["reliability"], 4.0, 0.1, MIN_ARCS_PER_KIND, MAX_ARCS_PER_KIND, flow.MAX_ARC_COST,
-        _COST_SCALE, *arcs,
+        np.zeros(1, np.int64), np.ones((1, C), np.bool_), speed[None, :],
     )  # fmt: skip
+    unread = np.zeros(C, np.int64)  # what only the spill reads of a class
+    classes = kernels.Classes(
+        np.arange(C), np.arange(C + 1), cls["count"], unread, unread, cls["whole"], cls["partial_min"], unread,
+        unread, unread, cls["cpu_mean"], cls["mem_mean"], cls["price_gpu"], cls["price_cpu"], cls["price_gpu"],
+        cls["price_cpu"], cls["reliability"],
+    )  # fmt: skip
+    pricing = kernels.Pricing(4.0, 0.1, flow.MAX_ARC_COST, _COST_SCALE)
+    n = kernels.plan_arcs(kinds, classes, pricing, MIN_ARCS_PER_KIND, MAX_ARCS_PER_KIND, kernels.Arcs(*arcs))
     assert n >= MIN_ARCS_PER_KIND
     kind, node, cap, cost = (a[:n] for a in arcs)
     cand = node if gpus else node - C
@@ -97,7 +102,8 @@ def test_the_compiled_gpu_choice_is_choose_gpus(count: int, share: int) -> None:
         expected = row.tolist()
         want = choose_gpus(expected, mask, count, share)
         out = np.empty(8, np.int64)
-        got = kernels._choose(row, masked, model_ok, 0, models, np.zeros(8, np.int64), 0, count, share, out)
+        ask = kernels.GpuAsk(model_ok, 0, masked, 0, count, share)
+        got = kernels._choose(row, ask, models, np.zeros(8, np.int64), out)
         assert got == (want is not None)
         if got:
             assert sorted(out[:count].tolist()) == sorted(want)

@@ -364,13 +364,14 @@ def test_the_spill_skips_jobs_that_failed_before_with_the_same_decisions(
     snap = synthetic_snapshot(2000, 10000, seed)  # queues long enough that the spill sees many failures
     shared = schedule(snap)
     real = module.kernels.spill_kinds
-    at = list(inspect.signature(real.py_func).parameters).index("k_ask")
+    at = list(inspect.signature(real.py_func).parameters).index("lookups")
     asked: list[int] = []
 
     def alone(*args: object) -> int:
         args = list(args)
-        asked.append(len(args[at]) - len(set(args[at].tolist())))  # kinds that would share
-        args[at] = np.arange(len(args[at]), dtype=np.int64)
+        ask = args[at].ask
+        asked.append(len(ask) - len(set(ask.tolist())))  # kinds that would share
+        args[at] = args[at]._replace(ask=np.arange(len(ask), dtype=np.int64))
         return real(*args)
 
     monkeypatch.setattr(module.kernels, "spill_kinds", alone)

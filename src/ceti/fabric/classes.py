@@ -18,7 +18,7 @@ from operator import attrgetter, lt
 
 import numpy as np
 
-from ceti.fabric.kernels import node_features, reliable_prices
+from ceti.fabric.kernels import Classes, node_features, reliable_prices
 from ceti.fabric.model import Job, Node
 
 # Bucket edges of the free shape that makes two nodes "look alike" to a job.
@@ -468,6 +468,28 @@ class NodeClasses:
     @property
     def size(self) -> int:
         return len(self.count)
+
+    def columns(self) -> Classes:
+        """The classes as the compiled loops read them."""
+        return Classes(
+            self.rows,
+            self.bounds,
+            self.count,
+            self.region,
+            self.gpu_type,
+            self.whole,
+            self.partial_min,
+            self.partial_max,
+            self.cpu_max,
+            self.mem_max,
+            self.cpu_mean,
+            self.mem_mean,
+            self.price_gpu,
+            self.price_cpu,
+            self.price_gpu_min,
+            self.price_cpu_min,
+            self.reliability,
+        )
 
     def members(self, c: int) -> list[int]:
         got = self._members.get(c)

@@ -9,10 +9,14 @@ those of the rules written in Python before them (same order, same float operati
 arc costs to `schedule.arc_cost` and the GPU choice to `packing.choose_gpus`, and every rule test of the
 round runs through them.
 
-State arrays are changed in place; `Free.absorb` brings the Python side up to date afterwards.
+The arrays come in named bundles (`Room`, `Nodes`, `Kinds`, `Jobs`, `Classes`, ...), which numba reads field
+by field at no cost. The free room (`Room`, `GpuSummary`) is changed in place; `Free.absorb` brings the Python
+side up to date afterwards.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -20,37 +24,179 @@ from numba import njit
 WHOLE = 1000  # milli-GPU of one whole GPU (model.WHOLE_GPU_MILLI; a literal so numba folds it)
 
 
+# ---- what the kernels read and write, in bundles: numba reads a named tuple's fields at no cost ----
+class Room(NamedTuple):
+    """Each node's free room, by row (`packing.Free.arrays`); the kernels take from it in place."""
+
+    cpu: np.ndarray  # milli-CPU
+    mem: np.ndarray  # MiB
+    disk: np.ndarray  # MiB
+    gpu: np.ndarray  # (nodes, G): free milli per GPU position
+
+
+class Nodes(NamedTuple):
+    """What a round does not change of each node, by row (`classes.NodeTable`)."""
+
+    gpu_model: np.ndarray  # (nodes, G): model id per GPU position, -1 past the node's GPUs
+    gpu_vram: np.ndarray  # (nodes, G): MiB
+    price_gpu: np.ndarray  # ask per GPU-hour
+    price_cpu: np.ndarray  # ask per core-hour
+    homogeneous: np.ndarray  # whether all its GPUs are of one type
+    gpu_type: np.ndarray  # its GPU type (a type of its own where they are mixed)
+
+
+class GpuSummary(NamedTuple):
+    """Per node, its whole free GPUs and the most milli free on one GPU (`packing.Free.gpu_summary`); the
+    spill keeps them up to date."""
+
+    whole: np.ndarray
+    most: np.ndarray
+
+
+class GpuAsk(NamedTuple):
+    """What one task of kind `kind` asks of a node's GPUs."""
+
+    model_ok: np.ndarray  # (kinds, models): whether a kind may use a model
+    kind: int
+    masked: bool  # whether some GPUs may not do (model or VRAM): each is then checked (`_usable`)
+    min_vram: int
+    count: int  # GPUs per task (0: none)
+    share: int  # milli of each (0: whole GPUs)
+
+
+class Jobs(NamedTuple):
+    """The job columns: each job's CPU, memory, disk and bid per hour (inf: none)."""
+
+    cpu: np.ndarray
+    mem: np.ndarray
+    disk: np.ndarray
+    bid: np.ndarray
+
+
+class Kinds(NamedTuple):
+    """A run of kinds: kind i's jobs are `jobs[i]:jobs[i+1]` of the job columns, and what its tasks ask."""
+
+    jobs: np.ndarray
+    gang: np.ndarray
+    count: np.ndarray  # GPUs per task
+    share: np.ndarray  # milli of each (0: whole)
+    constrained: np.ndarray  # whether it may use only some models or needs VRAM
+    min_vram: np.ndarray
+    model_ok: np.ndarray  # (kinds, models)
+
+
+class Classes(NamedTuple):
+    """Node classes (`classes.NodeClasses`): class c's members are `rows[bounds[c]:bounds[c+1]]`."""
+
+    rows: np.ndarray
+    bounds: np.ndarray
+    count: np.ndarray
+    region: np.ndarray  # place id
+    gpu_type: np.ndarray
+    whole: np.ndarray  # free whole GPUs of each member
+    partial_min: np.ndarray  # free milli on the best partly used GPU, least and most over the members
+    partial_max: np.ndarray
+    cpu_max: np.ndarray
+    mem_max: np.ndarray
+    cpu_mean: np.ndarray
+    mem_mean: np.ndarray
+    price_gpu: np.ndarray  # the members' mean asks, and the least
+    price_cpu: np.ndarray
+    price_gpu_min: np.ndarray
+    price_cpu_min: np.ndarray
+    reliability: np.ndarray  # the members' mean
+
+
+class Pricing(NamedTuple):
+    """What `schedule.arc_cost` weighs an ask against: the dearest asks, and the cost's scale and cap."""
+
+    max_pg: float
+    max_pc: float
+    max_cost: int
+    cost_scale: float
+
+
+class KindLookups(NamedTuple):
+    """Per kind of a run, rows of shared lookups (kinds alike share a row) and what prices its arcs."""
+
+    place: np.ndarray  # row of `place_rows`: per place id, whether the kind may run there
+    place_rows: np.ndarray
+    type: np.ndarray  # row of `type_rows`: per GPU type, whether the kind may use it
+    type_rows: np.ndarray
+    speed: np.ndarray  # row of `speed_rows`: its speed on each class
+    speed_rows: np.ndarray
+    horizon: np.ndarray  # hours a node failure would throw away (`classes.horizon_of`)
+    priced: np.ndarray  # whether some job of the kind has no bid (then the ask counts in its cost)
+    ask: np.ndarray  # kinds that ask the same of a node share an id: they share their failures
+
+
+class FlowKinds(NamedTuple):
+    """The kinds of a level as the flow's arcs see them (`plan_arcs`)."""
+
+    supply: np.ndarray  # tasks not placed yet
+    cpu: np.ndarray  # their mean CPU and memory
+    mem: np.ndarray
+    least_cpu: np.ndarray
+    top_bid: np.ndarray  # the highest bid per task (inf: some job has none)
+    count: np.ndarray  # GPUs per task
+    share: np.ndarray  # milli of each (0: whole)
+    horizon: np.ndarray  # hours a node failure would throw away (`classes.horizon_of`)
+    ok: np.ndarray  # row of `ok_rows`: the classes whose places and GPUs the kind may use (-1: no arcs)
+    speed: np.ndarray  # row of `speed_rows`: its speed on each class
+    ok_rows: np.ndarray
+    speed_rows: np.ndarray
+
+
+class Arcs(NamedTuple):
+    """Where `plan_arcs` writes the arcs: kind, capacity node, capacity in tasks and cost per task."""
+
+    kind: np.ndarray
+    node: np.ndarray
+    cap: np.ndarray
+    cost: np.ndarray
+
+
+class Placements(NamedTuple):
+    """Where the kernels write what they place: placement i is task `task[i]` of job `job[i]` on row
+    `row[i]`, GPU positions `gpus[i, :count]` in the order taken."""
+
+    job: np.ndarray
+    row: np.ndarray
+    gpus: np.ndarray
+    task: np.ndarray
+
+
+class Mirror(NamedTuple):
+    """The spill's class-ordered copy of its members' room (`spill_kinds`): per position of `Classes.rows`,
+    free CPU, memory, disk, whole free GPUs, most milli free on one GPU, whether its GPUs are all of one
+    type, and its GPU type; `pos_of[r]` is row r's position (-1: in no class). Empty: none kept."""
+
+    table: np.ndarray
+    pos_of: np.ndarray
+
+
 @njit(cache=True, nogil=True)
-def _usable(model_ok: np.ndarray, k: int, model: int, vram: int, min_vram: int) -> bool:
-    if model < 0 or not model_ok[k, model]:
+def _usable(ask: GpuAsk, model: int, vram: int) -> bool:
+    if model < 0 or not ask.model_ok[ask.kind, model]:
         return False
-    return min_vram == 0 or vram >= min_vram
+    return ask.min_vram == 0 or vram >= ask.min_vram
 
 
 @njit(cache=True, nogil=True)
-def _choose(
-    row: np.ndarray,
-    masked: bool,
-    model_ok: np.ndarray,
-    k: int,
-    models: np.ndarray,
-    vrams: np.ndarray,
-    min_vram: int,
-    count: int,
-    share: int,
-    out: np.ndarray,
-) -> bool:
-    """`packing.choose_gpus` on one node's row: fills `out[:count]` and takes the GPUs, or returns False."""
+def _choose(row: np.ndarray, ask: GpuAsk, models: np.ndarray, vrams: np.ndarray, out: np.ndarray) -> bool:
+    """`packing.choose_gpus` on one node's row (its GPUs' free milli, models and VRAM): fills
+    `out[:ask.count]` and takes the GPUs, or returns False."""
     G = row.shape[0]
+    masked = ask.masked
+    count = ask.count
+    share = ask.share
     if share:
         if count == 1:
             best = -1
             best_free = WHOLE + 1
             for p in range(G):
                 f = row[p]
-                if share <= f < best_free and (
-                    not masked or _usable(model_ok, k, models[p], vrams[p], min_vram)
-                ):
+                if share <= f < best_free and (not masked or _usable(ask, models[p], vrams[p])):
                     best = p
                     best_free = f
             if best < 0:
@@ -61,7 +207,7 @@ def _choose(
         # the `count` fitting GPUs with least free milli, ties to the lower position
         n = 0
         for p in range(G):
-            if row[p] >= share and (not masked or _usable(model_ok, k, models[p], vrams[p], min_vram)):
+            if row[p] >= share and (not masked or _usable(ask, models[p], vrams[p])):
                 n += 1
         if n < count:
             return False
@@ -71,7 +217,7 @@ def _choose(
             for p in range(G):
                 if taken[p] or row[p] < share:
                     continue
-                if masked and not _usable(model_ok, k, models[p], vrams[p], min_vram):
+                if masked and not _usable(ask, models[p], vrams[p]):
                     continue
                 if best < 0 or row[p] < row[best]:
                     best = p
@@ -82,7 +228,7 @@ def _choose(
         return True
     n = 0
     for p in range(G):  # the first `count` whole free GPUs
-        if row[p] >= WHOLE and (not masked or _usable(model_ok, k, models[p], vrams[p], min_vram)):
+        if row[p] >= WHOLE and (not masked or _usable(ask, models[p], vrams[p])):
             out[n] = p
             n += 1
             if n == count:
@@ -96,20 +242,9 @@ def _choose(
 
 @njit(cache=True, nogil=True)
 def _place_gang(
-    cpu: np.ndarray,
-    mem: np.ndarray,
-    disk: np.ndarray,
-    gpu: np.ndarray,
-    price_gpu: np.ndarray,
-    price_cpu: np.ndarray,
-    gpu_model: np.ndarray,
-    gpu_vram: np.ndarray,
-    model_ok: np.ndarray,
-    k: int,
-    masked: bool,
-    min_vram: int,
-    count: int,
-    share: int,
+    room: Room,
+    nodes: Nodes,
+    ask: GpuAsk,
     gang: int,
     rows: np.ndarray,
     start: int,
@@ -130,6 +265,11 @@ def _place_gang(
     GPUs are flagged and skipped instead of counted. A bid of inf is none; with `hide`, rows above the bid
     are not there at all (as if `rows` held only those within it).
     """
+    cpu, mem, disk, gpu = room
+    price_gpu = nodes.price_gpu
+    price_cpu = nodes.price_cpu
+    count = ask.count
+    share = ask.share
     n = rows.shape[0]
     i = start
     seen = 0
@@ -159,9 +299,7 @@ def _place_gang(
             i += 1
             continue
         if count:
-            ok = _choose(
-                gpu[r], masked, model_ok, k, gpu_model[r], gpu_vram[r], min_vram, count, share, g_pos[placed]
-            )
+            ok = _choose(gpu[r], ask, nodes.gpu_model[r], nodes.gpu_vram[r], g_pos[placed])
             if not ok and placed > 0 and g_rows[placed - 1] == r:
                 i += 1  # full with this gang's own tasks, which a miss gives back: not for good
                 continue
@@ -196,28 +334,12 @@ def _place_gang(
 
 @njit(cache=True, nogil=True)
 def pack_kinds(
-    cpu: np.ndarray,
-    mem: np.ndarray,
-    disk: np.ndarray,
-    gpu: np.ndarray,
-    price_gpu: np.ndarray,
-    price_cpu: np.ndarray,
-    gpu_model: np.ndarray,
-    gpu_vram: np.ndarray,
-    homogeneous: np.ndarray,
+    room: Room,
+    nodes: Nodes,
     class_rows: np.ndarray,
     class_bounds: np.ndarray,
-    k_count: np.ndarray,
-    k_share: np.ndarray,
-    k_gang: np.ndarray,
-    k_constrained: np.ndarray,
-    k_min_vram: np.ndarray,
-    model_ok: np.ndarray,
-    k_jobs: np.ndarray,
-    j_cpu: np.ndarray,
-    j_mem: np.ndarray,
-    j_disk: np.ndarray,
-    j_bid: np.ndarray,
+    kinds: Kinds,
+    jobs: Jobs,
     k_plans: np.ndarray,
     p_class: np.ndarray,
     p_quota: np.ndarray,
@@ -225,19 +347,20 @@ def pack_kinds(
     cursors: np.ndarray,
     scan_rows: int,
     max_misses: int,
-    out_job: np.ndarray,
-    out_row: np.ndarray,
-    out_gpus: np.ndarray,
-    out_task: np.ndarray,
+    out: Placements,
 ) -> int:
     """Kinds in order, each over its plan's classes in order, jobs in queue order; returns placements made.
 
-    Kind i's jobs are `k_jobs[i]:k_jobs[i+1]` of the job columns (a bid of inf: no bid), its plan entries
-    `k_plans[i]:k_plans[i+1]` (class, tasks the flow sent there, cursor slot or -1). Placement j is task
-    `out_task[j]` of job `out_job[j]` on row `out_row[j]`, GPUs `out_gpus[j, :count]` in the order taken.
-    A gang reads its class's cursor but does not move it: it may pass a member only its own (rolled back)
-    tasks filled.
+    Kind i's plan entries are `k_plans[i]:k_plans[i+1]` (class, tasks the flow sent there, cursor slot or
+    -1). A gang reads its class's cursor but does not move it: it may pass a member only its own (rolled
+    back) tasks filled.
     """
+    cpu, mem, disk, gpu = room
+    gpu_model = nodes.gpu_model
+    gpu_vram = nodes.gpu_vram
+    k_jobs, k_gang, k_count, k_share, k_constrained, k_min_vram, model_ok = kinds
+    j_cpu, j_mem, j_disk, j_bid = jobs
+    out_job, out_row, out_gpus, out_task = out
     n_out = 0
     G = gpu.shape[1]
     left = np.empty(j_cpu.shape[0], np.int64)
@@ -273,15 +396,17 @@ def pack_kinds(
             lo = class_bounds[c]
             n = class_bounds[c + 1] - lo
             start = cursors[slot] if slot >= 0 else 0
+            ask = GpuAsk(model_ok, k, k_constrained[k], min_vram, count, share)
             constrained = k_constrained[k]
             quick_gpu = count > 0 and not constrained
-            if constrained and n > 0 and homogeneous[class_rows[lo]]:
+            if constrained and n > 0 and nodes.homogeneous[class_rows[lo]]:
                 # a class is of one GPU type: if the kind may use its first member's GPUs it may use them all
                 r0 = class_rows[lo]
                 for p in range(G):
-                    if _usable(model_ok, k, gpu_model[r0, p], gpu_vram[r0, p], min_vram):
+                    if _usable(ask, gpu_model[r0, p], gpu_vram[r0, p]):
                         constrained = False
                         break
+            ask_here = GpuAsk(model_ok, k, constrained, min_vram, count, share)
             misses = 0
             n_next = 0
             if gang > 1:
@@ -294,9 +419,8 @@ def pack_kinds(
                             n_next += 1
                         break
                     ok, start = _place_gang(
-                        cpu, mem, disk, gpu, price_gpu, price_cpu, gpu_model, gpu_vram, model_ok, k,
-                        k_constrained[k], min_vram, count, share, gang, rows, start, scan_rows, no_dead,
-                        j_cpu[job], j_mem[job], j_disk[job], j_bid[job], False, g_rows, g_pos,
+                        room, nodes, ask, gang, rows, start, scan_rows, no_dead, j_cpu[job], j_mem[job],
+                        j_disk[job], j_bid[job], False, g_rows, g_pos,
                     )  # fmt: skip
                     if not ok:
                         misses += 1
@@ -371,25 +495,14 @@ def pack_kinds(
                             break
                         i += 1
                         continue
-                    if has_bid and count * price_gpu[r] + per_cpu * price_cpu[r] > bid:
+                    if has_bid and count * nodes.price_gpu[r] + per_cpu * nodes.price_cpu[r] > bid:
                         seen += 1
                         if seen >= scan_rows:
                             break
                         i += 1
                         continue
                     if count:
-                        ok = _choose(
-                            gpu[r],
-                            constrained,
-                            model_ok,
-                            k,
-                            gpu_model[r],
-                            gpu_vram[r],
-                            min_vram,
-                            count,
-                            share,
-                            pos,
-                        )
+                        ok = _choose(gpu[r], ask_here, gpu_model[r], gpu_vram[r], pos)
                         if not ok:  # no GPUs for the kind here any more: for good, not just for this job
                             if i == start:
                                 start += 1
@@ -438,35 +551,23 @@ def pack_kinds(
 
 
 @njit(cache=True, nogil=True)
-def _gpu_fit(
-    gpu: np.ndarray,
-    r: int,
-    masked: bool,
-    model_ok: np.ndarray,
-    k: int,
-    gpu_model: np.ndarray,
-    gpu_vram: np.ndarray,
-    min_vram: int,
-    count: int,
-    share: int,
-) -> int:
-    """How many of row r's GPUs could take one more of the kind's per-GPU milli, counted up to `count` (only
-    whether a task fits is read)."""
-    per = share if share else WHOLE
+def _gpu_fit(gpu: np.ndarray, r: int, ask: GpuAsk, nodes: Nodes) -> int:
+    """How many of row r's GPUs could take one more of the kind's per-GPU milli, counted up to `ask.count`
+    (only whether a task fits is read)."""
+    per = ask.share if ask.share else WHOLE
     fit = 0
     for p in range(gpu.shape[1]):
-        if gpu[r, p] >= per and (
-            not masked or _usable(model_ok, k, gpu_model[r, p], gpu_vram[r, p], min_vram)
-        ):
+        if gpu[r, p] >= per and (not ask.masked or _usable(ask, nodes.gpu_model[r, p], nodes.gpu_vram[r, p])):
             fit += 1
-            if fit == count:
+            if fit == ask.count:
                 break
     return fit
 
 
 @njit(cache=True, nogil=True)
-def _summarize(gpu: np.ndarray, r: int, whole: np.ndarray, most: np.ndarray) -> None:
+def _summarize(gpu: np.ndarray, r: int, summary: GpuSummary) -> None:
     """Row r's entry of the per-node GPU summaries (`Free.gpu_summary`): whole free GPUs, most free milli."""
+    whole, most = summary
     w = 0
     top = -1
     for p in range(gpu.shape[1]):
@@ -478,10 +579,9 @@ def _summarize(gpu: np.ndarray, r: int, whole: np.ndarray, most: np.ndarray) -> 
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _smallest(
-    left: np.ndarray, n_left: int, j_cpu: np.ndarray, j_mem: np.ndarray, j_disk: np.ndarray
-) -> tuple[int, int, int]:
+def _smallest(left: np.ndarray, n_left: int, jobs: Jobs) -> tuple[int, int, int]:
     """The least CPU, memory and disk among the jobs `left[:n_left]` (0 for none)."""
+    j_cpu, j_mem, j_disk, _ = jobs
     if n_left == 0:
         return 0, 0, 0
     min_c = j_cpu[left[0]]
@@ -544,34 +644,26 @@ def _failed_before(
 
 @njit(cache=True, nogil=True)
 def _with_room(
-    cpu: np.ndarray,
-    mem: np.ndarray,
-    disk: np.ndarray,
-    gpu: np.ndarray,
+    room: Room,
+    nodes: Nodes,
+    summary: GpuSummary,
     rows: np.ndarray,
-    gpu_model: np.ndarray,
-    gpu_vram: np.ndarray,
-    model_ok: np.ndarray,
-    k: int,
-    masked: bool,
-    min_vram: int,
-    count: int,
-    share: int,
-    whole: np.ndarray,
-    most: np.ndarray,
-    homogeneous: np.ndarray,
-    node_type: np.ndarray,
+    ask: GpuAsk,
     types: np.ndarray,
     left: np.ndarray,
     n_left: int,
-    j_cpu: np.ndarray,
-    j_mem: np.ndarray,
-    j_disk: np.ndarray,
+    jobs: Jobs,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The rows with room for the smallest of the jobs `left[:n_left]` (rows only lose room, so no other row
-    takes one), and per row its GPUs that fit a task (counted up to `count`)."""
-    min_c, min_m, min_d = _smallest(left, n_left, j_cpu, j_mem, j_disk)
-    room = np.empty(rows.shape[0], np.int64)
+    takes one), and per row its GPUs that fit a task (counted up to `ask.count`). `types`: per GPU type,
+    whether the kind may use it."""
+    cpu, mem, disk, gpu = room
+    whole, most = summary
+    count = ask.count
+    share = ask.share
+    masked = ask.masked
+    min_c, min_m, min_d = _smallest(left, n_left, jobs)
+    found = np.empty(rows.shape[0], np.int64)
     gfit = np.zeros(rows.shape[0], np.int64)
     n = 0
     for i in range(rows.shape[0]):
@@ -579,43 +671,33 @@ def _with_room(
         if cpu[r] < min_c or mem[r] < min_m or (min_d > 0 and disk[r] < min_d):
             continue
         if count:
-            if share and count > 1 or (masked and not homogeneous[r]):
-                fit = _gpu_fit(gpu, r, masked, model_ok, k, gpu_model, gpu_vram, min_vram, count, share)
-            elif masked and not types[node_type[r]]:
+            if share and count > 1 or (masked and not nodes.homogeneous[r]):
+                fit = _gpu_fit(gpu, r, ask, nodes)
+            elif masked and not types[nodes.gpu_type[r]]:
                 fit = 0
             else:  # from the per-node summaries: one read, not one per GPU
                 fit = min(whole[r], count) if not share else (1 if most[r] >= share else 0)
             if fit < count:
                 continue
             gfit[n] = fit
-        room[n] = r
+        found[n] = r
         n += 1
-    return room[:n], gfit[:n]
+    return found[:n], gfit[:n]
 
 
 @njit(cache=True, nogil=True)
-def _mirror(
-    r: int,
-    cpu: np.ndarray,
-    mem: np.ndarray,
-    disk: np.ndarray,
-    whole: np.ndarray,
-    most: np.ndarray,
-    mirror: np.ndarray,
-    pos_of: np.ndarray,
-) -> None:
-    """Copy node r's free room into the spill's class-ordered mirror (`spill_kinds`): per position of
-    `class_rows`, free CPU, memory, disk, whole free GPUs, most milli free on one GPU, whether its GPUs are
-    all of one type, and its GPU type; `pos_of[r]` is r's position (-1: in no class). An empty `pos_of`: none."""
-    if pos_of.shape[0] == 0:
+def _mirror(r: int, room: Room, summary: GpuSummary, mirror: Mirror) -> None:
+    """Copy node r's free room into the spill's class-ordered mirror, where it keeps one."""
+    if mirror.pos_of.shape[0] == 0:
         return
-    x = pos_of[r]
+    x = mirror.pos_of[r]
     if x >= 0:
-        mirror[x, 0] = cpu[r]
-        mirror[x, 1] = mem[r]
-        mirror[x, 2] = disk[r]
-        mirror[x, 3] = whole[r]
-        mirror[x, 4] = most[r]
+        m = mirror.table
+        m[x, 0] = room.cpu[r]
+        m[x, 1] = room.mem[r]
+        m[x, 2] = room.disk[r]
+        m[x, 3] = summary.whole[r]
+        m[x, 4] = summary.most[r]
 
 
 @njit(cache=True, nogil=True)
@@ -623,88 +705,67 @@ def _room_rows(
     ranked: np.ndarray,
     lo: int,
     hi: int,
-    class_bounds: np.ndarray,
-    class_rows: np.ndarray,
-    mirror: np.ndarray,
+    classes: Classes,
+    mirror: Mirror,
     gpu: np.ndarray,
-    gpu_model: np.ndarray,
-    gpu_vram: np.ndarray,
-    model_ok: np.ndarray,
-    k: int,
-    masked: bool,
-    min_vram: int,
-    count: int,
-    share: int,
+    nodes: Nodes,
+    ask: GpuAsk,
     types: np.ndarray,
     left: np.ndarray,
     n_left: int,
-    j_cpu: np.ndarray,
-    j_mem: np.ndarray,
-    j_disk: np.ndarray,
+    jobs: Jobs,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`_with_room` over the members of classes `ranked[lo:hi]`, read from the class-ordered mirror (in
     order, not one node here and one there)."""
-    min_c, min_m, min_d = _smallest(left, n_left, j_cpu, j_mem, j_disk)
+    class_bounds = classes.bounds
+    class_rows = classes.rows
+    table = mirror.table
+    count = ask.count
+    share = ask.share
+    masked = ask.masked
+    min_c, min_m, min_d = _smallest(left, n_left, jobs)
     total = 0
     for i in range(lo, hi):
         c = ranked[i]
         total += class_bounds[c + 1] - class_bounds[c]
-    room = np.empty(total, np.int64)
+    found = np.empty(total, np.int64)
     gfit = np.zeros(total, np.int64)
     n = 0
     for i in range(lo, hi):
         c = ranked[i]
         for x in range(class_bounds[c], class_bounds[c + 1]):
-            if mirror[x, 0] < min_c or mirror[x, 1] < min_m or (min_d > 0 and mirror[x, 2] < min_d):
+            if table[x, 0] < min_c or table[x, 1] < min_m or (min_d > 0 and table[x, 2] < min_d):
                 continue
             r = class_rows[x]
             if count:
-                if share and count > 1 or (masked and not mirror[x, 5]):
-                    fit = _gpu_fit(gpu, r, masked, model_ok, k, gpu_model, gpu_vram, min_vram, count, share)
-                elif masked and not types[mirror[x, 6]]:
+                if share and count > 1 or (masked and not table[x, 5]):
+                    fit = _gpu_fit(gpu, r, ask, nodes)
+                elif masked and not types[table[x, 6]]:
                     fit = 0
                 else:  # the same test as `_with_room`, from the mirror
-                    fit = min(mirror[x, 3], count) if not share else (1 if mirror[x, 4] >= share else 0)
+                    fit = min(table[x, 3], count) if not share else (1 if table[x, 4] >= share else 0)
                 if fit < count:
                     continue
                 gfit[n] = fit
-            room[n] = r
+            found[n] = r
             n += 1
-    return room[:n], gfit[:n]
+    return found[:n], gfit[:n]
 
 
 @njit(cache=True, nogil=True)
 def _first_fit(
-    cpu: np.ndarray,
-    mem: np.ndarray,
-    disk: np.ndarray,
-    gpu: np.ndarray,
+    room: Room,
+    nodes: Nodes,
+    summary: GpuSummary,
     rows: np.ndarray,
-    price_gpu: np.ndarray,
-    price_cpu: np.ndarray,
-    gpu_model: np.ndarray,
-    gpu_vram: np.ndarray,
-    model_ok: np.ndarray,
-    k: int,
-    masked: bool,
-    min_vram: int,
-    count: int,
-    share: int,
-    whole: np.ndarray,
-    most: np.ndarray,
+    ask: GpuAsk,
     left: np.ndarray,
     n_left: int,
-    j_cpu: np.ndarray,
-    j_mem: np.ndarray,
-    j_disk: np.ndarray,
-    j_bid: np.ndarray,
-    out_job: np.ndarray,
-    out_row: np.ndarray,
-    out_gpus: np.ndarray,
+    jobs: Jobs,
+    out: Placements,
     n_out: int,
     gfit: np.ndarray,
-    mirror: np.ndarray,
-    pos_of: np.ndarray,
+    mirror: Mirror,
 ) -> tuple[int, int]:
     """The spill for single tasks: the jobs `left[:n_left]`, in order, each onto the first of `rows` (with
     room, and per row its GPUs that fit a task: `_with_room`) that fits it now; the jobs not placed stay in
@@ -712,10 +773,13 @@ def _first_fit(
 
     Rows before `lo` cannot take any job of the kind any more; a job of a shape that already found a row
     starts there (rows only lose room); a job no smaller and no cheaper than one that found nothing finds
-    nothing. `out_*` as in `pack_kinds`; `mirror` and `pos_of` as in `_mirror`.
+    nothing. Sets no `out.task` (the caller's: these are single tasks).
     """
+    cpu, mem, disk, gpu = room
+    j_cpu, j_mem, j_disk, j_bid = jobs
+    count = ask.count
     n = rows.shape[0]
-    min_c = _smallest(left, n_left, j_cpu, j_mem, j_disk)[0]
+    min_c = _smallest(left, n_left, jobs)[0]
     rc = cpu[rows]
     rm = mem[rows]
     rd = disk[rows]
@@ -757,7 +821,7 @@ def _first_fit(
             if rc[i] < c or rm[i] < mm or (dk > 0 and rd[i] < dk) or (count > 0 and gfit[i] < count):
                 continue
             r = rows[i]
-            if has_bid and not (count * price_gpu[r] + c / 1000.0 * price_cpu[r] <= lim + 1e-9):
+            if has_bid and not (count * nodes.price_gpu[r] + c / 1000.0 * nodes.price_cpu[r] <= lim + 1e-9):
                 continue
             found = i
             break
@@ -775,9 +839,7 @@ def _first_fit(
             n_hint += 1
         h_row[hint] = found
         r = rows[found]
-        if count and not _choose(
-            gpu[r], masked, model_ok, k, gpu_model[r], gpu_vram[r], min_vram, count, share, pos
-        ):
+        if count and not _choose(gpu[r], ask, nodes.gpu_model[r], nodes.gpu_vram[r], pos):
             left[n_next] = job  # cannot happen: the row was tested exactly
             n_next += 1
             continue
@@ -788,74 +850,41 @@ def _first_fit(
         rm[found] -= mm
         rd[found] -= dk
         if count:
-            gfit[found] = _gpu_fit(gpu, r, masked, model_ok, k, gpu_model, gpu_vram, min_vram, count, share)
-            _summarize(gpu, r, whole, most)
-        _mirror(r, cpu, mem, disk, whole, most, mirror, pos_of)
-        out_job[n_out] = job
-        out_row[n_out] = r
+            gfit[found] = _gpu_fit(gpu, r, ask, nodes)
+            _summarize(gpu, r, summary)
+        _mirror(r, room, summary, mirror)
+        out.job[n_out] = job
+        out.row[n_out] = r
         for g in range(count):
-            out_gpus[n_out, g] = pos[g]
+            out.gpus[n_out, g] = pos[g]
         n_out += 1
     return n_next, n_out
 
 
 @njit(cache=True, nogil=True)
 def spill_rows(
-    cpu: np.ndarray,
-    mem: np.ndarray,
-    disk: np.ndarray,
-    gpu: np.ndarray,
+    room: Room,
+    nodes: Nodes,
+    summary: GpuSummary,
     rows: np.ndarray,
-    price_gpu: np.ndarray,
-    price_cpu: np.ndarray,
-    gpu_model: np.ndarray,
-    gpu_vram: np.ndarray,
-    model_ok: np.ndarray,
-    masked: bool,
-    min_vram: int,
-    count: int,
-    share: int,
-    whole: np.ndarray,
-    most: np.ndarray,
-    homogeneous: np.ndarray,
-    node_type: np.ndarray,
+    ask: GpuAsk,
     types: np.ndarray,
-    j_cpu: np.ndarray,
-    j_mem: np.ndarray,
-    j_disk: np.ndarray,
-    j_bid: np.ndarray,
-    out_job: np.ndarray,
-    out_row: np.ndarray,
-    out_gpus: np.ndarray,
+    jobs: Jobs,
+    out: Placements,
 ) -> int:
     """`_first_fit` for one kind's jobs (all of the job columns) on `rows`; returns placements made."""
-    left = np.arange(j_cpu.shape[0])
-    model_2d = model_ok.reshape(1, -1)
-    rows, gfit = _with_room(
-        cpu, mem, disk, gpu, rows, gpu_model, gpu_vram, model_2d, 0, masked, min_vram, count, share, whole, most,
-        homogeneous, node_type, types, left, left.shape[0], j_cpu, j_mem, j_disk,
-    )  # fmt: skip
-    _, n_out = _first_fit(
-        cpu, mem, disk, gpu, rows, price_gpu, price_cpu, gpu_model, gpu_vram, model_2d, 0, masked, min_vram,
-        count, share, whole, most, left, left.shape[0], j_cpu, j_mem, j_disk, j_bid, out_job, out_row, out_gpus, 0,
-        gfit, np.zeros((0, 7), np.int64), np.zeros(0, np.int64),
-    )  # fmt: skip
+    left = np.arange(jobs.cpu.shape[0])
+    rows, gfit = _with_room(room, nodes, summary, rows, ask, types, left, left.shape[0], jobs)
+    no_mirror = Mirror(np.zeros((0, 7), np.int64), np.zeros(0, np.int64))
+    _, n_out = _first_fit(room, nodes, summary, rows, ask, left, left.shape[0], jobs, out, 0, gfit, no_mirror)
     return n_out
 
 
 @njit(cache=True, nogil=True)
 def spill_gang(
-    cpu: np.ndarray,
-    mem: np.ndarray,
-    disk: np.ndarray,
-    gpu: np.ndarray,
-    gpu_model: np.ndarray,
-    gpu_vram: np.ndarray,
-    model_ok: np.ndarray,
-    masked: bool,
-    min_vram: int,
-    count: int,
-    share: int,
+    room: Room,
+    nodes: Nodes,
+    ask: GpuAsk,
     gang: int,
     rows: np.ndarray,
     start: int,
@@ -867,11 +896,9 @@ def spill_gang(
     g_pos: np.ndarray,
 ) -> tuple[bool, int]:
     """The spill for one gang: every one of `rows` from `start` (already within its bid), no scan limit."""
-    no_price = np.empty(0, np.float64)  # read only for a bid
     return _place_gang(
-        cpu, mem, disk, gpu, no_price, no_price, gpu_model, gpu_vram, model_ok.reshape(1, -1), 0, masked,
-        min_vram, count, share, gang, rows, start, rows.shape[0] + 1, dead, jc, jm, jd, np.inf, False, g_rows, g_pos,
-    )  # fmt: skip
+        room, nodes, ask, gang, rows, start, rows.shape[0] + 1, dead, jc, jm, jd, np.inf, False, g_rows, g_pos
+    )
 
 
 @njit(cache=True, nogil=True)
@@ -884,20 +911,19 @@ def _arc_costs(
     priced: bool,
     horizon: float,
     speed: np.ndarray,
-    whole: np.ndarray,
-    partial_min: np.ndarray,
-    price_gpu: np.ndarray,
-    price_cpu: np.ndarray,
-    reliability: np.ndarray,
-    max_pg: float,
-    max_pc: float,
-    max_cost: int,
-    cost_scale: float,
+    classes: Classes,
+    pricing: Pricing,
     finish: np.ndarray,
     cost: np.ndarray,
 ) -> None:
     """`schedule.arc_cost` of one task on each of the classes `cand[:n]`, into `cost[:n]` (`finish`: scratch).
     Unpriced (every job of the kind bids): the ask does not count."""
+    whole = classes.whole
+    partial_min = classes.partial_min
+    price_gpu = classes.price_gpu
+    price_cpu = classes.price_cpu
+    reliability = classes.reliability
+    max_pg, max_pc, max_cost, cost_scale = pricing
     norm = gpus * max_pg + (cpu / 1000.0) * max_pc
     top = -np.inf
     for i in range(n):
@@ -957,43 +983,25 @@ def _cheapest(
 
 @njit(cache=True, nogil=True)
 def plan_arcs(
-    supply: np.ndarray,
-    k_cpu: np.ndarray,
-    k_mem: np.ndarray,
-    k_least_cpu: np.ndarray,
-    k_top_bid: np.ndarray,
-    k_count: np.ndarray,
-    k_share: np.ndarray,
-    k_horizon: np.ndarray,
-    k_ok: np.ndarray,
-    k_speed: np.ndarray,
-    ok_rows: np.ndarray,
-    speed_rows: np.ndarray,
-    cpu_mean: np.ndarray,
-    mem_mean: np.ndarray,
-    count: np.ndarray,
-    whole: np.ndarray,
-    partial_min: np.ndarray,
-    price_gpu: np.ndarray,
-    price_cpu: np.ndarray,
-    price_gpu_min: np.ndarray,
-    price_cpu_min: np.ndarray,
-    reliability: np.ndarray,
-    max_pg: float,
-    max_pc: float,
+    kinds: FlowKinds,
+    classes: Classes,
+    pricing: Pricing,
     min_arcs: int,
     max_arcs: int,
-    max_cost: int,
-    cost_scale: float,
-    arc_kind: np.ndarray,
-    arc_class: np.ndarray,
-    arc_cap: np.ndarray,
-    arc_cost: np.ndarray,
+    arcs: Arcs,
 ) -> int:
     """The flow's arcs for every kind of a level (`schedule._Round._plan` documents the rule and `arc_cost`
-    the cost); kinds with no supply or pinned to nodes (k_ok -1) get none. Returns the number of arcs, kind by
+    the cost); kinds with no supply or pinned to nodes (`ok` -1) get none. Returns the number of arcs, kind by
     kind: all of a kind's candidate classes in class order where there are at most `min_arcs`, else its
     cheapest first (ties to the lower class)."""
+    supply = kinds.supply
+    k_ok = kinds.ok
+    cpu_mean = classes.cpu_mean
+    mem_mean = classes.mem_mean
+    count = classes.count
+    whole = classes.whole
+    partial_min = classes.partial_min
+    arc_kind, arc_class, arc_cap, arc_cost = arcs
     C = cpu_mean.shape[0]
     n_arcs = 0
     cap = np.empty(C, np.int64)
@@ -1003,12 +1011,12 @@ def plan_arcs(
     for j in range(supply.shape[0]):
         if supply[j] == 0 or k_ok[j] < 0:
             continue
-        cpu = k_cpu[j]
-        mem = k_mem[j]
-        gpus = k_count[j]
-        share = k_share[j]
-        top_bid = k_top_bid[j]
-        ok = ok_rows[k_ok[j]]
+        cpu = kinds.cpu[j]
+        mem = kinds.mem[j]
+        gpus = kinds.count[j]
+        share = kinds.share[j]
+        top_bid = kinds.top_bid[j]
+        ok = kinds.ok_rows[k_ok[j]]
         n = 0
         for c in range(C):
             if not ok[c]:
@@ -1031,7 +1039,8 @@ def plan_arcs(
             if per <= 0:
                 continue
             if top_bid < np.inf and not (
-                gpus * price_gpu_min[c] + k_least_cpu[j] / 1000.0 * price_cpu_min[c] <= top_bid + 1e-9
+                gpus * classes.price_gpu_min[c] + kinds.least_cpu[j] / 1000.0 * classes.price_cpu_min[c]
+                <= top_bid + 1e-9
             ):
                 continue
             room = max(per, 0) * count[c]
@@ -1042,8 +1051,8 @@ def plan_arcs(
         if n == 0:
             continue
         _arc_costs(
-            cand, n, gpus, share, cpu, top_bid == np.inf, k_horizon[j], speed_rows[k_speed[j]], whole, partial_min,
-            price_gpu, price_cpu, reliability, max_pg, max_pc, max_cost, cost_scale, finish, cost,
+            cand, n, gpus, share, cpu, top_bid == np.inf, kinds.horizon[j], kinds.speed_rows[kinds.speed[j]],
+            classes, pricing, finish, cost,
         )  # fmt: skip
         keep = n
         if n <= min_arcs:
@@ -1062,44 +1071,22 @@ def plan_arcs(
 
 @njit(cache=True, nogil=True)
 def _spill_gangs(
-    cpu: np.ndarray,
-    mem: np.ndarray,
-    disk: np.ndarray,
-    gpu: np.ndarray,
+    room: Room,
+    nodes: Nodes,
+    summary: GpuSummary,
     ranked: np.ndarray,
-    class_rows: np.ndarray,
-    class_bounds: np.ndarray,
+    classes: Classes,
     want: int,
     budget: np.ndarray,
-    price_gpu: np.ndarray,
-    price_cpu: np.ndarray,
-    gpu_model: np.ndarray,
-    gpu_vram: np.ndarray,
-    model_ok: np.ndarray,
-    k: int,
-    masked: bool,
-    min_vram: int,
-    count: int,
-    share: int,
+    ask: GpuAsk,
     gang: int,
-    whole: np.ndarray,
-    most: np.ndarray,
-    homogeneous: np.ndarray,
-    node_type: np.ndarray,
     types: np.ndarray,
     left: np.ndarray,
     n_left: int,
-    j_cpu: np.ndarray,
-    j_mem: np.ndarray,
-    j_disk: np.ndarray,
-    j_bid: np.ndarray,
-    out_job: np.ndarray,
-    out_row: np.ndarray,
-    out_gpus: np.ndarray,
-    out_task: np.ndarray,
+    jobs: Jobs,
+    out: Placements,
     n_out: int,
-    mirror: np.ndarray,
-    pos_of: np.ndarray,
+    mirror: Mirror,
 ) -> tuple[int, int]:
     """The spill for gangs: each job in order, node by node over the candidate classes' rows with room,
     cheapest class first (its tasks may share a node), no scan limit. A bid job sees only the rows it can
@@ -1110,6 +1097,12 @@ def _spill_gangs(
     from `budget`), as far as a job needs: a job that misses on a prefix has changed only what a scan of
     every row would have (the cursor, the rows without GPUs), so scanning on from its cursor over the longer
     prefix is that scan. Returns (jobs left, in `left`; placements made so far)."""
+    class_bounds = classes.bounds
+    price_gpu = nodes.price_gpu
+    price_cpu = nodes.price_cpu
+    j_cpu, j_mem, j_disk, j_bid = jobs
+    count = ask.count
+    gpu = room.gpu
     total = 0
     for i in range(ranked.shape[0]):
         c = ranked[i]
@@ -1117,7 +1110,7 @@ def _spill_gangs(
     rows = np.empty(total, np.int64)  # the rows with room read so far, in order
     n = 0
     next_class = 0
-    dead = np.zeros(cpu.shape[0], np.bool_)
+    dead = np.zeros(room.cpu.shape[0], np.bool_)
     g_rows = np.empty(gang, np.int64)
     g_pos = np.empty((gang, max(gpu.shape[1], 1)), np.int64)
     key_cpu = np.empty(n_left, np.int64)
@@ -1163,9 +1156,8 @@ def _spill_gangs(
                         break
                 scanned = True
                 placed, key_at[q] = _place_gang(
-                    cpu, mem, disk, gpu, price_gpu, price_cpu, gpu_model, gpu_vram, model_ok, k, masked,
-                    min_vram, count, share, gang, rows[:n], at, n + 1, dead, c, j_mem[job], j_disk[job], lim,
-                    True, g_rows, g_pos,
+                    room, nodes, ask, gang, rows[:n], at, n + 1, dead, c, j_mem[job], j_disk[job], lim, True,
+                    g_rows, g_pos,
                 )  # fmt: skip
                 if placed:
                     break
@@ -1183,13 +1175,23 @@ def _spill_gangs(
                 break
             budget[0] -= read
             want *= 4
-            room, _ = _room_rows(
-                ranked, next_class, stop, class_bounds, class_rows, mirror, gpu, gpu_model, gpu_vram, model_ok, k,
-                masked, min_vram, count, share, types, left[idx:], n_left - idx, j_cpu, j_mem, j_disk,
-            )  # fmt: skip
+            found, _ = _room_rows(
+                ranked,
+                next_class,
+                stop,
+                classes,
+                mirror,
+                gpu,
+                nodes,
+                ask,
+                types,
+                left[idx:],
+                n_left - idx,
+                jobs,
+            )
             next_class = stop
-            rows[n : n + room.shape[0]] = room
-            n += room.shape[0]
+            rows[n : n + found.shape[0]] = found
+            n += found.shape[0]
         if not placed:
             if scanned:
                 n_failed = _remember(fails, f_b, n_failed, c, j_mem[job], j_disk[job], lim)
@@ -1197,99 +1199,60 @@ def _spill_gangs(
             n_next += 1
             continue
         for t in range(gang):
-            _summarize(gpu, g_rows[t], whole, most)
-            _mirror(g_rows[t], cpu, mem, disk, whole, most, mirror, pos_of)
-            out_job[n_out] = job
-            out_row[n_out] = g_rows[t]
-            out_task[n_out] = t
+            _summarize(gpu, g_rows[t], summary)
+            _mirror(g_rows[t], room, summary, mirror)
+            out.job[n_out] = job
+            out.row[n_out] = g_rows[t]
+            out.task[n_out] = t
             for g in range(count):
-                out_gpus[n_out, g] = g_pos[t, g]
+                out.gpus[n_out, g] = g_pos[t, g]
             n_out += 1
     return n_next, n_out
 
 
 @njit(cache=True, nogil=True)
 def spill_kinds(
-    cpu: np.ndarray,
-    mem: np.ndarray,
-    disk: np.ndarray,
-    gpu: np.ndarray,
-    whole_free: np.ndarray,
-    most_free: np.ndarray,
-    homogeneous: np.ndarray,
-    node_type: np.ndarray,
-    price_gpu: np.ndarray,
-    price_cpu: np.ndarray,
-    gpu_model: np.ndarray,
-    gpu_vram: np.ndarray,
-    class_rows: np.ndarray,
-    class_bounds: np.ndarray,
-    count: np.ndarray,
-    region: np.ndarray,
-    gpu_type: np.ndarray,
-    cpu_max: np.ndarray,
-    mem_max: np.ndarray,
-    whole: np.ndarray,
-    partial_min: np.ndarray,
-    partial_max: np.ndarray,
-    class_price_gpu: np.ndarray,
-    class_price_cpu: np.ndarray,
-    reliability: np.ndarray,
-    k_count: np.ndarray,
-    k_share: np.ndarray,
-    k_gang: np.ndarray,
-    k_constrained: np.ndarray,
-    k_min_vram: np.ndarray,
-    model_ok: np.ndarray,
-    k_place: np.ndarray,
-    place_rows: np.ndarray,
-    k_type: np.ndarray,
-    type_rows: np.ndarray,
-    k_speed: np.ndarray,
-    speed_rows: np.ndarray,
-    k_horizon: np.ndarray,
-    k_priced: np.ndarray,
-    k_ask: np.ndarray,
-    k_jobs: np.ndarray,
-    j_cpu: np.ndarray,
-    j_mem: np.ndarray,
-    j_disk: np.ndarray,
-    j_bid: np.ndarray,
-    max_pg: float,
-    max_pc: float,
-    max_cost: int,
-    cost_scale: float,
+    room: Room,
+    nodes: Nodes,
+    summary: GpuSummary,
+    classes: Classes,
+    kinds: Kinds,
+    lookups: KindLookups,
+    jobs: Jobs,
+    pricing: Pricing,
     chunk_rows: int,
     gang_rows: int,
     budget: np.ndarray,
-    out_job: np.ndarray,
-    out_row: np.ndarray,
-    out_gpus: np.ndarray,
-    out_task: np.ndarray,
+    out: Placements,
 ) -> int:
-    """The spill for a run of single-task kinds, in order: each kind's jobs onto every node that could still
-    fit them, node classes cheapest first (`arc_cost`, priced by the kind's first job's CPUs; ties to the
-    lower class), in chunks of classes a few times what the jobs need (a kind with a few jobs left reads a
-    few classes, not every node that could take it; chunks are disjoint, so a job meets each in the same
-    state as in one long scan). A chunk of more rows than `budget[0]` has left ends the kind's spill; the
-    rows read are taken from it. Gangs scan node by node, in growing prefixes of the candidates from
-    `gang_rows` rows on (`_spill_gangs`). `whole_free` and `most_free` are per node its whole free GPUs and the most
-    milli free on one GPU (`Free.gpu_summary`, kept up to date here). Returns placements made (`out_*` as in
-    `pack_kinds`)."""
+    """The spill for a run of kinds, in order: each kind's jobs onto every node that could still fit them,
+    node classes cheapest first (`arc_cost`, priced by the kind's first job's CPUs; ties to the lower class),
+    in chunks of classes a few times what the jobs need (a kind with a few jobs left reads a few classes, not
+    every node that could take it; chunks are disjoint, so a job meets each in the same state as in one long
+    scan). A chunk of more rows than `budget[0]` has left ends the kind's spill; the rows read are taken
+    from it. Gangs scan node by node, in growing prefixes of the candidates from `gang_rows` rows on
+    (`_spill_gangs`). Returns placements made."""
+    class_rows = classes.rows
+    count = classes.count
+    whole = classes.whole
+    j_cpu, j_mem, j_disk, j_bid = jobs
+    k_jobs = kinds.jobs
+    k_ask = lookups.ask
     C = count.shape[0]
     # the members' free room in class order, kept up to date with the nodes' (`_mirror`): chunks read it in order
-    mirror = np.empty((class_rows.shape[0], 7), np.int64)
-    pos_of = np.full(cpu.shape[0], -1, np.int64)
+    table = np.empty((class_rows.shape[0], 7), np.int64)
+    pos_of = np.full(room.cpu.shape[0], -1, np.int64)
     for x in range(class_rows.shape[0]):
         r = class_rows[x]
         pos_of[r] = x
-        mirror[x, 0] = cpu[r]
-        mirror[x, 1] = mem[r]
-        mirror[x, 2] = disk[r]
-        mirror[x, 3] = whole_free[r]
-        mirror[x, 4] = most_free[r]
-        mirror[x, 5] = homogeneous[r]
-        mirror[x, 6] = node_type[r]
+        table[x, 0] = room.cpu[r]
+        table[x, 1] = room.mem[r]
+        table[x, 2] = room.disk[r]
+        table[x, 3] = summary.whole[r]
+        table[x, 4] = summary.most[r]
+        table[x, 5] = nodes.homogeneous[r]
+        table[x, 6] = nodes.gpu_type[r]
+    mirror = Mirror(table, pos_of)
     left = np.empty(j_cpu.shape[0], np.int64)
     cand = np.empty(C, np.int64)
     cost = np.empty(C, np.float64)
@@ -1303,8 +1266,8 @@ def spill_kinds(
     f_b = np.empty(j_cpu.shape[0], np.float64)
     n_fails = 0
     n_out = 0
-    for k in range(k_count.shape[0]):
-        gang = k_gang[k]
+    for k in range(kinds.count.shape[0]):
+        gang = kinds.gang[k]
         ask = k_ask[k]
         n_left = 0
         for j in range(k_jobs[k], k_jobs[k + 1]):
@@ -1316,24 +1279,25 @@ def spill_kinds(
             n_left += 1
         if n_left == 0:
             continue
-        gpus = k_count[k]
-        share = k_share[k]
+        gpus = kinds.count[k]
+        share = kinds.share[k]
+        gpu_ask = GpuAsk(kinds.model_ok, k, kinds.constrained[k], kinds.min_vram[k], gpus, share)
         min_cpu = j_cpu[left[0]]
         min_mem = j_mem[left[0]]
         for q in range(n_left):
             min_cpu = min(min_cpu, j_cpu[left[q]])
             min_mem = min(min_mem, j_mem[left[q]])
-        places = place_rows[k_place[k]]
-        types = type_rows[k_type[k]]
+        places = lookups.place_rows[lookups.place[k]]
+        types = lookups.type_rows[lookups.type[k]]
         n = 0
         for c in range(C):
-            if not places[region[c]] or cpu_max[c] < min_cpu or mem_max[c] < min_mem:
+            if not places[classes.region[c]] or classes.cpu_max[c] < min_cpu or classes.mem_max[c] < min_mem:
                 continue
             if gpus:
-                if k_constrained[k] and not types[gpu_type[c]]:
+                if kinds.constrained[k] and not types[classes.gpu_type[c]]:
                     continue
                 if share:
-                    if not (whole[c] >= 1 or partial_max[c] >= share):
+                    if not (whole[c] >= 1 or classes.partial_max[c] >= share):
                         continue
                 elif whole[c] < gpus:
                     continue
@@ -1342,9 +1306,8 @@ def spill_kinds(
         if n == 0:
             continue
         _arc_costs(
-            cand, n, gpus, share, float(j_cpu[k_jobs[k]]), k_priced[k], k_horizon[k], speed_rows[k_speed[k]], whole,
-            partial_min, class_price_gpu, class_price_cpu, reliability, max_pg, max_pc, max_cost, cost_scale,
-            finish, cost,
+            cand, n, gpus, share, float(j_cpu[k_jobs[k]]), lookups.priced[k], lookups.horizon[k],
+            lookups.speed_rows[lookups.speed[k]], classes, pricing, finish, cost,
         )  # fmt: skip
         # the candidates cheapest first (ties to the lower class), sorted only as far as the chunks read
         comp = cost[:n].astype(np.int64) * n + np.arange(n)  # whole-number costs: one distinct key each
@@ -1352,10 +1315,8 @@ def spill_kinds(
         if gang > 1:
             comp.sort()
             n_left, n_out = _spill_gangs(
-                cpu, mem, disk, gpu, cand[comp % n], class_rows, class_bounds, gang_rows, budget, price_gpu, price_cpu,
-                gpu_model, gpu_vram, model_ok, k, k_constrained[k], k_min_vram[k], gpus, share, gang, whole_free,
-                most_free, homogeneous, node_type, types, left, n_left, j_cpu, j_mem, j_disk, j_bid, out_job,
-                out_row, out_gpus, out_task, n_out, mirror, pos_of,
+                room, nodes, summary, cand[comp % n], classes, gang_rows, budget, gpu_ask, gang, types, left,
+                n_left, jobs, out, n_out, mirror,
             )  # fmt: skip
             continue
         k_sorted = 0
@@ -1377,15 +1338,12 @@ def spill_kinds(
             budget[0] -= n_rows
             n_out_before = n_out
             rows, gfit = _room_rows(
-                ranked, lo, hi, class_bounds, class_rows, mirror, gpu, gpu_model, gpu_vram, model_ok, k,
-                k_constrained[k], k_min_vram[k], gpus, share, types, left, n_left, j_cpu, j_mem, j_disk,
-            )  # fmt: skip
+                ranked, lo, hi, classes, mirror, room.gpu, nodes, gpu_ask, types, left, n_left, jobs
+            )
             n_left, n_out = _first_fit(
-                cpu, mem, disk, gpu, rows, price_gpu, price_cpu, gpu_model, gpu_vram, model_ok, k,
-                k_constrained[k], k_min_vram[k], gpus, share, whole_free, most_free, left, n_left, j_cpu, j_mem,
-                j_disk, j_bid, out_job, out_row, out_gpus, n_out, gfit, mirror, pos_of,
-            )  # fmt: skip
-            out_task[n_out_before:n_out] = 0
+                room, nodes, summary, rows, gpu_ask, left, n_left, jobs, out, n_out, gfit, mirror
+            )
+            out.task[n_out_before:n_out] = 0
             lo = hi
             want *= 4
         if lo >= n:  # every candidate read: what is left found nothing

@@ -18,6 +18,7 @@ from operator import attrgetter
 import numpy as np
 
 from ceti.fabric.classes import NodeTable
+from ceti.fabric.kernels import GpuSummary, Room
 from ceti.fabric.model import WHOLE_GPU_MILLI, Allocation, Demand
 
 
@@ -94,14 +95,14 @@ class Free:
         self.mem = mem
         self.disk = disk
         self.gpu = _GpuRows(gpu)  # changed in place by Python code, which then marks the node dirty
-        self._arrays = (cpu, mem, disk, gpu)
+        self._arrays = Room(cpu, mem, disk, gpu)
         self.dirty: set[int] = set()
-        self._gpu_summary: tuple[np.ndarray, np.ndarray] | None = None
+        self._gpu_summary: GpuSummary | None = None
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def arrays(self) -> Room:
         """The residual as NumPy columns, the GPUs brought up to date with what Python code placed since the last
         call."""
-        cpu, mem, disk, gpu = self._arrays
+        gpu = self._arrays.gpu
         if self.dirty:
             rows = np.fromiter(self.dirty, np.int64, len(self.dirty))
             rl = rows.tolist()
@@ -114,7 +115,7 @@ class Free:
                 g = gpu[rows]
                 whole[rows] = (g >= WHOLE_GPU_MILLI).sum(axis=1)
                 most[rows] = g.max(axis=1, initial=-1)
-        return cpu, mem, disk, gpu
+        return self._arrays
 
     def absorb(self, rows: np.ndarray) -> None:
         """The arrays of `arrays()` were changed in place at `rows` (by compiled packing): bring the GPU lists and
@@ -132,14 +133,14 @@ class Free:
             whole[rows] = (g >= WHOLE_GPU_MILLI).sum(axis=1)
             most[rows] = g.max(axis=1, initial=-1)
 
-    def gpu_summary(self) -> tuple[np.ndarray, np.ndarray]:
+    def gpu_summary(self) -> GpuSummary:
         """Per node: whole free GPUs, and the most milli free on one GPU (kept up to date like `arrays`).
 
         Enough to tell, with one gather per node instead of one per GPU, whether a node could take a task
         that may use any of its GPUs."""
         gpu = self.arrays()[3]
         if self._gpu_summary is None:
-            self._gpu_summary = ((gpu >= WHOLE_GPU_MILLI).sum(axis=1), gpu.max(axis=1, initial=-1))
+            self._gpu_summary = GpuSummary((gpu >= WHOLE_GPU_MILLI).sum(axis=1), gpu.max(axis=1, initial=-1))
         return self._gpu_summary
 
     def take(self, r: int, d: Demand, ok: list[bool] | None) -> list[int] | None:

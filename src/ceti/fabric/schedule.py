@@ -227,6 +227,11 @@ class _Round:
         self.pc: list[float] = t.price_cpu.tolist()
         self.max_pg = float(t.price_gpu.max(initial=0.0))
         self.max_pc = float(t.price_cpu.max(initial=0.0))
+        # what the compiled loops read of the nodes and price arcs with
+        self.node_cols = kernels.Nodes(
+            t.gpu_model, t.gpu_vram, t.price_gpu, t.price_cpu, t.homogeneous, t.gpu_type
+        )
+        self.pricing = kernels.Pricing(self.max_pg, self.max_pc, flow.MAX_ARC_COST, _COST_SCALE)
         self.left = _JobsLeft(snapshot.pending)  # id(kind) -> jobs not placed yet, in queue order
         self.pending = snapshot.pending
         self._job_cols: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -327,12 +332,13 @@ class _Round:
         ac = np.empty(most, np.int64)
         acap = np.empty(most, np.int64)
         acost = np.empty(most, np.int64)
-        n = kernels.plan_arcs(
+        flow_kinds = kernels.FlowKinds(
             supply, k_cpu, k_mem, k_least, k_bid, np.array([k.gpu_count for k in kinds], np.int64),
-            np.array([k.gpu_share_milli for k in kinds], np.int64), k_horizon, k_ok, k_speed, ok_rows,
-            speed_rows, nc.cpu_mean, nc.mem_mean, nc.count, nc.whole, nc.partial_min, nc.price_gpu,
-            nc.price_cpu, nc.price_gpu_min, nc.price_cpu_min, nc.reliability, self.max_pg, self.max_pc,
-            MIN_ARCS_PER_KIND, MAX_ARCS_PER_KIND, flow.MAX_ARC_COST, _COST_SCALE, aj, ac, acap, acost,
+            np.array([k.gpu_share_milli for k in kinds], np.int64), k_horizon, k_ok, k_speed, ok_rows, speed_rows,
+        )  # fmt: skip
+        n = kernels.plan_arcs(
+            flow_kinds, nc.columns(), self.pricing, MIN_ARCS_PER_KIND, MAX_ARCS_PER_KIND,
+            kernels.Arcs(aj, ac, acap, acost),
         )  # fmt: skip
         if not n:
             return plans
@@ -439,10 +445,9 @@ class _Round:
         if not which:
             return 0
         batch = [(active[i], plans[i]) for i in which]
-        cpu, mem, disk, gpu = f.arrays()
         K = len(batch)
         sub = cols.subset(which)
-        k_jobs, j_cpu, j_mem, j_disk, j_bid = sub.k_jobs, sub.cpu, sub.mem, sub.disk, sub.bid
+        k_jobs = sub.k_jobs
         kinds = [need.kind for need, _ in batch]
         k_count, k_share, k_constrained, k_min_vram, model_ok = _gpu_asks([need for need, _ in batch])
         k_gang = np.array([k.gang_size for k in kinds], np.int64)
@@ -466,10 +471,11 @@ class _Round:
         out_gpus = np.empty((tasks, max(t.G, 1)), np.int64)
         out_task = np.empty(tasks, np.int64)
         n_out = kernels.pack_kinds(
-            cpu, mem, disk, gpu, t.price_gpu, t.price_cpu, t.gpu_model, t.gpu_vram, t.homogeneous,
-            nc.rows, nc.bounds, k_count, k_share, k_gang, k_constrained, k_min_vram, model_ok, k_jobs,
-            j_cpu, j_mem, j_disk, j_bid, k_plans, np.array(p_class, np.int64), np.array(p_quota, np.int64),
-            np.array(p_slot, np.int64), cursors, FLOW_SCAN_ROWS, MAX_MISSES, out_job, out_row, out_gpus, out_task,
+            f.arrays(), self.node_cols, nc.rows, nc.bounds,
+            kernels.Kinds(k_jobs, k_gang, k_count, k_share, k_constrained, k_min_vram, model_ok),
+            kernels.Jobs(sub.cpu, sub.mem, sub.disk, sub.bid), k_plans, np.array(p_class, np.int64),
+            np.array(p_quota, np.int64), np.array(p_slot, np.int64), cursors, FLOW_SCAN_ROWS, MAX_MISSES,
+            kernels.Placements(out_job, out_row, out_gpus, out_task),
         )  # fmt: skip
         for key, v in zip(slots, cursors.tolist(), strict=True):
             nc.gpu_cursor[key] = v
@@ -589,7 +595,9 @@ class _Round:
                 else:
                     _, first, which = np.unique(chosen, axis=0, return_index=True, return_inverse=True)
                 shared = list(map(tuple, chosen[first].tolist()))
-                for i, g in zip(sel.tolist(), map(shared.__getitem__, which.reshape(-1).tolist()), strict=True):
+                for i, g in zip(
+                    sel.tolist(), map(shared.__getitem__, which.reshape(-1).tolist()), strict=True
+                ):
                     gpus[i] = g
             else:
                 for i, r, g in zip(
@@ -673,7 +681,6 @@ class _Round:
         if nc.size == 0:
             return
         t = self.t
-        cpu, mem, disk, gpu = self.free.arrays()
         cols = self._job_columns(needs)
         kinds = [need.kind for need in needs]
         k_count, k_share, k_constrained, k_min_vram, model_ok = _gpu_asks(needs)
@@ -690,17 +697,16 @@ class _Round:
         out_row = np.empty(tasks, np.int64)
         out_gpus = np.empty((tasks, max(t.G, 1)), np.int64)
         out_task = np.empty(tasks, np.int64)
-        whole, most = self.free.gpu_summary()
+        lookups = kernels.KindLookups(
+            k_place, places, k_type, types, k_speed, speeds, np.array([k.horizon_h for k in kinds]),
+            np.logical_or.reduceat(cols.bid == math.inf, cols.k_jobs[:-1]), k_ask,
+        )  # fmt: skip
         n_out = self._beside(
             kernels.spill_kinds,
-            cpu, mem, disk, gpu, whole, most, t.homogeneous, t.gpu_type, t.price_gpu, t.price_cpu, t.gpu_model,
-            t.gpu_vram, nc.rows, nc.bounds, nc.count, nc.region, nc.gpu_type, nc.cpu_max, nc.mem_max, nc.whole,
-            nc.partial_min, nc.partial_max, nc.price_gpu, nc.price_cpu, nc.reliability, k_count, k_share, k_gang,
-            k_constrained, k_min_vram, model_ok, k_place, places, k_type, types, k_speed, speeds,
-            np.array([k.horizon_h for k in kinds]),
-            np.logical_or.reduceat(cols.bid == math.inf, cols.k_jobs[:-1]), k_ask, cols.k_jobs,
-            cols.cpu, cols.mem, cols.disk, cols.bid, self.max_pg, self.max_pc, flow.MAX_ARC_COST, _COST_SCALE,
-            SPILL_CHUNK_ROWS, GANG_SCAN_ROWS, budget, out_job, out_row, out_gpus, out_task,
+            self.free.arrays(), self.node_cols, self.free.gpu_summary(), nc.columns(),
+            kernels.Kinds(cols.k_jobs, k_gang, k_count, k_share, k_constrained, k_min_vram, model_ok), lookups,
+            kernels.Jobs(cols.cpu, cols.mem, cols.disk, cols.bid), self.pricing, SPILL_CHUNK_ROWS, GANG_SCAN_ROWS,
+            budget, kernels.Placements(out_job, out_row, out_gpus, out_task),
         )  # fmt: skip
         self.spill_budget = int(budget[0])
         if not n_out:
@@ -725,7 +731,6 @@ class _Round:
             self.left[id(k)] = self._spill_rows_scan(need, jobs, self._with_room(need, jobs, rows_a))
             return
         f = self.free
-        cpu, mem, disk, gpu = f.arrays()
         cols = self._job_columns([need])
         m = len(jobs)
         out_job = np.empty(m, np.int64)
@@ -733,10 +738,10 @@ class _Round:
         out_gpus = np.empty((m, max(t.G, 1)), np.int64)
         any_type = np.ones(len(t.type_first_row), np.bool_)
         n_out = kernels.spill_rows(
-            cpu, mem, disk, gpu, rows_a, t.price_gpu, t.price_cpu, t.gpu_model, t.gpu_vram, need.model_ok,
-            need.constrained_gpus, k.min_vram_mib if need.constrained_gpus else 0, k.gpu_count, k.gpu_share_milli,
-            *f.gpu_summary(), t.homogeneous, t.gpu_type, need.type_ok(t) if need.constrained_gpus else any_type,
-            cols.cpu, cols.mem, cols.disk, cols.bid, out_job, out_row, out_gpus,
+            f.arrays(), self.node_cols, f.gpu_summary(), rows_a, _gpu_ask(need),
+            need.type_ok(t) if need.constrained_gpus else any_type,
+            kernels.Jobs(cols.cpu, cols.mem, cols.disk, cols.bid),
+            kernels.Placements(out_job, out_row, out_gpus, np.zeros(m, np.int64)),
         )  # fmt: skip
         if n_out:
             self._placed(
@@ -754,7 +759,8 @@ class _Round:
         (`kernels.spill_gang`); returns the jobs not placed."""
         k = need.kind
         t = self.t
-        cpu, mem, disk, gpu = self.free.arrays()
+        room = self.free.arrays()
+        ask = _gpu_ask(need)
         # a bid job only looks at the nodes it can afford: one filtered array (and cursor) per (CPUs, bid)
         lists: dict[tuple[int, float], list] = {}
         left: list[Job] = []
@@ -763,7 +769,6 @@ class _Round:
         gang = k.gang_size
         g_rows = np.empty(gang, np.int64)
         g_pos = np.empty((gang, max(t.G, 1)), np.int64)
-        min_vram = k.min_vram_mib if need.constrained_gpus else 0
         for job in jobs:
             d = job.demand
             if job.bid_per_hour is None:
@@ -785,9 +790,8 @@ class _Round:
                 left.append(job)
                 continue
             ok, cursor[0] = kernels.spill_gang(
-                cpu, mem, disk, gpu, t.gpu_model, t.gpu_vram, need.model_ok, need.constrained_gpus, min_vram,
-                k.gpu_count, k.gpu_share_milli, gang, cursor[1], cursor[0], dead, d.cpu_milli, d.memory_mib,
-                d.disk_mib, g_rows, g_pos,
+                room, self.node_cols, ask, gang, cursor[1], cursor[0], dead, d.cpu_milli, d.memory_mib, d.disk_mib,
+                g_rows, g_pos,
             )  # fmt: skip
             if not ok:
                 left.append(job)
@@ -1147,6 +1151,20 @@ def _gpu_asks(needs: list[Need]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
         constrained,
         np.array([k.min_vram_mib for k in kinds], np.int64) * constrained,
         np.stack([need.model_ok for need in needs]),
+    )
+
+
+def _gpu_ask(need: Need) -> kernels.GpuAsk:
+    """What one kind asks of the GPUs, for compiled code that places that kind alone."""
+    k = need.kind
+    masked = need.constrained_gpus
+    return kernels.GpuAsk(
+        need.model_ok.reshape(1, -1),
+        0,
+        masked,
+        k.min_vram_mib if masked else 0,
+        k.gpu_count,
+        k.gpu_share_milli,
     )
 
 
