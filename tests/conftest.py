@@ -21,7 +21,6 @@ import pytest
 from ceti.client import CetiError, Client
 
 
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -176,7 +175,8 @@ class ServerProc(_Process):
         self.log_path = self.data_dir / "server.log"
         cmd = ceti_cmd("server", "--port", str(self.port), "--data-dir", str(self.data_dir),
                        "--admin-token-file", str(self.data_dir / "admin-token"), "--log-level", "warning")
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=open(self.log_path, "a"), stderr=subprocess.STDOUT)
+        with open(self.log_path, "a") as log:  # the server keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         wait_until(self._healthy, 30, what=f"server on port {self.port}")
         if not self.admin_token:
             self.admin_token = (self.data_dir / "admin-token").read_text().strip()
@@ -204,8 +204,8 @@ class AgentProc(_Process):
 
     def start(self) -> None:
         self.log_path = self.data_dir.parent / f"{self.name}.log"
-        self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=open(self.log_path, "a"),
-                                     stderr=subprocess.STDOUT)
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
 
 

@@ -137,10 +137,12 @@ def test_an_order_bid_won_run_as_a_container_and_closed(akash_fabric):
 
     # the operator's view from the CLI
     out = subprocess.run(ceti_cmd("networks", "akash", "leases", "--json", "--server", fabric.server.url,
-                                  "--token", fabric.server.admin_token), capture_output=True, text=True, timeout=60)
+                                  "--token", fabric.server.admin_token),
+                         check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     rows = {r["order_id"]: r for r in json.loads(out.stdout)}
     assert rows["tenant/42/1/1"]["state"] == "closed" and rows["tenant/42/1/1"]["job_ids"] == [job_id]
     refused = subprocess.run(ceti_cmd("networks", "akash", "close", "nobody/1/1/1", "--server", fabric.server.url,
-                                      "--token", fabric.server.admin_token), capture_output=True, text=True, timeout=60)
+                                      "--token", fabric.server.admin_token),
+                             check=False, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "no Akash order nobody/1/1/1" in refused.stderr

@@ -23,7 +23,7 @@ def test_a_secret_reaches_the_job_and_nowhere_else(sqlite_fabric):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CETI_")}
     env["CETI_CONFIG"] = str(fabric.tmp / "none.json")
     out = subprocess.run(ceti_cmd("secret", "set", "DB_PASSWORD", "--server", fabric.server.url, "--token", token),
-                         input=VALUE + "\n", capture_output=True, text=True, env=env, timeout=60)
+                         input=VALUE + "\n", check=False, capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert [s["name"] for s in project.secrets()] == ["DB_PASSWORD"]
     assert VALUE not in str(project.secrets())

@@ -23,7 +23,7 @@ def cli(fabric, *args: str, token: str | None = None, check: bool = True, timeou
     env = {k: v for k, v in os.environ.items() if not k.startswith("CETI_")}
     env["CETI_CONFIG"] = str(fabric.tmp / "no-config.json")
     cmd = ceti_cmd(*args, "--server", fabric.server.url, "--token", token or fabric.server.admin_token)
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    out = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=timeout)
     if check:
         assert out.returncode == 0, out.stderr + out.stdout
     return out

@@ -223,11 +223,12 @@ def up(
     log_dir = data_dir / "logs"
     log_dir.mkdir(exist_ok=True)
     exe = [sys.executable, "-m", "ceti.cli.main"]
-    srv = subprocess.Popen(
-        [*exe, "server", "--port", str(port), "--data-dir", str(data_dir / "server"),
-         "--admin-token-file", str(token_file)],
-        stdout=open(log_dir / "server.log", "a"), stderr=subprocess.STDOUT,
-    )
+    with open(log_dir / "server.log", "a") as log:  # the server keeps its own copy of the descriptor
+        srv = subprocess.Popen(
+            [*exe, "server", "--port", str(port), "--data-dir", str(data_dir / "server"),
+             "--admin-token-file", str(token_file)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
     procs = [srv]
     try:
         with console.status("starting the control plane..."):
@@ -248,11 +249,12 @@ def up(
             provider_file.write_text(admin_client.create_token("provider", "local agent", provider="local")["token"])
             provider_file.chmod(0o600)
         # the token goes in the environment, not the arguments: any local user can read a process's arguments
-        agt = subprocess.Popen(
-            [*exe, "agent", "--server", address, "--region", region, "--data-dir", str(data_dir / "agent")],
-            stdout=open(log_dir / "agent.log", "a"), stderr=subprocess.STDOUT,
-            env={**os.environ, "CETI_TOKEN": provider_file.read_text().strip()},
-        )
+        with open(log_dir / "agent.log", "a") as log:
+            agt = subprocess.Popen(
+                [*exe, "agent", "--server", address, "--region", region, "--data-dir", str(data_dir / "agent")],
+                stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "CETI_TOKEN": provider_file.read_text().strip()},
+            )
         procs.append(agt)
         path = save_config({"server": address, "token": admin})
         console.print("[bold green]ceτi fabric is up[/bold green] on this machine")

@@ -128,7 +128,7 @@ def create_app(settings: Settings | None = None, admin_token_file: Path | None =
             with request.app.state.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
             db = "ok"
-        except Exception as exc:  # report, do not crash: the database may be restarting
+        except Exception as exc:  # noqa: BLE001 -- report, do not crash: the database may be restarting
             db = f"unavailable: {type(exc).__name__}"
         body = {"status": "ok" if db == "ok" else "unhealthy", "database": db,
                 "scheduler_last_round_at": request.app.state.scheduler.last_round_at}

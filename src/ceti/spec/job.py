@@ -67,7 +67,7 @@ class GPURequest(_Strict):
 
 def _gpus_shorthand(value: Any) -> Any:
     if isinstance(value, bool):
-        raise ValueError("gpus must be a count or a mapping")
+        raise ValueError("gpus must be a count or a mapping")  # noqa: TRY004 -- pydantic reports a ValueError
     if isinstance(value, int):
         return {"count": value}
     if isinstance(value, float):
@@ -87,7 +87,7 @@ class Resources(_Strict):
 
     @property
     def cpu_milli(self) -> int:
-        return int(round(self.cpus * 1000))
+        return round(self.cpus * 1000)
 
     @property
     def memory_mib(self) -> int:
@@ -138,9 +138,7 @@ class RetryPolicy(_Strict):
     def allows(self, cause: RetryOn, exit_code: int | None = None) -> bool:
         if cause not in self.on:
             return False
-        if cause is RetryOn.failure and self.exit_codes and exit_code not in self.exit_codes:
-            return False
-        return True
+        return not (cause is RetryOn.failure and self.exit_codes and exit_code not in self.exit_codes)
 
 
 class JobSpec(_Strict):

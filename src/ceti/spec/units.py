@@ -28,7 +28,7 @@ _DURATION_S = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 def parse_size_mib(value: float | str) -> int:
     """A size in MiB. Numbers are MiB; strings may carry a unit (Ki, Mi, Gi, Ti, or decimal K, M, G, T)."""
     if isinstance(value, bool):
-        raise ValueError("a size must be a number or a string such as '4Gi'")
+        raise ValueError("a size must be a number or a string such as '4Gi'")  # noqa: TRY004 -- for pydantic
     if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError("a size cannot be negative")
@@ -43,7 +43,7 @@ def parse_size_mib(value: float | str) -> int:
 def parse_duration_s(value: float | str) -> int:
     """A duration in seconds. Numbers are seconds; strings may end in s, m, h or d."""
     if isinstance(value, bool):
-        raise ValueError("a duration must be a number or a string such as '90m'")
+        raise ValueError("a duration must be a number or a string such as '90m'")  # noqa: TRY004 -- pydantic
     if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError("a duration cannot be negative")

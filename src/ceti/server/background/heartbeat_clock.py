@@ -60,7 +60,7 @@ class HeartbeatClock:
                 with self._sessions() as s:
                     s.connection().execute(_ADVANCE, rows)
                     s.commit()
-            except Exception as exc:  # the database may be restarting: keep the times, try again next flush
+            except Exception as exc:  # noqa: BLE001 -- the database may be restarting: keep the times, retry
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("could not write %d heartbeat times: %s", len(rows), self.last_error)
                 with self._lock:
