@@ -23,7 +23,7 @@ def test_kernels_run_beside_the_deferred_starts_and_the_decisions_keep_their_ord
     real = schedule_module._Round._beside
 
     def spy(self: object, kernel: object, *args: object) -> int:
-        if self._later:  # type: ignore[attr-defined]
+        if self.deferred.writes:  # type: ignore[attr-defined]
             threads.append(getattr(kernel, "__name__", "?"))
         return real(self, kernel, *args)
 
@@ -42,7 +42,7 @@ def test_kernels_run_beside_the_deferred_starts_and_the_decisions_keep_their_ord
 def test_an_error_in_a_kernel_beside_the_writes_is_raised_on_the_round_thread() -> None:
     rnd = schedule_module._Round(synthetic_snapshot(5, 5, 0))
     written: list[str] = []
-    rnd._later.append(lambda: written.append(threading.current_thread().name))
+    rnd.deferred.writes.append(lambda: written.append(threading.current_thread().name))
 
     def broken(x: np.ndarray) -> int:
         raise ValueError(f"bad input of {len(x)}")

@@ -221,8 +221,10 @@ class _Round:
         self.t = t = NodeTable(snapshot.nodes, need_vram=need_vram)
         self.free = Free(t, snapshot.running)
         self.decisions = Decisions()
-        self._later: list[Callable[[], None]] = []  # decisions to write, in order (`_started`, `_flush`)
-        self.preemptor = Preemptor(t, self.free, snapshot.running, self.decisions, self._add_start)
+        self.deferred = _DeferredStarts(
+            self.decisions.starts
+        )  # starts to write, in order (`_started`, `_flush`)
+        self.preemptor = Preemptor(t, self.free, snapshot.running, self.decisions, self.deferred.add)
         self.pg: list[float] = t.price_gpu.tolist()
         self.pc: list[float] = t.price_cpu.tolist()
         self.max_pg = float(t.price_gpu.max(initial=0.0))
@@ -243,14 +245,15 @@ class _Round:
         self.spill_budget = SPILL_ROW_BUDGET
         # reliability splits node classes only when some job's duration makes it matter more than its ask
         self.by_reliability = any(j.expected_duration_h is not None for j in snapshot.pending)
-        self.per_task = None
+        self.snapshot = snapshot
+        self.per_task_policy: str | None = None  # the policy that places this round task by task, if any
         if placement != "flow":
             from ceti.fabric import per_task  # here, not above: it reads this module's costs
 
             per_task.check_placement(placement)
             tasks = sum(max(1, j.gang_size) for j in snapshot.pending)
             if per_task.fits_round(t.n, tasks, int(t.gpu_count.max(initial=0))):
-                self.per_task = per_task.PerTaskPlacer(self, placement, snapshot)
+                self.per_task_policy = placement
 
     # ---- small helpers ----
     def price_ok(self, job: Job, r: int) -> bool:
@@ -568,7 +571,7 @@ class _Round:
         what `jobs()` returns) on row `rows[i]`, the GPUs at its first `counts[i]` positions, or `counts` for
         all. The arrays must not change after the call."""
         self.free.absorb(rows)
-        self._later.append(partial(self._write_starts, jobs, rows, positions, tasks, counts))
+        self.deferred.writes.append(partial(self._write_starts, jobs, rows, positions, tasks, counts))
 
     def _write_starts(
         self,
@@ -618,26 +621,16 @@ class _Round:
             )
         )
 
-    def _add_start(self, start: Start) -> None:
-        """Append one start made in Python, after those still to be written."""
-        if self._later:
-            self._later.append(partial(self.decisions.starts.append, start))
-        else:
-            self.decisions.starts.append(start)
-
     def _flush(self) -> None:
         """Write the starts deferred so far, in the order they were made. Code that appends decisions itself
         calls it first."""
-        while self._later:
-            later, self._later = self._later, []
-            for write in later:
-                write()
+        self.deferred.flush()
 
     def _beside(self, kernel: Callable[..., int], *args: object) -> int:
         """`kernel(*args)`: compiled code that releases the GIL, run on a second thread while this one writes
         the deferred starts, so the round uses both CPUs. The kernel changes only the arrays it is given; writing
         starts reads none of them."""
-        if not self._later:
+        if not self.deferred.writes:
             return kernel(*args)
         got: list[tuple[bool, object]] = []
 
@@ -941,6 +934,12 @@ class _Round:
         return out.tolist()
 
     def run(self) -> Decisions:
+        # the placers hold the round: locals, so the round holds none of them (no cycle to outlive `run`)
+        placer = None
+        if self.per_task_policy is not None:
+            from ceti.fabric import per_task
+
+            placer = per_task.PerTaskPlacer(self, self.per_task_policy, self.snapshot)
         # the kinds' positions (`JobKind.at`) index `pending`: the columns are read by them
         kinds = job_kinds(self.pending)
         multi = None
@@ -961,9 +960,9 @@ class _Round:
             if multi is not None:  # multi-node gangs of this level and the levels above go first
                 self._flush()
                 multi.place(down_to=level[0].kind.priority)
-            if self.per_task is not None:
+            if placer is not None:
                 self._flush()
-                self.per_task.place_level(level)
+                placer.place_level(level)
             else:
                 self._flow_level(level)
             for need in level:
@@ -1063,6 +1062,33 @@ class _Round:
                     why = f"waiting for free capacity: no eligible node has room for {_shape(d, k.gang_size)} now"
                 reasons[rkey] = why
                 dec.waiting.append(Wait(j.id, why))
+
+
+class _DeferredStarts:
+    """Starts still to be written, in the order they were made: compiled code's placements become `Start`s
+    later (`_Round._started`), and a start made in Python (pre-emption's) joins the queue behind them. An object
+    of its own, not the round's methods, so that the pre-emptor, which adds starts, does not hold the round: the
+    round is then freed by reference counting as it returns, and the cyclic collector resumed after it does not
+    have to walk it all first to find it unreachable."""
+
+    __slots__ = ("starts", "writes")
+
+    def __init__(self, starts: list[Start]) -> None:
+        self.starts = starts
+        self.writes: list[Callable[[], None]] = []
+
+    def add(self, start: Start) -> None:
+        """Append one start made in Python, after those still to be written."""
+        if self.writes:
+            self.writes.append(partial(self.starts.append, start))
+        else:
+            self.starts.append(start)
+
+    def flush(self) -> None:
+        while self.writes:
+            writes, self.writes = self.writes, []
+            for write in writes:
+                write()
 
 
 class _JobsLeft:
@@ -1227,11 +1253,4 @@ def schedule(snapshot: Snapshot, placement: str = "flow") -> Decisions:
     each task's node where the round is small enough to score every node for every task (`per_task`); larger
     rounds, and "flow", use the class flow's packing."""
     with _cyclic_gc_paused():
-        round_ = _Round(snapshot, placement)
-        try:
-            return round_.run()
-        finally:
-            # the pre-emptor holds the round (`_add_start`): without this cycle, reference counting frees
-            # the round's state as it returns, and the cyclic collector (resumed after it) need not first
-            # walk it all to find it unreachable
-            round_.preemptor = None  # type: ignore[assignment]
+        return _Round(snapshot, placement).run()
