@@ -221,9 +221,8 @@ class _Round:
         self.t = t = NodeTable(snapshot.nodes, need_vram=need_vram)
         self.free = Free(t, snapshot.running)
         self.decisions = Decisions()
-        self.deferred = _DeferredStarts(
-            self.decisions.starts
-        )  # starts to write, in order (`_started`, `_flush`)
+        # starts to write, in order (`_started`, `_flush`)
+        self.deferred = _DeferredStarts(self.decisions.starts)
         self.preemptor = Preemptor(t, self.free, snapshot.running, self.decisions, self.deferred.add)
         self.pg: list[float] = t.price_gpu.tolist()
         self.pc: list[float] = t.price_cpu.tolist()
