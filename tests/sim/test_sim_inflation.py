@@ -12,7 +12,14 @@ from typer.testing import CliRunner
 
 from ceti.cli.sim import app
 from ceti.fabric.placement.state import ClusterState
-from ceti.sim.inflation import RunResult, arrival_order, renamed_cluster
+from ceti.sim.inflation import (
+    Breakdown,
+    InflationSetup,
+    RunResult,
+    arrival_order,
+    renamed_cluster,
+    run_inflation,
+)
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "alibaba-openb-2023"
 
@@ -115,8 +122,43 @@ def test_cli_json_on_a_subsample(small_trace: tuple[Path, Path], tmp_path: Path)
         assert 0 <= summary["unallocated_gpus_at_100"] <= payload["total_gpus"]
         assert summary["unallocated_gpus_at_100_std"] >= 0
         assert 0 < summary["allocation_ratio_at_100"] <= 1
-    assert (out / "inflation-pods.md").read_text().startswith("# Workload inflation")
+    report = (out / "inflation-pods.md").read_text()
+    assert report.startswith("# Workload inflation") and "## Where the unallocated GPUs are" in report
     assert (out / "allocation-pods.png").stat().st_size > 0
+    for summary in payload["policies"].values():
+        b = summary["breakdown_at_capacity"]
+        assert b["seeds"] == 2
+        # the room left is the unallocated GPUs; the failed pods asked for them, plus the last arrival's overshoot
+        room = b["idle_gpus"] + sum(b["gaps_gpus_by_free_milli"].values()) + b["gaps_gpus_other"]
+        assert room == pytest.approx(b["unallocated_gpus"], abs=0.3)
+        asked = sum(v["gpus"] for v in b["failed_by_shape"].values())
+        assert b["unallocated_gpus"] - 0.3 <= asked <= b["unallocated_gpus"] + 8.3
+        assert abs(b["unallocated_gpus"] - summary["unallocated_gpus_at_100"]) < 8
+
+
+def test_the_breakdown_reads_idle_gpus_and_the_room_on_partly_used_ones() -> None:
+    """By hand: one node with a GPU 810 milli used and an idle one, one with its only GPU full."""
+    state = ClusterState.build(
+        ["a", "b"], [32_000, 8_000], [65_536, 16_384], ["T4", "T4"], [[190, 1000], [0]]
+    )
+    b = Breakdown.read(state, {"share": (2, 1.62), "1 GPU": (1, 1.0)})
+    assert b.idle_gpus == 1
+    assert b.gaps == {190: pytest.approx(0.19)}
+    assert b.unallocated_gpus == pytest.approx(1.19)
+    assert b.failed == {"share": (2, 1.62), "1 GPU": (1, 1.0)}
+
+
+def test_failures_count_until_arrivals_reach_capacity(small_trace: tuple[Path, Path]) -> None:
+    """A run's breakdown is read once, when arrivals first reach capacity: the failures after it do not count."""
+    from ceti.sim.trace import load_nodes, load_pods
+
+    nodes, pods = small_trace
+    setup = InflationSetup.build(load_nodes(nodes).rows, load_pods(pods, on_error="skip").rows)
+    whole = run_inflation(setup, "first-fit", 42)
+    assert whole.breakdown is not None
+    failed_by_then = sum(p for p, _ in whole.breakdown.failed.values())
+    assert 0 < failed_by_then < whole.failed  # first-fit on 40 nodes fails some pods before 100%, more after
+    assert run_inflation(setup, "first-fit", 42, stop_at_percent=90).breakdown is None
 
 
 def test_cli_reject_stops_on_a_bad_row(small_trace: tuple[Path, Path]) -> None:
@@ -142,9 +184,10 @@ def test_cli_reject_stops_on_a_bad_row(small_trace: tuple[Path, Path]) -> None:
 def test_cli_table_and_unknown_policy(small_trace: tuple[Path, Path]) -> None:
     nodes, pods = small_trace
     base = ["inflation", "--nodes", str(nodes), "--pods", str(pods), "--seeds", "1", "--processes", "1"]
-    result = CliRunner().invoke(app, [*base, "--policy", "fgd,best-fit"])
+    result = CliRunner().invoke(app, [*base, "--policy", "fgd,best-fit", "--breakdown"])
     assert result.exit_code == 0, result.output
     assert "fgd" in result.output and "best-fit" in result.output
+    assert "Where the unallocated GPUs are" in result.output and "idle GPUs" in result.output
     assert CliRunner().invoke(app, [*base, "--policy", "worst-fit"]).exit_code != 0
 
 

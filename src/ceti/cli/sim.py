@@ -131,6 +131,14 @@ def inflation(
     processes: Annotated[
         int, typer.Option("--processes", min=1, help="Worker processes (seeds x policies).")
     ] = DEFAULT_PROCESSES,
+    breakdown: Annotated[
+        bool,
+        typer.Option(
+            "--breakdown",
+            help="Also print where the unallocated GPUs are when arrivals reach capacity: failed pods by "
+            "shape, idle GPUs, and the room left on partly used GPUs (always in --json and --out).",
+        ),
+    ] = False,
 ) -> None:
     """The FGD paper's workload-inflation experiment: unallocated GPUs when arrivals reach 100%."""
     err = Console(stderr=True)
@@ -185,6 +193,19 @@ def inflation(
         mean, std = s.unallocated_gpus(100)
         table.add_row(n, f"{mean:.1f} ± {std:.1f}", f"{s.allocation_ratio(100):.2%}")
     Console().print(table)
+    if breakdown:
+        from ceti.sim.report import breakdown_rows
+
+        rows = breakdown_rows(summaries)
+        if not rows:
+            err.print("no breakdown: no run reached the cluster's capacity (live entries have none)")
+            return
+        detail = Table(title="Where the unallocated GPUs are when arrivals reach capacity (means over seeds)")
+        for col in ("policy", "unallocated", "failed pods (GPUs)", "idle GPUs", "room on partly used GPUs"):
+            detail.add_column(col, overflow="fold")
+        for r in rows:
+            detail.add_row(*r)
+        Console().print(detail)
 
 
 @app.command()

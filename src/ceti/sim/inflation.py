@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ceti.fabric import Allocation, Demand, Job, Node, Snapshot, schedule, shared_gpus
+from ceti.fabric import WHOLE_GPU_MILLI, Allocation, Demand, Job, Node, Snapshot, schedule, shared_gpus
 from ceti.fabric.per_task import DEFAULT_PLACEMENT, ArrivalWindow
 from ceti.fabric.placement.registry import make_policy
 from ceti.fabric.placement.state import ClusterState, PodRequest
@@ -90,6 +90,47 @@ def arrival_order(
     return order
 
 
+GAP_STEP_MILLI = 10  # a partly used GPU's free milli, to this step, in the breakdown
+
+
+def pod_shape(pod: PodRequest) -> str:
+    """A pod's shape as the breakdown groups failures: "CPU only", "share", "1 GPU", "8 GPUs", ..."""
+    if pod.gpu_count == 0:
+        return "CPU only"
+    if pod.is_share:
+        return "share"
+    return f"{pod.gpu_count} GPU" + ("s" if pod.gpu_count > 1 else "")
+
+
+@dataclass(slots=True)
+class Breakdown:
+    """Where a run's unallocated GPUs are when arrivals first reach the cluster's capacity: the pods that
+    failed by then (their GPUs are the unallocated GPUs: every arrival was a request), and the free room they
+    left, as idle GPUs and as the free milli of partly used GPUs."""
+
+    unallocated_gpus: float
+    failed: dict[str, tuple[int, float]]  # pod shape -> (pods, GPUs they asked for)
+    idle_gpus: int  # GPUs nothing uses
+    gaps: dict[int, float]  # a partly used GPU's free milli (to GAP_STEP_MILLI) -> GPUs of such room
+
+    @classmethod
+    def read(cls, state: ClusterState, failed: dict[str, tuple[int, float]]) -> Breakdown:
+        valid = np.arange(state.gpu_free.shape[1])[None, :] < state.gpu_count[:, None]
+        free = state.gpu_free[valid]
+        partial = free[(free > 0) & (free < WHOLE_GPU_MILLI)]
+        steps = partial // GAP_STEP_MILLI * GAP_STEP_MILLI
+        sizes, first = np.unique(steps, return_inverse=True)
+        sums = np.bincount(first.reshape(-1), weights=partial, minlength=len(sizes))
+        return cls(
+            unallocated_gpus=float(np.clip(free, 0, None).sum()) / WHOLE_GPU_MILLI,
+            failed=dict(failed),
+            idle_gpus=int((free >= WHOLE_GPU_MILLI).sum()),
+            gaps={
+                int(k): float(v) / WHOLE_GPU_MILLI for k, v in zip(sizes.tolist(), sums.tolist(), strict=True)
+            },
+        )
+
+
 @dataclass(slots=True)
 class RunResult:
     policy: str
@@ -99,6 +140,7 @@ class RunResult:
     used_milli: np.ndarray  # after each arrival
     placed: int
     failed: int
+    breakdown: Breakdown | None = None  # at the first arrival that brings arrivals to capacity
 
     def alloc_ratio_at(self, percent: float) -> float:
         """Mean allocated share (%) over arrivals whose arrived share rounds to `percent`, as the Go analysis."""
@@ -182,6 +224,8 @@ def run_inflation(
     used = np.zeros(len(order), dtype=np.int64)
     arrived_milli = used_milli = placed = failed = 0
     stop = None if stop_at_percent is None else stop_at_percent / 100 * capacity
+    failed_by_shape: dict[str, tuple[int, float]] = {}
+    breakdown: Breakdown | None = None
     n = 0
     for i in order:
         pod = setup.requests[i]
@@ -189,6 +233,9 @@ def run_inflation(
         choice = policy.place(state, pod, rng)
         if choice is None:
             failed += 1
+            if breakdown is None:
+                pods, gpus = failed_by_shape.get(pod_shape(pod), (0, 0.0))
+                failed_by_shape[pod_shape(pod)] = (pods + 1, gpus + pod.gpu_milli_total / WHOLE_GPU_MILLI)
         else:
             state.allocate(choice[0], pod, choice[1])
             used_milli += pod.gpu_milli_total
@@ -196,9 +243,13 @@ def run_inflation(
         arrived[n] = arrived_milli
         used[n] = used_milli
         n += 1
+        if breakdown is None and arrived_milli >= capacity:
+            breakdown = Breakdown.read(state, failed_by_shape)
         if stop is not None and arrived_milli > stop:
             break
-    return RunResult(policy_name, seed, int(state.gpu_count.sum()), arrived[:n], used[:n], placed, failed)
+    return RunResult(
+        policy_name, seed, int(state.gpu_count.sum()), arrived[:n], used[:n], placed, failed, breakdown
+    )
 
 
 def run_live(
@@ -318,6 +369,36 @@ class PolicySummary:
             out.append(np.mean(vals) if vals else np.nan)
         return np.asarray(out)
 
+    def breakdown(self, top_gaps: int = 5) -> dict[str, object] | None:
+        """The runs' `Breakdown`s, means over seeds: the pods that failed by shape (pods, GPUs), idle GPUs, and
+        the partly used GPUs' free room by size (the `top_gaps` largest in GPUs, the rest together). None where
+        no run reached capacity (live entries, or a run stopped before)."""
+        got = [r.breakdown for r in self.runs if r.breakdown is not None]
+        if not got:
+            return None
+        n = len(got)
+        shapes = sorted({k for b in got for k in b.failed}, key=_shape_order)
+        failed = {
+            k: {
+                "pods": round(sum(b.failed.get(k, (0, 0.0))[0] for b in got) / n, 1),
+                "gpus": round(sum(b.failed.get(k, (0, 0.0))[1] for b in got) / n, 1),
+            }
+            for k in shapes
+        }
+        gaps: dict[int, float] = {}
+        for b in got:
+            for size, v in b.gaps.items():
+                gaps[size] = gaps.get(size, 0.0) + v / n
+        ranked = sorted(gaps.items(), key=lambda kv: (-kv[1], kv[0]))
+        return {
+            "seeds": len(got),
+            "unallocated_gpus": round(sum(b.unallocated_gpus for b in got) / n, 1),
+            "idle_gpus": round(sum(b.idle_gpus for b in got) / n, 1),
+            "gaps_gpus_by_free_milli": {str(k): round(v, 1) for k, v in ranked[:top_gaps]},
+            "gaps_gpus_other": round(sum(v for _, v in ranked[top_gaps:]), 1),
+            "failed_by_shape": failed,
+        }
+
     def as_json(self) -> dict[str, object]:
         mean, std = self.unallocated_gpus(100)
         return {
@@ -328,7 +409,17 @@ class PolicySummary:
             "unallocated_gpus_at_100_per_seed": [round(r.unallocated_gpus_at(100), 2) for r in self.runs],
             "failed_pods_mean": float(np.mean([r.failed for r in self.runs])),
             "total_gpus": self.runs[0].total_gpus if self.runs else 0,
+            "breakdown_at_capacity": self.breakdown(),
         }
+
+
+def _shape_order(shape: str) -> tuple[int, int]:
+    """CPU only, shares, then whole GPUs by count."""
+    if shape == "CPU only":
+        return (0, 0)
+    if shape == "share":
+        return (1, 0)
+    return (2, int(shape.split()[0]))
 
 
 _WORKER_SETUP: InflationSetup | None = None

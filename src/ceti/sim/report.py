@@ -30,7 +30,38 @@ def markdown_report(
         lines.append(f"| {name} | {mean:.1f} ± {std:.1f} | {s.allocation_ratio(100):.4f} | {len(s.runs)} |")
     if plot_name:
         lines += ["", f"![allocated GPU share vs arrived workload]({plot_name})", ""]
+    rows = breakdown_rows(summaries)
+    if rows:
+        lines += [
+            "",
+            "## Where the unallocated GPUs are",
+            "",
+            (
+                "When arrivals first reach the cluster's capacity (means over seeds): the pods that failed by "
+                "then, whose GPUs are the unallocated GPUs, and the room they left, as idle GPUs and as the free "
+                "milli of partly used GPUs (the five largest sizes, in GPUs)."
+            ),
+            "",
+            "| policy | unallocated | failed pods (GPUs) | idle GPUs | room on partly used GPUs |",
+            "| --- | --- | --- | --- | --- |",
+            *(f"| {' | '.join(r)} |" for r in rows),
+        ]
     return "\n".join(lines) + "\n"
+
+
+def breakdown_rows(summaries: Mapping[str, PolicySummary]) -> list[tuple[str, str, str, str, str]]:
+    """Per policy with a breakdown (`PolicySummary.breakdown`): its cells as text, for a table."""
+    rows = []
+    for name, s in summaries.items():
+        b = s.breakdown()
+        if b is None:
+            continue
+        failed = ", ".join(f"{k} {v['pods']:g} ({v['gpus']:g})" for k, v in b["failed_by_shape"].items())
+        gaps = ", ".join(f"{k} milli: {v:g}" for k, v in b["gaps_gpus_by_free_milli"].items())
+        if b["gaps_gpus_other"]:
+            gaps += f", other: {b['gaps_gpus_other']:g}"
+        rows.append((name, f"{b['unallocated_gpus']:g}", failed or "none", f"{b['idle_gpus']:g}", gaps or "none"))
+    return rows
 
 
 def plot_allocation(summaries: Mapping[str, PolicySummary], path: Path, title: str) -> None:
