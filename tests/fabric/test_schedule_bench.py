@@ -56,6 +56,24 @@ def test_bench_fabric_table() -> None:
     assert "baseline: peak traced memory" in res.output
 
 
+def test_bench_fabric_profile_shows_where_the_round_spends_its_time() -> None:
+    """`--profile N`: one more round under cProfile, the core's N functions by cumulative time, the round's own
+    entry first; the flow path's solver is among them. Without it, no profile."""
+    base = ["fabric", "--nodes", "150", "--jobs", "200", "--rounds", "1", "--placement", "flow"]
+    res = CliRunner().invoke(app, [*base, "--json", "--profile", "40"])
+    assert res.exit_code == 0, res.output
+    top = json.loads(res.output)["profile_top"]
+    assert 0 < len(top) <= 40
+    assert top[0]["function"] == "schedule.schedule" and top[0]["calls"] == 1
+    assert [r["cumulative_s"] for r in top] == sorted((r["cumulative_s"] for r in top), reverse=True)
+    assert any("min_cost_flow" in r["function"] for r in top)
+    assert {"schedule.run", "classes.job_kinds"} <= {r["function"] for r in top}
+    table = CliRunner().invoke(app, [*base, "--profile", "5"])
+    assert table.exit_code == 0 and "one round under the profiler" in table.output
+    plain = CliRunner().invoke(app, [*base, "--json"])
+    assert json.loads(plain.output)["profile_top"] is None
+
+
 def test_synthetic_snapshot_is_seeded_and_schedulable() -> None:
     a = synthetic_snapshot(200, 200, seed=3)
     b = synthetic_snapshot(200, 200, seed=3)

@@ -223,6 +223,32 @@ def _placed(decisions: Decisions) -> int:
     return len({s.job_id for s in decisions.starts})
 
 
+def profile_round(snap: Snapshot, placement: str, top: int) -> list[dict[str, object]]:
+    """One more round under cProfile: the `top` functions of the scheduling core by cumulative time (the
+    profiler's own cost inflates the Python-heavy ones; read the shares, not the seconds)."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    schedule(snap, placement)
+    prof.disable()
+    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    core = str(Path(schedule.__code__.co_filename).parent)
+    rows = [
+        {
+            "function": f"{Path(file).stem}.{name}" if file.startswith(core) else name,
+            "calls": calls,
+            "cumulative_s": round(cum, 4),
+            "own_s": round(own, 4),
+        }
+        for (file, _, name), (_, calls, own, cum, _) in stats.items()
+        if file.startswith(core) or "min_cost_flow" in name  # the flow's solver is a built-in
+    ]
+    rows.sort(key=lambda r: -r["cumulative_s"])  # type: ignore[operator]
+    return rows[:top]
+
+
 def run_bench(
     nodes: int,
     jobs: int,
@@ -231,6 +257,7 @@ def run_bench(
     baseline_budget_s: float,
     progress: bool,
     placement: str = "fabric",
+    profile_top: int = 0,
 ) -> dict[str, object]:
     console = Console(stderr=True)
     status = console.status("building the synthetic snapshot ...") if progress else None
@@ -247,7 +274,8 @@ def run_bench(
         for r in range(rounds):
             if status:
                 status.update(f"ours: round {r + 1}/{rounds} ...")
-            decisions = None  # the last round's decisions freed before the clock starts, not inside this round
+            # the last round's decisions are freed before the clock starts, not inside this round
+            decisions = None
             gc.collect()
             c0 = time.process_time()
             t0 = time.perf_counter()
@@ -262,6 +290,12 @@ def run_bench(
         schedule(snap, placement)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
+        profile = None
+        if profile_top:
+            if status:
+                status.update("ours: one more round under the profiler ...")
+            gc.collect()
+            profile = profile_round(snap, placement, profile_top)
         # baseline: the whole queue if it fits the budget, else a growing prefix, extrapolated per job
         queue_len = len(snap.pending)
         prefix = min(queue_len, 250)
@@ -343,6 +377,7 @@ def run_bench(
         "baseline_placed_in_prefix": _placed(base_dec),
         "ours_placed_in_same_prefix": sum(1 for j in queue if j.id in started),
         "speedup": round(base_est / med, 1) if med > 0 else None,
+        "profile_top": profile,
         "note": (
             "baseline timed on the whole queue"
             if full
@@ -367,6 +402,13 @@ def fabric(
         "(fabric, fgd, ...), else the class flow; or flow.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    profile: int = typer.Option(
+        0,
+        "--profile",
+        min=0,
+        help="Also run one round under cProfile and show the scheduling core's N functions with the most "
+        "cumulative time (the profiler inflates Python code: read the shares).",
+    ),
 ) -> None:
     """Time `fabric.schedule` on a synthetic snapshot against a per-job first-fit scan."""
     if placement not in placement_names():
@@ -374,7 +416,16 @@ def fabric(
             f"error: unknown --placement {placement!r}; known: {', '.join(placement_names())}", err=True
         )
         raise typer.Exit(2)
-    res = run_bench(nodes, jobs, rounds, seed, baseline_budget, progress=not as_json, placement=placement)
+    res = run_bench(
+        nodes,
+        jobs,
+        rounds,
+        seed,
+        baseline_budget,
+        progress=not as_json,
+        placement=placement,
+        profile_top=profile,
+    )
     if as_json:
         typer.echo(json.dumps(res))
         return
@@ -408,3 +459,15 @@ def fabric(
     console = Console()
     console.print(t)
     console.print(f"[dim]{res['note']}[/dim]")
+    if res["profile_top"]:
+        top = res["profile_top"]
+        whole = max((r["cumulative_s"] for r in top), default=0.0)  # type: ignore[type-var]
+        p = Table(title="one round under the profiler: the scheduling core's functions by cumulative time")
+        for col in ("function", "calls", "cumulative (s)", "share of the round", "own (s)"):
+            p.add_column(col, justify="left" if col == "function" else "right")
+        for r in top:  # type: ignore[union-attr]
+            share = f"{r['cumulative_s'] / whole:.0%}" if whole else "-"
+            p.add_row(
+                str(r["function"]), str(r["calls"]), f"{r['cumulative_s']:.3f}", share, f"{r['own_s']:.3f}"
+            )
+        console.print(p)
