@@ -227,24 +227,31 @@ def profile_round(snap: Snapshot, placement: str, top: int) -> list[dict[str, ob
     """One more round under cProfile: the `top` functions of the scheduling core by cumulative time (the
     profiler's own cost inflates the Python-heavy ones; read the shares, not the seconds)."""
     import cProfile
-    import pstats
 
     prof = cProfile.Profile()
     prof.enable()
     schedule(snap, placement)
     prof.disable()
-    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
     core = str(Path(schedule.__code__.co_filename).parent)
-    rows = [
-        {
-            "function": f"{Path(file).stem}.{name}" if file.startswith(core) else name,
-            "calls": calls,
-            "cumulative_s": round(cum, 4),
-            "own_s": round(own, 4),
-        }
-        for (file, _, name), (_, calls, own, cum, _) in stats.items()
-        if file.startswith(core) or "min_cost_flow" in name  # the flow's solver is a built-in
-    ]
+    rows = []
+    for entry in prof.getstats():
+        code = entry.code
+        if isinstance(code, str):  # a built-in: only the flow's solver is the core's
+            if "min_cost_flow" not in code:
+                continue
+            name = "OR-Tools SimpleMinCostFlow.solve"
+        elif code.co_filename.startswith(core):
+            name = f"{Path(code.co_filename).stem}.{code.co_qualname}"
+        else:
+            continue
+        rows.append(
+            {
+                "function": name,
+                "calls": entry.callcount,
+                "cumulative_s": round(entry.totaltime, 4),
+                "own_s": round(entry.inlinetime, 4),
+            }
+        )
     rows.sort(key=lambda r: -r["cumulative_s"])  # type: ignore[operator]
     return rows[:top]
 
@@ -463,8 +470,9 @@ def fabric(
         top = res["profile_top"]
         whole = max((r["cumulative_s"] for r in top), default=0.0)  # type: ignore[type-var]
         p = Table(title="one round under the profiler: the scheduling core's functions by cumulative time")
-        for col in ("function", "calls", "cumulative (s)", "share of the round", "own (s)"):
-            p.add_column(col, justify="left" if col == "function" else "right")
+        p.add_column("function", overflow="fold", min_width=36)
+        for col in ("calls", "cumulative s", "share", "own s"):
+            p.add_column(col, justify="right")
         for r in top:  # type: ignore[union-attr]
             share = f"{r['cumulative_s'] / whole:.0%}" if whole else "-"
             p.add_row(
