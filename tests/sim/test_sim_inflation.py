@@ -234,3 +234,22 @@ def test_the_live_round_places_like_fgd_not_like_first_fit_on_the_trace() -> Non
     live = run_inflation(setup, "live", 42, stop_at_percent=101).unallocated_gpus_at(100)
     flow = run_inflation(setup, "live:flow", 42, stop_at_percent=101).unallocated_gpus_at(100)
     assert live <= 0.85 * flow, (live, flow)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["ceti", "sim", "inflation", "--pods", "a b.csv", "--seeds", "2"],
+            "ceti sim inflation --pods 'a b.csv' --seeds 2",
+        ),
+        (["-c", "inflation", "--seeds", "2"], "ceti sim inflation --seeds 2"),  # the sim app alone
+    ],
+)
+def test_a_report_names_the_command_once_however_the_cli_was_mounted(
+    argv: list[str], expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ceti.cli.sim import command_line
+
+    monkeypatch.setattr("sys.argv", argv)
+    assert command_line("inflation") == expected

@@ -89,6 +89,15 @@ def _progress(err: Console) -> Progress:
                     console=err, transient=True, disable=not err.is_terminal)
 
 
+def command_line(sub: str) -> str:
+    """The command as it was typed, from the sub-command `sub` on, however the CLI was mounted (`ceti sim
+    inflation ...`, or this app alone): what a report says reproduces it."""
+    args = sys.argv[1:]
+    if sub in args:
+        args = args[args.index(sub) + 1 :]
+    return f"ceti sim {sub} " + " ".join(shlex.quote(a) for a in args)
+
+
 @app.command()
 def inflation(
     nodes: Annotated[
@@ -176,7 +185,7 @@ def inflation(
         out.mkdir(parents=True, exist_ok=True)
         plot = out / f"allocation-{pods.stem}.png"
         plot_allocation(summaries, plot, pods.stem)
-        command = "ceti sim inflation " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        command = command_line("inflation")
         report = markdown_report(
             summaries, nodes=str(nodes), pods=str(pods), command=command, plot_name=plot.name
         )
@@ -270,7 +279,7 @@ def replay(
         out.mkdir(parents=True, exist_ok=True)
         plot = out / f"replay-utilization-{pods.stem}.png"
         plot_utilization(results, plot, pods.stem)
-        command = "ceti sim replay " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        command = command_line("replay")
         (out / f"replay-{pods.stem}.md").write_text(replay_report(payload, command, plot.name))
         (out / f"replay-{pods.stem}.json").write_text(json.dumps(payload, indent=2))
     if as_json:

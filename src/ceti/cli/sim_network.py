@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -211,7 +209,6 @@ def _drain(queue, progress, tasks) -> None:
 
 
 def _command_line() -> str:
-    args = sys.argv[1:]
-    if "network" in args:  # what follows the sub-command, however the CLI was mounted
-        args = args[args.index("network") + 1 :]
-    return "ceti sim network " + " ".join(shlex.quote(a) for a in args)
+    from ceti.cli.sim import command_line  # here: `ceti.cli.sim` mounts this module's command
+
+    return command_line("network")
