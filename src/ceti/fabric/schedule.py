@@ -449,10 +449,8 @@ class _Round:
         batch = [(active[i], plans[i]) for i in which]
         K = len(batch)
         sub = cols.subset(which)
-        k_jobs = sub.k_jobs
         kinds = [need.kind for need, _ in batch]
-        k_count, k_share, k_constrained, k_min_vram, model_ok = _gpu_asks([need for need, _ in batch])
-        k_gang = np.array([k.gang_size for k in kinds], np.int64)
+        kind_cols = _kind_columns([need for need, _ in batch], sub.k_jobs)
         p_class: list[int] = []
         p_quota: list[int] = []
         p_slot: list[int] = []
@@ -467,22 +465,20 @@ class _Round:
                 p_slot.append(-1 if gpu_need is None else slots.setdefault((c, gpu_need), len(slots)))
             k_plans[i + 1] = len(p_class)
         cursors = np.array([nc.gpu_cursor.get(key, 0) for key in slots], np.int64)
-        tasks = int((np.diff(k_jobs) * k_gang).sum())
+        tasks = int((np.diff(sub.k_jobs) * kind_cols.gang).sum())
         out_job = np.empty(tasks, np.int64)
         out_row = np.empty(tasks, np.int64)
         out_gpus = np.empty((tasks, max(t.G, 1)), np.int64)
         out_task = np.empty(tasks, np.int64)
         n_out = kernels.pack_kinds(
-            f.arrays(), self.node_cols, nc.rows, nc.bounds,
-            kernels.Kinds(k_jobs, k_gang, k_count, k_share, k_constrained, k_min_vram, model_ok),
-            kernels.Jobs(sub.cpu, sub.mem, sub.disk, sub.bid), k_plans, np.array(p_class, np.int64),
-            np.array(p_quota, np.int64), np.array(p_slot, np.int64), cursors, FLOW_SCAN_ROWS, MAX_MISSES,
-            kernels.Placements(out_job, out_row, out_gpus, out_task),
+            f.arrays(), self.node_cols, nc.rows, nc.bounds, kind_cols, sub.columns(), k_plans,
+            np.array(p_class, np.int64), np.array(p_quota, np.int64), np.array(p_slot, np.int64), cursors,
+            FLOW_SCAN_ROWS, MAX_MISSES, kernels.Placements(out_job, out_row, out_gpus, out_task),
         )  # fmt: skip
         for key, v in zip(slots, cursors.tolist(), strict=True):
             nc.gpu_cursor[key] = v
         if n_out:
-            counts = k_count[np.searchsorted(k_jobs, out_job[:n_out], side="right") - 1]
+            counts = kind_cols.count[np.searchsorted(sub.k_jobs, out_job[:n_out], side="right") - 1]
             self._placed(
                 kinds, sub, out_job[:n_out], out_row[:n_out], out_gpus[:n_out], out_task[:n_out], counts
             )
@@ -675,8 +671,7 @@ class _Round:
         t = self.t
         cols = self._job_columns(needs)
         kinds = [need.kind for need in needs]
-        k_count, k_share, k_constrained, k_min_vram, model_ok = _gpu_asks(needs)
-        k_gang = np.array([k.gang_size for k in kinds], np.int64)
+        kind_cols = _kind_columns(needs, cols.k_jobs)
         places, k_place = _distinct([need.region_ok for need in needs])
         any_type = np.ones(len(t.type_first_row), np.bool_)  # not read for a kind that may use any GPU
         types, k_type = _distinct([need.type_ok(t) if need.constrained_gpus else any_type for need in needs])
@@ -684,7 +679,7 @@ class _Round:
         budget = np.array([self.spill_budget], np.int64)
         asks: dict[tuple, int] = {}  # kinds that ask the same of a node share their failures in the spill
         k_ask = np.array([asks.setdefault((k.gang_size, k.node_ask), len(asks)) for k in kinds], np.int64)
-        tasks = int((np.diff(cols.k_jobs) * k_gang).sum())
+        tasks = int((np.diff(cols.k_jobs) * kind_cols.gang).sum())
         out_job = np.empty(tasks, np.int64)
         out_row = np.empty(tasks, np.int64)
         out_gpus = np.empty((tasks, max(t.G, 1)), np.int64)
@@ -695,15 +690,14 @@ class _Round:
         )  # fmt: skip
         n_out = self._beside(
             kernels.spill_kinds,
-            self.free.arrays(), self.node_cols, self.free.gpu_summary(), nc.columns(),
-            kernels.Kinds(cols.k_jobs, k_gang, k_count, k_share, k_constrained, k_min_vram, model_ok), lookups,
-            kernels.Jobs(cols.cpu, cols.mem, cols.disk, cols.bid), self.pricing, SPILL_CHUNK_ROWS, GANG_SCAN_ROWS,
-            budget, kernels.Placements(out_job, out_row, out_gpus, out_task),
+            self.free.arrays(), self.node_cols, self.free.gpu_summary(), nc.columns(), kind_cols, lookups,
+            cols.columns(), self.pricing, SPILL_CHUNK_ROWS, GANG_SCAN_ROWS, budget,
+            kernels.Placements(out_job, out_row, out_gpus, out_task),
         )  # fmt: skip
         self.spill_budget = int(budget[0])
         if not n_out:
             return
-        counts = k_count[np.searchsorted(cols.k_jobs, out_job[:n_out], side="right") - 1]
+        counts = kind_cols.count[np.searchsorted(cols.k_jobs, out_job[:n_out], side="right") - 1]
         self._placed(
             kinds, cols, out_job[:n_out], out_row[:n_out], out_gpus[:n_out], out_task[:n_out], counts
         )
@@ -732,7 +726,7 @@ class _Round:
         n_out = kernels.spill_rows(
             f.arrays(), self.node_cols, f.gpu_summary(), rows_a, _gpu_ask(need),
             need.type_ok(t) if need.constrained_gpus else any_type,
-            kernels.Jobs(cols.cpu, cols.mem, cols.disk, cols.bid),
+            cols.columns(),
             kernels.Placements(out_job, out_row, out_gpus, np.zeros(m, np.int64)),
         )  # fmt: skip
         if n_out:
@@ -1148,6 +1142,10 @@ class _JobColumns:
     disk: np.ndarray
     bid: np.ndarray
 
+    def columns(self) -> kernels.Jobs:
+        """The columns as the compiled loops read them."""
+        return kernels.Jobs(self.cpu, self.mem, self.disk, self.bid)
+
     def jobs_at(self, i: np.ndarray) -> list[Job]:
         """The jobs at indices `i` of the columns."""
         return list(map(self.pending.__getitem__, self.at[i].tolist()))
@@ -1165,12 +1163,15 @@ class _JobColumns:
         )
 
 
-def _gpu_asks(needs: list[Need]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """What the kinds ask of the GPUs, as columns: count, share, whether constrained to models or VRAM, the
-    VRAM (0 unless constrained), and per kind the models it may use (a row per kind)."""
+def _kind_columns(needs: list[Need], k_jobs: np.ndarray) -> kernels.Kinds:
+    """The kinds as the compiled loops read them: their jobs' range in the job columns (`k_jobs`), gang size,
+    and what they ask of the GPUs: count, share, whether constrained to models or VRAM, the VRAM (0 unless
+    constrained), and per kind the models it may use (a row per kind)."""
     kinds = [need.kind for need in needs]
     constrained = np.array([need.constrained_gpus for need in needs], np.bool_)
-    return (
+    return kernels.Kinds(
+        k_jobs,
+        np.array([k.gang_size for k in kinds], np.int64),
         np.array([k.gpu_count for k in kinds], np.int64),
         np.array([k.gpu_share_milli for k in kinds], np.int64),
         constrained,

@@ -234,8 +234,9 @@ def run_inflation(
         if choice is None:
             failed += 1
             if breakdown is None:
-                pods, gpus = failed_by_shape.get(pod_shape(pod), (0, 0.0))
-                failed_by_shape[pod_shape(pod)] = (pods + 1, gpus + pod.gpu_milli_total / WHOLE_GPU_MILLI)
+                shape = pod_shape(pod)
+                pods, gpus = failed_by_shape.get(shape, (0, 0.0))
+                failed_by_shape[shape] = (pods + 1, gpus + pod.gpu_milli_total / WHOLE_GPU_MILLI)
         else:
             state.allocate(choice[0], pod, choice[1])
             used_milli += pod.gpu_milli_total
