@@ -131,6 +131,16 @@ class Breakdown:
         )
 
 
+def reading_band(arrived_milli: np.ndarray, total_gpus: int, percent: float) -> np.ndarray:
+    """Which arrivals the reading at `percent` averages over: those whose arrived share rounds to it, or, when
+    none does, those within a point of it."""
+    arrived = np.round(arrived_milli / (total_gpus * 1000) * 100)
+    sel = arrived == percent
+    if not sel.any():
+        sel = (arrived >= percent - 1) & (arrived <= percent + 1)
+    return sel
+
+
 @dataclass(slots=True)
 class RunResult:
     policy: str
@@ -145,11 +155,8 @@ class RunResult:
     def alloc_ratio_at(self, percent: float) -> float:
         """Mean allocated share (%) over arrivals whose arrived share rounds to `percent`, as the Go analysis."""
         cap = self.total_gpus * 1000
-        arrived = np.round(self.arrived_milli / cap * 100)
         alloc = np.round(self.used_milli / cap * 100, 2)
-        sel = arrived == percent
-        if not sel.any():
-            sel = (arrived >= percent - 1) & (arrived <= percent + 1)
+        sel = reading_band(self.arrived_milli, self.total_gpus, percent)
         if not sel.any():
             return float("nan")
         return float(np.round(alloc[sel].mean(), 2))
