@@ -96,21 +96,28 @@ def fit_rule_bound(total_gpus: int, requests: Sequence[PodRequest], n_models: in
         for size, count in pattern.items():
             rows[size].SetCoefficient(v, float(count))
     # x_w <= x_s for each covered s before w: pods of one shape in a chain (each placed one forces the one
-    # before it), and each pod to the latest earlier pod of every other shape it covers
-    shape = {i: pod_shape(p, n_models) for i, p in gpu_pods}
-    shapes = sorted(set(shape.values()), key=lambda s: (s[:4], sorted(s[4])))
-    covered = {a: [b for b in shapes if covers(a, b)] for a in shapes}
-    latest: dict[Shape, int] = {}
+    # before it), and each pod to the latest earlier pod of every other shape it covers, unless that row
+    # follows from another: when w covers c, c covers b and c's latest pod came after b's, x_w <= x_c <= x_b
+    shape_of = {i: pod_shape(p, n_models) for i, p in gpu_pods}
+    shapes = sorted(set(shape_of.values()), key=lambda s: (s[:4], sorted(s[4])))
+    index = {s: k for k, s in enumerate(shapes)}
+    cover = np.array([covers(a, b) for a in shapes for b in shapes], dtype=bool).reshape(
+        len(shapes), len(shapes)
+    )
+    covered = [np.flatnonzero(cover[k]) for k in range(len(shapes))]
+    within = [cover[np.ix_(c, c)] for c in covered]  # which of a shape's covered shapes cover which
+    latest = np.full(len(shapes), -1, np.int64)  # per shape, its latest pod so far
     n_rows = 0
     for i, _ in gpu_pods:
-        a = shape[i]
-        for b in covered[a]:
-            j = latest.get(b)
-            if j is not None:
-                row = solver.Constraint(0.0, solver.infinity())
-                row.SetCoefficient(x[j], 1.0)
-                row.SetCoefficient(x[i], -1.0)
-                n_rows += 1
+        a = index[shape_of[i]]
+        c = covered[a]
+        last = latest[c]
+        implied = (within[a] & (last[:, None] > last[None, :])).any(axis=0)
+        for j in last[(last >= 0) & ~implied].tolist():
+            row = solver.Constraint(0.0, solver.infinity())
+            row.SetCoefficient(x[j], 1.0)
+            row.SetCoefficient(x[i], -1.0)
+            n_rows += 1
         latest[a] = i
     objective.SetMaximization()
     status = solver.Solve()
