@@ -350,7 +350,7 @@ def bound(
         typer.Option(
             "--fit-rule",
             help="Also the full cluster's floor for any policy that places every pod that fits, in the "
-            "experiment's reading (a few LP solves per seed, about 20 s each).",
+            "experiment's reading (a few LP solves per seed, seconds each on the full trace).",
         ),
     ] = False,
     checkpoints: Annotated[
