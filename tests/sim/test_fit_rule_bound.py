@@ -188,6 +188,13 @@ def test_bad_input() -> None:
     cpu_only = InflationSetup.build([TraceNode("c", 8000, 1000, 0, "")], [TracePod("p", 1, 1, 1, 500)])
     with pytest.raises(BoundError):
         reading_floor(cpu_only, 42)
+    # two GPUs and pods of one GPU: arrived shares of 50% and 100% and 150%, none rounding to 99, so no floor at 99
+    two = InflationSetup.build(
+        [TraceNode("g", 8000, 100000, 2, "G2")], [TracePod(f"p{i}", 100, 100, 1, 1000) for i in range(3)]
+    )
+    assert reading_floor(two, 42).unallocated_reading == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(BoundError, match="rounds to 99"):
+        reading_floor(two, 42, percent=99)
 
 
 def test_cli_prints_the_floor_and_refuses_bad_checkpoints(tmp_path: Path) -> None:

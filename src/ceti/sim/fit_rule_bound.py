@@ -174,9 +174,12 @@ def reading_floor(
         raise BoundError("the cluster has no GPU")
     order = arrival_order(len(setup.pods), setup.gpu_milli, capacity, inflation, seed)
     arrived = np.cumsum(setup.gpu_milli[order])
+    # the reading's fallback (arrivals within a point) depends on where a run stops; hold to the exact band
+    if not (np.round(arrived / capacity * 100) == percent).any():
+        raise BoundError(
+            f"no arrival's arrived share rounds to {percent}%: the cluster is too small for pods this big"
+        )
     band = np.flatnonzero(reading_band(arrived, total_gpus, percent))
-    if not len(band):
-        raise BoundError(f"no arrival brings the arrived share near {percent}%")
     first, last = int(band[0]), int(band[-1])
     cut = int(np.searchsorted(arrived, percent / 100 * capacity, side="right")) - 1  # last at or below
     points = {first, last, *np.linspace(first, last, checkpoints).round().astype(int).tolist()}
