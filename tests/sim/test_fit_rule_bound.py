@@ -56,9 +56,9 @@ def test_what_a_placed_pod_proves_about_earlier_ones() -> None:
 
 def test_an_810_share_before_a_whole_gpu_pod_on_one_gpu() -> None:
     share, whole = PodRequest(1000, 10, 1, 810), PodRequest(2000, 10, 1, 1000)
-    # any placement leaves the share out for the whole GPU (1000). Under the rule, the whole pod placed means the
-    # share was placed first: x_whole <= x_share, x_share + x_whole <= 1 GPU; the LP's best is half of each (905),
-    # the policies' 810
+    # any placement leaves the share out for the whole GPU (1000). Under the rule, the whole pod placed means
+    # the share was placed first: x_whole <= x_share, x_share + x_whole <= 1 GPU; the LP's best is half of
+    # each (905), the policies' 810
     assert packing_bound(1, [share, whole]) == pytest.approx(1000, abs=1e-3)
     assert fit_rule_bound(1, [share, whole], 2).upper_milli == pytest.approx(905, abs=1e-3)
     # in the other order the whole pod takes the GPU and the share finds no room
@@ -69,9 +69,9 @@ def test_an_810_share_before_a_whole_gpu_pod_on_one_gpu() -> None:
 
 
 def test_a_pod_placed_late_forces_every_covered_share_before_it() -> None:
-    # 2 GPUs: three 810s, then two 1-GPU pods. Any placement: the two whole pods (2000). Every policy: two 810s
-    # (1620). The LP: x1 >= x2 >= x3 >= y1 >= y2 (the chains and the cover), at most 2 GPUs; best all at 0.4:
-    # 0.4 x (3 x 810 + 2 x 1000) = 1772
+    # 2 GPUs: three 810s, then two 1-GPU pods. Any placement: the two whole pods (2000). Every policy: two
+    # 810s (1620). The LP: x1 >= x2 >= x3 >= y1 >= y2 (the chains and the cover), at most 2 GPUs; best all
+    # at 0.4: 0.4 x (3 x 810 + 2 x 1000) = 1772
     pods = [PodRequest(1000, 10, 1, 810)] * 3 + [PodRequest(2000, 10, 1, 1000)] * 2
     assert packing_bound(2, pods) == pytest.approx(2000, abs=1e-3)
     got = fit_rule_bound(2, pods, 2)
@@ -188,7 +188,7 @@ def test_bad_input() -> None:
     cpu_only = InflationSetup.build([TraceNode("c", 8000, 1000, 0, "")], [TracePod("p", 1, 1, 1, 500)])
     with pytest.raises(BoundError):
         reading_floor(cpu_only, 42)
-    # two GPUs and pods of one GPU: arrived shares of 50% and 100% and 150%, none rounding to 99, so no floor at 99
+    # two GPUs and pods of one GPU: arrived shares of 50%, 100% and 150%, none rounding to 99: no floor at 99
     two = InflationSetup.build(
         [TraceNode("g", 8000, 100000, 2, "G2")], [TracePod(f"p{i}", 100, 100, 1, 1000) for i in range(3)]
     )
@@ -212,8 +212,15 @@ def test_cli_prints_the_floor_and_refuses_bad_checkpoints(tmp_path: Path) -> Non
     payload = json.loads(got.stdout.strip().splitlines()[-1])
     floors = payload["fit_rule"]
     assert [f["seed"] for f in floors] == [42, 43]
-    direct = reading_floor(InflationSetup.build(nodes, pods), 43, checkpoints=2)
+    setup = InflationSetup.build(nodes, pods)
+    direct = reading_floor(setup, 43, checkpoints=2)
     assert floors[1]["unallocated_floor_reading"] == round(direct.unallocated_reading, 3)
+    # beside the floor, each policy's own reading of the same seed, never below it
+    fabric = run_inflation(setup, "fabric", 43, stop_at_percent=101).unallocated_gpus_at(100)
+    assert floors[1]["readings"]["fabric"] == round(fabric, 3)
+    for f in floors:
+        assert set(f["readings"]) == {"fgd", "fabric"}
+        assert min(f["readings"].values()) >= f["unallocated_floor_reading"]
     mean = (floors[0]["unallocated_floor_reading"] + floors[1]["unallocated_floor_reading"]) / 2
     assert payload["fit_rule_mean_unallocated_floor_reading"] == pytest.approx(mean, abs=2e-3)
     table = runner.invoke(app, [*base, "--no-full", "--fit-rule", "--seeds", "1"])

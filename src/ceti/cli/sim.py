@@ -354,7 +354,8 @@ def bound(
         ),
     ] = False,
     checkpoints: Annotated[
-        int, typer.Option("--checkpoints", min=2, help="LP solves across the reading's arrivals (--fit-rule).")
+        int,
+        typer.Option("--checkpoints", min=2, help="LP solves across the reading's arrivals (--fit-rule)."),
     ] = 2,
     on_error: Annotated[str, typer.Option("--on-error", help="skip or reject bad trace rows.")] = "skip",
 ) -> None:
@@ -404,7 +405,9 @@ def bound(
                         "unallocated_lower_bound": round((inst.capacity_milli - relax.upper_milli) / 1000, 3),
                     }
                 )
-        floors = _fit_rule_floors(setup, seed_list, checkpoints, err) if fit_rule else []
+        floors, readings = (
+            _fit_rule_floors(setup, seed_list, checkpoints, names, err) if fit_rule else ([], {})
+        )
     except BoundError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -419,7 +422,10 @@ def bound(
         "full_cluster": full_rows,
     }
     if fit_rule:
-        payload["fit_rule"] = [f.as_json() for f in floors]
+        payload["fit_rule"] = [
+            {**f.as_json(), "readings": {n: round(readings[n][k], 3) for n in names}}
+            for k, f in enumerate(floors)
+        ]
         payload["fit_rule_mean_unallocated_floor_reading"] = round(
             float(np.mean([f.unallocated_reading for f in floors])), 3
         )
@@ -443,7 +449,7 @@ def bound(
             )
         Console().print(ft)
     if floors:
-        _fit_rule_table(floors)
+        _fit_rule_table(floors, readings)
     Console().print(
         "bound (>=): no placement leaves fewer GPUs unallocated; keeping X's large shares: none that places "
         "as many shares above 500 milli as X did; keeping X's shares: none that places as many shares of every "
@@ -559,25 +565,39 @@ def _bound_table(title: str, results: list, names: list[str], total_gpus: int, s
     Console().print(table)
 
 
-def _fit_rule_floors(setup: InflationSetup, seeds: list[int], checkpoints: int, err: Console) -> list:
+def _fit_rule_floors(
+    setup: InflationSetup, seeds: list[int], checkpoints: int, names: list[str], err: Console
+) -> tuple[list, dict[str, list[float]]]:
+    """Per seed, the fit-rule floor of the reading at 100%, and each policy's own reading beside it (the
+    experiment run to 101%)."""
     from ceti.sim.fit_rule_bound import reading_floor
+    from ceti.sim.inflation import run_inflation
 
-    out = []
+    floors = []
+    readings: dict[str, list[float]] = {n: [] for n in names}
     with _progress(err) as bar:
-        task = bar.add_task("fit-rule floor: LP solves", total=len(seeds) * (checkpoints + 1))
+        task = bar.add_task(
+            "fit-rule floor: LP solves, runs", total=len(seeds) * (checkpoints + 1 + len(names))
+        )
         for s in seeds:
-            out.append(reading_floor(setup, s, checkpoints=checkpoints, progress=lambda: bar.advance(task)))
-    return out
+            floors.append(
+                reading_floor(setup, s, checkpoints=checkpoints, progress=lambda: bar.advance(task))
+            )
+            for n in names:
+                readings[n].append(run_inflation(setup, n, s, stop_at_percent=101).unallocated_gpus_at(100))
+                bar.advance(task)
+    return floors, readings
 
 
-def _fit_rule_table(floors: list) -> None:
+def _fit_rule_table(floors: list, readings: dict[str, list[float]]) -> None:
     table = Table(
-        title=f"Full cluster ({floors[0].total_gpus} GPUs): the least unallocated GPUs any policy that places "
-        "every pod that fits can leave"
+        title=f"Full cluster ({floors[0].total_gpus} GPUs): the least unallocated GPUs any policy that "
+        "places every pod that fits can leave, and the policies' own"
     )
-    for c in ("seed", "arrivals read", "LP solves", "at the last arrival <= 100% (>=)", "reading at 100% (>=)"):
+    cols = ["seed", "arrivals read", "LP solves", "at the last arrival <= 100% (>=)", "reading at 100% (>=)"]
+    for c in cols + list(readings):
         table.add_column(c, justify="right")
-    for f in floors:
+    for k, f in enumerate(floors):
         first, last = f.band
         table.add_row(
             str(f.seed),
@@ -585,6 +605,7 @@ def _fit_rule_table(floors: list) -> None:
             str(len(f.checkpoints)),
             f"{f.unallocated_at_cut:.2f}",
             f"{f.unallocated_reading:.2f}",
+            *(f"{v[k]:.2f}" for v in readings.values()),
         )
     table.add_row(
         "mean",
@@ -592,11 +613,13 @@ def _fit_rule_table(floors: list) -> None:
         "",
         f"{np.mean([f.unallocated_at_cut for f in floors]):.1f}",
         f"{np.mean([f.unallocated_reading for f in floors]):.1f}",
+        *(f"{np.mean(v):.1f}" for v in readings.values()),
     )
     Console().print(table)
     Console().print(
-        "reading at 100%: the experiment's figure (the mean over the arrivals whose arrived share rounds to 100%), "
-        "as `ceti sim inflation` reads it; no policy under the rule shows less"
+        "reading at 100%: the experiment's figure (the mean over the arrivals whose arrived share rounds to "
+        "100%), as `ceti sim inflation` reads it; no policy under the rule shows less. The policies' columns "
+        "are their own readings, each seed's run as in `ceti sim inflation`"
     )
 
 

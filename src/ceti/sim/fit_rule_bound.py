@@ -14,8 +14,9 @@ policy allocates. The plain packing LP ("any placement") leaves about a fifth of
 gives their GPUs to whole-GPU pods that arrive later; under the rule, a pod placed later forces every share it
 covers before it, so that is no longer open.
 
-`reading_floor` turns it into a floor under the experiment's own reading, the mean allocation over the arrivals
-whose arrived share rounds to 100% (`inflation.RunResult.alloc_ratio_at`), from a few LP solves per seed.
+`reading_floor` turns it into a floor under the experiment's own reading, the mean allocation over the
+arrivals whose arrived share rounds to 100% (`inflation.RunResult.alloc_ratio_at`), from a few LP solves per
+seed.
 """
 
 from __future__ import annotations
