@@ -15,7 +15,7 @@ from ceti.cli.sim import app
 from ceti.fabric.placement.registry import POLICIES, make_policy
 from ceti.fabric.placement.state import ClusterState, PodRequest
 from ceti.fabric.placement.workload import TargetWorkload
-from ceti.sim.fit_rule_bound import covers, fit_rule_bound, pod_shape, reading_floor
+from ceti.sim.fit_rule_bound import cover_shape, covers, fit_rule_bound, reading_floor
 from ceti.sim.inflation import InflationSetup, run_inflation
 from ceti.sim.inflation_bound import BoundError, packing_bound
 from ceti.sim.trace import TraceNode, TracePod, write_pods
@@ -50,8 +50,8 @@ def test_what_a_placed_pod_proves_about_earlier_ones() -> None:
     assert not covers((1000, 1, 1, 1000, ANY), (1000, 1, 1, 500, frozenset({1})))
     assert not covers((1000, 1, 0, 0, ANY), (1000, 1, 0, 0, ANY))  # CPU-only pods are not in the LP
     state = _cluster([1])
-    assert pod_shape(PodRequest(1, 2, 1, 500), len(state.models)) == (1, 2, 1, 500, frozenset({0, 1}))
-    assert pod_shape(PodRequest(1, 2, 1, 500, state.model_mask({"G2"})), 2)[4] == frozenset({1})
+    assert cover_shape(PodRequest(1, 2, 1, 500), len(state.models)) == (1, 2, 1, 500, frozenset({0, 1}))
+    assert cover_shape(PodRequest(1, 2, 1, 500, state.model_mask({"G2"})), 2)[4] == frozenset({1})
 
 
 def test_an_810_share_before_a_whole_gpu_pod_on_one_gpu() -> None:

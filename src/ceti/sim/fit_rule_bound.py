@@ -29,15 +29,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ceti.fabric.placement.state import WHOLE_GPU_MILLI, PodRequest
-from ceti.fabric.placement.workload import share_patterns
 from ceti.sim.inflation import InflationSetup, RunResult, arrival_order, reading_band
-from ceti.sim.inflation_bound import BoundError
+from ceti.sim.inflation_bound import BoundError, add_pattern_columns, pod_classes, upper_of
 
 # (CPU milli, memory MiB, GPU count, GPU milli per GPU, the GPU models it may use as indices)
 Shape = tuple[int, int, int, int, frozenset[int]]
 
 
-def pod_shape(pod: PodRequest, n_models: int) -> Shape:
+def cover_shape(pod: PodRequest, n_models: int) -> Shape:
     allowed = range(n_models) if pod.model_ok is None else np.flatnonzero(pod.model_ok).tolist()
     return (pod.cpu_milli, pod.memory_mib, pod.gpu_count, pod.gpu_milli, frozenset(allowed))
 
@@ -91,17 +90,19 @@ def fit_rule_bound(total_gpus: int, requests: Sequence[PodRequest], n_models: in
         row = rows[size] = solver.Constraint(0.0, solver.infinity())
         for i in members:
             row.SetCoefficient(x[i], -1.0)
-    for pattern in share_patterns(list(by_size)):
-        v = solver.NumVar(0.0, solver.infinity(), "")
-        gpus.SetCoefficient(v, 1.0)
-        for size, count in pattern.items():
-            rows[size].SetCoefficient(v, float(count))
+    add_pattern_columns(solver, gpus, rows)
     # x_w <= x_s for each covered s before w: pods of one shape in a chain (each placed one forces the one
     # before it), and each pod to the latest earlier pod of every other shape it covers, unless that row
     # follows from another: when w covers c, c covers b and c's latest pod came after b's, x_w <= x_c <= x_b
-    shape_of = {i: pod_shape(p, n_models) for i, p in gpu_pods}
-    shapes = sorted(set(shape_of.values()), key=lambda s: (s[:4], sorted(s[4])))
-    index = {s: k for k, s in enumerate(shapes)}
+    classes = pod_classes([p for _, p in gpu_pods], n_models)
+    shapes = [cover_shape(c.pod, n_models) for c in classes]
+    # shapes in a fixed order, not as first seen: the order the rows are written in moves the LP's last bits
+    by_shape = sorted(range(len(shapes)), key=lambda k: (shapes[k][:4], sorted(shapes[k][4])))
+    classes = [classes[k] for k in by_shape]
+    shapes = [shapes[k] for k in by_shape]
+    shape_at = np.empty(len(gpu_pods), np.int64)  # per GPU pod, its shape
+    for k, c in enumerate(classes):
+        shape_at[list(c.members)] = k
     cover = np.array([covers(a, b) for a in shapes for b in shapes], dtype=bool).reshape(
         len(shapes), len(shapes)
     )
@@ -109,8 +110,7 @@ def fit_rule_bound(total_gpus: int, requests: Sequence[PodRequest], n_models: in
     within = [cover[np.ix_(c, c)] for c in covered]  # which of a shape's covered shapes cover which
     latest = np.full(len(shapes), -1, np.int64)  # per shape, its latest pod so far
     n_rows = 0
-    for i, _ in gpu_pods:
-        a = index[shape_of[i]]
+    for (i, _), a in zip(gpu_pods, shape_at.tolist(), strict=True):
         c = covered[a]
         last = latest[c]
         implied = (within[a] & (last[:, None] > last[None, :])).any(axis=0)
@@ -124,9 +124,7 @@ def fit_rule_bound(total_gpus: int, requests: Sequence[PodRequest], n_models: in
     status = solver.Solve()
     if status != pywraplp.Solver.OPTIMAL:
         raise BoundError(f"the fit-rule LP did not solve (status {status})")
-    # GLOP works in floating point: round the optimum up a little so it stays a bound
-    upper = float(objective.Value()) * (1 + 1e-9) + 1e-6
-    return FitRuleLP(upper, len(gpu_pods), n_rows, time.perf_counter() - t0)
+    return FitRuleLP(upper_of(objective), len(gpu_pods), n_rows, time.perf_counter() - t0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +153,7 @@ def reading_floor(
     seed: int,
     *,
     percent: float = 100,
-    checkpoints: int = 3,
+    checkpoints: int = 2,
     inflation: float = 1.3,
     progress: Callable[[], None] | None = None,
 ) -> ReadingFloor:
@@ -176,14 +174,14 @@ def reading_floor(
     order = arrival_order(len(setup.pods), setup.gpu_milli, capacity, inflation, seed)
     arrived = np.cumsum(setup.gpu_milli[order])
     # the reading's fallback (arrivals within a point) depends on where a run stops; hold to the exact band
-    if not (np.round(arrived / capacity * 100) == percent).any():
+    band = np.flatnonzero(reading_band(arrived, total_gpus, percent, fallback=False))
+    if not len(band):
         raise BoundError(
             f"no arrival's arrived share rounds to {percent}%: the cluster is too small for pods this big"
         )
-    band = np.flatnonzero(reading_band(arrived, total_gpus, percent))
     first, last = int(band[0]), int(band[-1])
     cut = int(np.searchsorted(arrived, percent / 100 * capacity, side="right")) - 1  # last at or below
-    points = {first, last, *np.linspace(first, last, checkpoints).round().astype(int).tolist()}
+    points = set(np.linspace(first, last, checkpoints).round().astype(int).tolist())  # first and last too
     if first <= cut <= last:
         points.add(cut)
     points_sorted = sorted(points)

@@ -131,12 +131,14 @@ class Breakdown:
         )
 
 
-def reading_band(arrived_milli: np.ndarray, total_gpus: int, percent: float) -> np.ndarray:
+def reading_band(
+    arrived_milli: np.ndarray, total_gpus: int, percent: float, *, fallback: bool = True
+) -> np.ndarray:
     """Which arrivals the reading at `percent` averages over: those whose arrived share rounds to it, or, when
-    none does, those within a point of it."""
+    none does (and `fallback`), those within a point of it."""
     arrived = np.round(arrived_milli / (total_gpus * 1000) * 100)
     sel = arrived == percent
-    if not sel.any():
+    if fallback and not sel.any():
         sel = (arrived >= percent - 1) & (arrived <= percent + 1)
     return sel
 

@@ -187,16 +187,31 @@ def packing_bound(
         gpus.SetCoefficient(v, float(k))
         objective.SetCoefficient(v, float(k * WHOLE_GPU_MILLI))
     rows = {s: solver.Constraint(float((min_placed or {}).get(s, 0)), float(n)) for s, n in supply.items()}
-    for pat in share_patterns(list(supply)):
-        v = solver.NumVar(0.0, solver.infinity(), "")
-        gpus.SetCoefficient(v, 1.0)
-        objective.SetCoefficient(v, float(sum(s * c for s, c in pat.items())))
-        for s, c in pat.items():
-            rows[s].SetCoefficient(v, float(c))
+    add_pattern_columns(solver, gpus, rows, objective)
     objective.SetMaximization()
     status = solver.Solve()
     if status != pywraplp.Solver.OPTIMAL:
         raise BoundError(f"the packing LP did not solve (status {status}); min_placed asks too much?")
+    return upper_of(objective)
+
+
+def add_pattern_columns(  # type: ignore[no-untyped-def]
+    solver, gpus, rows: Mapping[int, object], objective=None
+) -> None:
+    """A column per pattern of one GPU's shares (every multiset of the sizes in `rows` that fits): it takes
+    one GPU of the `gpus` row and its count of each size in that size's row; with `objective`, it is worth
+    the milli it holds."""
+    for pat in share_patterns(list(rows)):
+        v = solver.NumVar(0.0, solver.infinity(), "")
+        gpus.SetCoefficient(v, 1.0)
+        if objective is not None:
+            objective.SetCoefficient(v, float(sum(s * c for s, c in pat.items())))
+        for s, c in pat.items():
+            rows[s].SetCoefficient(v, float(c))
+
+
+def upper_of(objective) -> float:  # type: ignore[no-untyped-def]
+    """A maximising LP's optimum as a bound: GLOP works in floating point, so it is rounded up a little."""
     return float(objective.Value()) * (1 + 1e-9) + 1e-6
 
 
@@ -265,8 +280,7 @@ def typed_relaxation(
     status = solver.Solve()
     if status != pywraplp.Solver.OPTIMAL:
         raise BoundError(f"the relaxation did not solve (status {status}); min_placed asks too much?")
-    # GLOP works in floating point: round the optimum up a little so it stays a bound
-    upper = float(objective.Value()) * (1 + 1e-9) + 1e-6
+    upper = upper_of(objective)
     return RelaxationResult(upper, len(requests), len(classes), len(types), time.perf_counter() - t0)
 
 
